@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the tests need: qemu-user + mmdebstrap (riscv64 board), openssh-server (loopback board),
+# chromium (dashboard check), dataset-fashion-mnist (demo and benchmark data). Idempotent.
+set -euo pipefail
+pkgs=(qemu-user-static mmdebstrap openssh-server chromium dataset-fashion-mnist)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

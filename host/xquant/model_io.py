@@ -1,0 +1,96 @@
+"""Reading models and writing them atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import onnx
+
+from .errors import ModelError
+
+ONNX_TO_NAME = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    name: str
+    shape: Tuple[Union[int, str, None], ...]  # ints, symbolic names, or None for unknown dims
+    dtype: str
+
+
+def load_model(model: Union[str, "os.PathLike[str]", onnx.ModelProto]) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = os.fspath(model)
+    if not os.path.exists(path):
+        raise ModelError(f"Model file not found: '{path}' (resolved to '{os.path.abspath(path)}').")
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"Cannot read ONNX model '{path}': {exc}.", "Is it an .onnx file?") from exc
+
+
+def graph_inputs(model: onnx.ModelProto) -> List[GraphInput]:
+    """The model's real inputs (graph inputs that are not initializers), in order."""
+    initializers = {init.name for init in model.graph.initializer}
+    result = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dims: list = []
+        for dim in tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            elif dim.HasField("dim_param"):
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        result.append(GraphInput(value.name, tuple(dims), ONNX_TO_NAME.get(tensor_type.elem_type, "unknown")))
+    return result
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str) -> None:
+    """Write to a temp file in the target folder, then rename: a failure never leaves a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".xquant-", suffix=".onnx.tmp", dir=folder)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".xquant-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_stem(path: Optional[str]) -> str:
+    name = os.path.basename(path or "model.onnx")
+    return name[: -len(".onnx")] if name.endswith(".onnx") else os.path.splitext(name)[0]
