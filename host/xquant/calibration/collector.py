@@ -1,0 +1,64 @@
+"""Stream calibration batches through the FP32 model and reduce every wanted tensor to statistics.
+
+Only one batch of activations lives in memory at a time; statistics have a fixed size per tensor."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+import onnx
+
+from ..data.source import CalibrationData
+from ..errors import ModelError
+from .session import make_session, with_outputs
+from .stats import TensorStats
+
+log = logging.getLogger(__name__)
+BATCH_MEMORY_BYTES = 256 * 1024 * 1024
+MAX_BATCH = 32
+
+
+def batch_size_for(model: onnx.ModelProto, cfg_batch: int, tensors: Sequence[str]) -> int:
+    """The configured batch when the model's batch is fixed; otherwise as many samples as fit a memory budget."""
+    graph_input = next(v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer})
+    dims = graph_input.type.tensor_type.shape.dim
+    if not dims or dims[0].HasField("dim_value"):
+        return cfg_batch
+    sizes = {}
+    for value in model.graph.value_info:
+        shape = value.type.tensor_type.shape.dim
+        if value.name in tensors and shape:
+            sizes[value.name] = int(np.prod([d.dim_value if d.HasField("dim_value") else 1 for d in shape[1:]]))
+    per_sample = 4 * (sum(sizes.values()) + 1024 * max(0, len(tensors) - len(sizes)))
+    return int(max(cfg_batch, min(MAX_BATCH, BATCH_MEMORY_BYTES // max(per_sample, 1))))
+
+
+def progress(iterable: Iterable, total: int, desc: str, enabled: Optional[bool] = None):
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: CalibrationData, device: str,
+                  batch_size: int, show_progress: Optional[bool] = None) -> Dict[str, TensorStats]:
+    session = make_session(with_outputs(model, tensors), device, "FP32 model for calibration")
+    names = [o.name for o in session.get_outputs()]
+    wanted = set(tensors)
+    stats = {name: TensorStats() for name in tensors}
+    total = -(-data.num_samples // batch_size)
+    for batch in progress(data.batches(batch_size), total, "calibrating", show_progress):
+        try:
+            values = session.run(names, batch)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ModelError(f"onnxruntime failed to run the FP32 model on calibration data: {first}.",
+                             "Check input_shape, mean/std and the data files.") from exc
+        for name, value in zip(names, values):
+            if name in wanted and isinstance(value, np.ndarray) and value.dtype == np.float32:
+                stats[name].update(value)
+    return {name: s for name, s in stats.items() if s.count > 0}

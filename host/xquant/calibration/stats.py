@@ -1,0 +1,70 @@
+"""Streaming per-tensor statistics: exact min/max plus a signed histogram whose range grows by exact
+doublings (bins merge pairwise), so any number of batches fits in a fixed number of bins."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NUM_BINS = 8192  # over [-R, R]; >= 8 bins per INT8 step when a tensor spans half the range
+
+
+class TensorStats:
+    __slots__ = ("min", "max", "hist", "radius", "count")
+
+    def __init__(self) -> None:
+        self.min = math.inf
+        self.max = -math.inf
+        self.hist = np.zeros(NUM_BINS, dtype=np.int64)
+        self.radius = 0.0
+        self.count = 0
+
+    def update(self, values: np.ndarray) -> None:
+        flat = np.asarray(values, dtype=np.float32).ravel()
+        flat = flat[np.isfinite(flat)]
+        if flat.size == 0:
+            return
+        lo, hi = float(flat.min()), float(flat.max())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self._grow(max(abs(lo), abs(hi)))
+        scale = NUM_BINS / (2.0 * self.radius)
+        idx = ((flat + self.radius) * scale).astype(np.int64)
+        np.clip(idx, 0, NUM_BINS - 1, out=idx)
+        self.hist += np.bincount(idx, minlength=NUM_BINS)
+        self.count += flat.size
+
+    def _grow(self, extent: float) -> None:
+        if self.radius == 0.0:
+            self.radius = 2.0 ** math.ceil(math.log2(max(extent, 1e-12)))
+            return
+        while extent > self.radius:
+            merged = self.hist.reshape(-1, 2).sum(axis=1)
+            self.hist = np.zeros(NUM_BINS, dtype=np.int64)
+            quarter = NUM_BINS // 4
+            self.hist[quarter:quarter + merged.size] = merged
+            self.radius *= 2.0
+
+    @property
+    def bin_width(self) -> float:
+        return 2.0 * self.radius / NUM_BINS
+
+    def centers(self) -> np.ndarray:
+        return -self.radius + (np.arange(NUM_BINS) + 0.5) * self.bin_width
+
+    def merge(self, other: "TensorStats") -> "TensorStats":
+        """Statistics of the union of two tensors' values (for tensors that share one scale)."""
+        out = TensorStats()
+        for src in (self, other):
+            if src.count == 0:
+                continue
+            out.min, out.max = min(out.min, src.min), max(out.max, src.max)
+            out._grow(src.radius)
+            factor = int(round(out.radius / src.radius))
+            hist = src.hist
+            while factor > 1:
+                hist = np.concatenate([np.zeros(NUM_BINS // 4, np.int64), hist.reshape(-1, 2).sum(1),
+                                       np.zeros(NUM_BINS // 4, np.int64)])
+                factor //= 2
+            out.hist += hist
+            out.count += src.count
+        return out

@@ -1,0 +1,68 @@
+"""``python -m xquant -c cfg.json [-i in.onnx] [-o out.q.onnx]`` (the vendor tool's command line)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .errors import XQuantError
+
+log = logging.getLogger("xquant")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xquant", description="Quantize an FP32 ONNX model to INT8 (QDQ).")
+    parser.add_argument("-c", "--config", required=True, help="XQuant JSON config")
+    parser.add_argument("-i", "--input", help="FP32 ONNX model (overrides model_parameters.onnx_model)")
+    parser.add_argument("-o", "--output", help="quantized model path (overrides the config's output)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    return parser
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("xquant").setLevel(level)
+
+
+def print_summary(result) -> None:
+    from tabulate import tabulate
+
+    rows = [[name, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}", f"{m['max_abs']:.4g}",
+             f"{100 * m['top1_agreement']:.1f}%" if "top1_agreement" in m else "-", m["samples"]]
+            for name, m in result.fidelity.items()]
+    plan = result.plan
+    print(f"quantized model: {result.output_path}")
+    print(f"calibration: {result.num_samples} samples, {result.config.calibration.calibration_type} "
+          f"({result.config.calibration.calibration_device}); INT8 ops {len(plan.quantized_nodes)}, "
+          f"activations {len(result.params)}, weights {len(plan.weights)}; "
+          f"{result.timings.get('total_s', 0):.1f} s")
+    print(tabulate(rows, headers=["output", "SNR dB", "cosine", "max |err|", "top-1 agree", "samples"]))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    from .quantize import run_quantization
+
+    try:
+        result = run_quantization(args.config, args.input, args.output, show_progress=False if args.quiet else None,
+                                  summary=not args.quiet)
+    except XQuantError as exc:
+        print(f"xquant: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("xquant: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless --debug
+        if args.debug:
+            raise
+        print(f"xquant: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+              file=sys.stderr)
+        return 3
+    if not args.quiet:
+        print_summary(result)
+    return 0

@@ -1,0 +1,110 @@
+"""The one place that inserts QuantizeLinear/DequantizeLinear: materialises a quant plan as a QDQ model.
+
+Activations: ``t -> Q -> DQ -> t_dequantized`` and every consumer reads the DQ output (for graph outputs the
+DQ keeps the original name). Weights and biases: stored quantized, with a DequantizeLinear that outputs the
+original initializer name, so op nodes are untouched."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..calibration.ranges import QParams
+from ..plan.planner import QuantPlan
+from .weights import QuantizedTensor, quantize_bias, quantize_weight
+
+
+class QDQWriter:
+    def __init__(self, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams]) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        self.plan = plan
+        self.params = params
+        self.graph = self.model.graph
+        self.inits = {t.name: t for t in self.graph.initializer}
+        self.new_inits: List[onnx.TensorProto] = []
+        self.weight_scales: Dict[str, np.ndarray] = {}
+
+    def _const(self, name: str, array: np.ndarray) -> str:
+        self.new_inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def _dq_from(self, name: str, qt: QuantizedTensor) -> onnx.NodeProto:
+        args = [self._const(f"{name}_quantized", qt.values), self._const(f"{name}_scale", qt.scale),
+                self._const(f"{name}_zero_point", qt.zero_point)]
+        kwargs = {"axis": qt.axis} if qt.axis is not None else {}
+        return helper.make_node("DequantizeLinear", args, [name], name=f"{name}_DequantizeLinear", **kwargs)
+
+    def _weight_nodes(self) -> List[onnx.NodeProto]:
+        nodes = []
+        for name, spec in self.plan.weights.items():
+            qt = quantize_weight(numpy_helper.to_array(self.inits[name]), spec)
+            self.weight_scales[name] = qt.scale
+            nodes.append(self._dq_from(name, qt))
+        for name, spec in self.plan.biases.items():
+            act = self.params.get(spec.input_name)
+            if act is None or spec.weight_name not in self.weight_scales or name in self.plan.weights:
+                continue
+            qt = quantize_bias(numpy_helper.to_array(self.inits[name]), act.scale, self.weight_scales[spec.weight_name])
+            nodes.append(self._dq_from(name, qt))
+        return nodes
+
+    def _activation_pair(self, tensor: str, source: str, target: str, p: QParams) -> List[onnx.NodeProto]:
+        scale = self._const(f"{tensor}_scale", np.asarray(p.scale, dtype=np.float32))
+        zp = self._const(f"{tensor}_zero_point", np.asarray(p.zero_point, dtype=np.int8))
+        quant = f"{tensor}_quantized"
+        return [helper.make_node("QuantizeLinear", [source, scale, zp], [quant], name=f"{tensor}_QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [quant, scale, zp], [target], name=f"{tensor}_DequantizeLinear")]
+
+    def _rewire(self, nodes: List[onnx.NodeProto], old: str, new: str) -> None:
+        for node in nodes:
+            for i, name in enumerate(node.input):
+                if name == old:
+                    node.input[i] = new
+
+    def write(self) -> onnx.ModelProto:
+        graph_outputs = {o.name for o in self.graph.output}
+        graph_inputs = {i.name for i in self.graph.input}
+        original = list(self.graph.node)
+        head = self._weight_nodes()
+        after: Dict[str, List[onnx.NodeProto]] = {}
+        for name, p in self.params.items():
+            if name in graph_outputs and name in graph_inputs:
+                continue
+            if name in graph_outputs:
+                producer = next(n for n in original if name in n.output)
+                pre = f"{name}_prequant"
+                producer.output[list(producer.output).index(name)] = pre
+                pair = self._activation_pair(name, pre, name, p)  # consumers keep reading `name`, now the DQ output
+            else:
+                pair = self._activation_pair(name, name, f"{name}_dequantized", p)
+                self._rewire(original, name, f"{name}_dequantized")
+            after.setdefault(name, []).extend(pair)
+        for name in graph_inputs:
+            head.extend(after.pop(name, []))
+        ordered = list(head)
+        for node in original:
+            ordered.append(node)
+            for out in node.output:
+                key = out[: -len("_prequant")] if out.endswith("_prequant") else out
+                ordered.extend(after.pop(key, []))
+        self._replace_initializers()
+        del self.graph.node[:]
+        self.graph.node.extend(ordered)
+        return self.model
+
+    def _replace_initializers(self) -> None:
+        replaced = set(self.plan.weights) | {n for n in self.plan.biases if any(
+            t.name == f"{n}_quantized" for t in self.new_inits)}
+        keep = [t for t in self.graph.initializer if t.name not in replaced]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(keep + self.new_inits)
+        inputs = [v for v in self.graph.input if v.name not in replaced]
+        del self.graph.input[:]
+        self.graph.input.extend(inputs)
+
+
+def write_qdq(model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams]) -> onnx.ModelProto:
+    return QDQWriter(model, plan, params).write()

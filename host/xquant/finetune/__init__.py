@@ -1,0 +1,1 @@
+"""Optional fine-tuning passes selected by ``finetune_level`` (torch is imported only in here)."""

@@ -1,0 +1,168 @@
+"""Mark what gets quantized and how (never edits the graph): the quant plan.
+
+Every float tensor touched by a quantized op gets an ``ActivationSpec`` (or a ``WeightSpec`` when it is an
+initializer); tensors that must share one scale (data-movement ops, Concat) share a ``group``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set
+
+import onnx
+
+from ..config.schema import XQuantConfig
+from .graph import GraphIndex
+from .ops import ACTIVATIONS_FUSED, OpRule, rule_for
+from .precision import keeps_float
+
+
+@dataclass
+class ActivationSpec:
+    name: str
+    method: str
+    max_percentile: float
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    axis: Optional[int]  # per-channel axis, None for per-tensor
+    symmetric: bool = True
+
+
+@dataclass(frozen=True)
+class BiasSpec:
+    name: str
+    input_name: str
+    weight_name: str
+
+
+@dataclass
+class QuantPlan:
+    quantized_nodes: Set[str] = field(default_factory=set)
+    activations: Dict[str, ActivationSpec] = field(default_factory=dict)
+    weights: Dict[str, WeightSpec] = field(default_factory=dict)
+    biases: Dict[str, BiasSpec] = field(default_factory=dict)
+
+    def groups(self) -> Dict[str, List[str]]:
+        out: Dict[str, List[str]] = {}
+        for spec in self.activations.values():
+            out.setdefault(spec.group, []).append(spec.name)
+        return out
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: Dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+
+
+class Planner:
+    def __init__(self, model: onnx.ModelProto, cfg: XQuantConfig, float_nodes: Optional[Set[str]] = None) -> None:
+        self.index = GraphIndex(model)
+        self.cfg = cfg
+        self.quant = cfg.quantization
+        self.float_nodes = float_nodes or set()  # decided elsewhere (custom_setting, truncation tail)
+        self.plan = QuantPlan()
+
+    def wants_int8(self, node: onnx.NodeProto) -> bool:
+        rule = rule_for(node.op_type)
+        if rule is None or node.name in self.float_nodes:
+            return False
+        if node.op_type in self.quant.ignore_op_types or node.name in self.quant.ignore_op_names:
+            return False
+        if keeps_float(node, self.index, self.quant.precision_level):
+            return False
+        data = self._data_inputs(node, rule)
+        return any(self.index.is_float(name) for name in data)
+
+    def _data_inputs(self, node: onnx.NodeProto, rule: OpRule) -> List[str]:
+        idx = range(len(node.input)) if rule.data_inputs is None else rule.data_inputs
+        return [node.input[i] for i in idx if i < len(node.input) and node.input[i]]
+
+    def build(self) -> QuantPlan:
+        for node in self.index.nodes:
+            if self.wants_int8(node):
+                self.plan.quantized_nodes.add(node.name)
+        for node in self.index.nodes:
+            if node.name in self.plan.quantized_nodes:
+                self._mark_node(node, rule_for(node.op_type))  # type: ignore[arg-type]
+        self._assign_groups()
+        return self.plan
+
+    def _mark_activation(self, name: str) -> None:
+        if name and name not in self.plan.activations and self.index.is_float(name):
+            calib = self.cfg.calibration
+            self.plan.activations[name] = ActivationSpec(name, calib.calibration_type, self.quant.max_percentile)
+
+    def _mark_node(self, node: onnx.NodeProto, rule: OpRule) -> None:
+        for pos, name in enumerate(node.input):
+            if not name or not self.index.is_float(name):
+                continue
+            is_weight_slot = pos == rule.weight_input
+            if name in self.index.initializers:
+                if is_weight_slot:
+                    self.plan.weights[name] = WeightSpec(name, rule.weight_axis)
+                elif pos in self._data_positions(node, rule) and name not in self.plan.weights:
+                    self.plan.weights[name] = WeightSpec(name, None, symmetric=False)
+            elif pos in self._data_positions(node, rule) or is_weight_slot:
+                if self.index.is_activation(name) and not self._fused_edge(name):
+                    self._mark_activation(name)
+        if rule.bias_input is not None and self.quant.bias_dtype == "int32":
+            self._mark_bias(node, rule)
+        for name in node.output:
+            if name and not self._fused_edge(name):
+                self._mark_activation(name)
+
+    @staticmethod
+    def _data_positions(node: onnx.NodeProto, rule: OpRule) -> range | tuple:
+        return range(len(node.input)) if rule.data_inputs is None else rule.data_inputs
+
+    def _mark_bias(self, node: onnx.NodeProto, rule: OpRule) -> None:
+        pos = rule.bias_input
+        if pos is None or pos >= len(node.input) or node.input[pos] not in self.index.initializers:
+            return
+        weight = node.input[rule.weight_input] if rule.weight_input is not None else ""
+        if weight in self.index.initializers and self.index.is_activation(node.input[0]):
+            self.plan.biases[node.input[pos]] = BiasSpec(node.input[pos], node.input[0], weight)
+
+    def _fused_edge(self, tensor: str) -> bool:
+        """Conv/Gemm/MatMul/Add -> Relu/Clip with nothing else reading the tensor: one fused INT8 op."""
+        producer = self.index.producer.get(tensor)
+        rule = rule_for(producer.op_type) if producer is not None else None
+        if rule is None or not rule.fuses_activation or producer.name not in self.plan.quantized_nodes:
+            return False
+        consumer = self.index.sole_consumer(tensor)
+        return (consumer is not None and consumer.op_type in ACTIVATIONS_FUSED
+                and consumer.name in self.plan.quantized_nodes)
+
+    def _assign_groups(self) -> None:
+        uf = _UnionFind()
+        acts = self.plan.activations
+        for node in self.index.nodes:
+            rule = rule_for(node.op_type)
+            if node.name not in self.plan.quantized_nodes or rule is None or rule.kind == "compute":
+                continue
+            members = [n for n in self._data_inputs(node, rule) if n in acts]
+            members += [n for n in node.output if n in acts]
+            if rule.kind == "passthrough":
+                members = [n for n in members if n == node.input[0] or n in node.output]
+            for other in members[1:]:
+                uf.union(members[0], other)
+        for name, spec in acts.items():
+            spec.group = uf.find(name)
+
+
+def build_plan(model: onnx.ModelProto, cfg: XQuantConfig, float_nodes: Optional[Set[str]] = None) -> QuantPlan:
+    return Planner(model, cfg, float_nodes).build()

@@ -1,0 +1,96 @@
+"""The quantization pipeline: config -> data -> plan -> calibration -> ranges -> QDQ model (+ report)."""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import onnx
+
+from .analysis.fidelity import compare_outputs, run_both
+from .calibration.collector import batch_size_for, collect_stats
+from .calibration.ranges import QParams, activation_params
+from .calibration.session import make_session
+from .config import XQuantConfig, load_config
+from .config.loader import ConfigSource, ModelSource
+from .data import CalibrationData
+from .errors import ModelError
+from .model_io import save_model_atomic
+from .plan.planner import QuantPlan, build_plan
+from .prepare import prepare_model
+from .export.qdq_writer import write_qdq
+
+log = logging.getLogger(__name__)
+SUMMARY_SAMPLES = 64
+
+
+@dataclass
+class QuantizationResult:
+    config: XQuantConfig
+    fp32_model: onnx.ModelProto
+    model: onnx.ModelProto
+    plan: QuantPlan
+    params: Dict[str, QParams]
+    output_path: str
+    fidelity: Dict[str, dict] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+    num_samples: int = 0
+
+
+def validate(model: onnx.ModelProto, device: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"The quantized model fails onnx.checker: {str(exc).splitlines()[0]}.",
+                         "Please report this with the FP32 model.") from exc
+    make_session(model, device, "quantized model")
+
+
+def calibrate(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, data: CalibrationData,
+              show_progress: Optional[bool]) -> Dict[str, QParams]:
+    tensors = list(plan.activations)
+    batch = batch_size_for(model, cfg.calibration.input_parameters[0].input_shape[0], tensors)
+    stats = collect_stats(model, tensors, data, cfg.calibration.calibration_device, batch, show_progress)
+    return activation_params(plan, stats)
+
+
+def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: CalibrationData,
+                     device: str) -> Dict[str, dict]:
+    batches = itertools.islice(data.batches(8), max(1, SUMMARY_SAMPLES // 8))
+    return compare_outputs(run_both(fp32, qdq, batches, device))
+
+
+def run_quantization(config: ConfigSource, model: ModelSource = None, output: Optional[str] = None,
+                     show_progress: Optional[bool] = None, summary: bool = True) -> QuantizationResult:
+    timings: Dict[str, float] = {}
+    start = time.perf_counter()
+    cfg, proto = load_config(config, model, output)
+    data = CalibrationData(cfg)
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
+    timings["prepare_s"] = time.perf_counter() - start
+    plan = build_plan(fp32, cfg)
+    mark = time.perf_counter()
+    params = calibrate(fp32, cfg, plan, data, show_progress)
+    timings["calibrate_s"] = time.perf_counter() - mark
+    qdq = write_qdq(fp32, plan, params)
+    validate(qdq, cfg.calibration.calibration_device)
+    save_model_atomic(qdq, cfg.model.output_model)
+    result = QuantizationResult(cfg, fp32, qdq, plan, params, cfg.model.output_model, timings=timings,
+                                num_samples=data.num_samples)
+    if summary:
+        mark = time.perf_counter()
+        result.fidelity = summary_fidelity(fp32, qdq, data, cfg.calibration.calibration_device)
+        timings["summary_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - start
+    return result
+
+
+def quantize_onnx_model(config: ConfigSource, model: ModelSource = None,
+                        output: Optional[str] = None) -> onnx.ModelProto:
+    """Quantize ``model`` (or the config's onnx_model) as ``config`` says; write it and return it.
+
+    ``config`` is a dict or a JSON path; ``model`` a path or an ``onnx.ModelProto``; ``output`` the
+    path of the .q.onnx (default ``<working_dir>/<output_prefix>.q.onnx``)."""
+    return run_quantization(config, model, output, summary=False).model
