@@ -18,7 +18,8 @@ from .config.loader import ConfigSource, ModelSource
 from .data import CalibrationData
 from .errors import ModelError
 from .model_io import save_model_atomic
-from .plan.planner import QuantPlan, build_plan
+from .plan.planner import QuantPlan
+from .plan.policy import plan_model
 from .prepare import prepare_model
 from .export.qdq_writer import write_qdq
 
@@ -70,7 +71,7 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     data = CalibrationData(cfg)
     fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
     timings["prepare_s"] = time.perf_counter() - start
-    plan = build_plan(fp32, cfg)
+    plan = plan_model(fp32, cfg)
     mark = time.perf_counter()
     params = calibrate(fp32, cfg, plan, data, show_progress)
     timings["calibrate_s"] = time.perf_counter() - mark

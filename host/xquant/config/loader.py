@@ -6,7 +6,6 @@ closest known key; they never stop a run.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import onnx
 
 from ..errors import ConfigError, DataError
+from ..suggest import closest, did_you_mean
 from ..model_io import GraphInput, graph_inputs, load_model, model_stem
 from . import schema
 from .paths import optional_str, resolve_path
@@ -73,8 +73,8 @@ def warn_unknown_keys(raw: dict) -> None:
     def check(keys: Sequence[str], known: Sequence[str], where: str) -> None:
         for key in keys:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+                close = did_you_mean(key, known)
+                hint = f"; did you mean '{close}'?" if close else f"; known keys: {', '.join(known)}"
                 log.warning("unknown key '%s' in %s is ignored%s", key, where, hint)
 
     check(list(raw), list(SECTIONS), "the config")
@@ -128,8 +128,8 @@ def _typed(value: Any, kind: type, where: str, allow_none: bool = False) -> Any:
 
 def _choice(value: Any, choices: Sequence[Any], where: str) -> Any:
     if value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        close = did_you_mean(str(value), [str(c) for c in choices])
+        hint = f" Did you mean '{close}'?" if close else ""
         raise ConfigError(f"{where} {value!r} is not valid. Supported: {', '.join(map(str, choices))}.{hint}")
     return value
 
@@ -298,7 +298,7 @@ def _input_parameters(calib: dict, proto: onnx.ModelProto, base_dir: str) -> Tup
         elif name in by_name:
             graph_input = by_name[name]
         else:
-            close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.4)
+            close = closest(name, list(by_name))
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{where}.input_name '{name}' is not an input of the model. "
                               f"Model inputs: {names}.{hint}")

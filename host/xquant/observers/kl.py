@@ -1,7 +1,8 @@
 """kl: the threshold whose quantized distribution is closest (KL divergence) to the observed one.
 
-Works on |x| (the entropy calibration of TensorRT): 128 levels per side for signed tensors, 256 for
-non-negative ones; the range is then [-t, t] or [0, t], cut to the observed extremes."""
+The entropy calibration of TensorRT, made asymmetric: each side of zero is searched on its own
+histogram (|x| of the negative values, x of the positive ones) with the levels that side gets,
+256 for a non-negative tensor and 128 per side for a signed one."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -14,11 +15,11 @@ from .registry import ObserverOptions, register, with_zero
 ABS_BINS = 2048
 
 
-def abs_histogram(stats: TensorStats) -> Tuple[np.ndarray, float]:
+def side_histogram(stats: TensorStats, positive: bool) -> Tuple[np.ndarray, float]:
     half = NUM_BINS // 2
-    folded = stats.hist[half:] + stats.hist[:half][::-1]
-    factor = max(1, folded.size // ABS_BINS)
-    hist = folded.reshape(-1, factor).sum(axis=1).astype(np.float64)
+    side = stats.hist[half:] if positive else stats.hist[:half][::-1]
+    factor = max(1, side.size // ABS_BINS)
+    hist = side.reshape(-1, factor).sum(axis=1).astype(np.float64)
     width = stats.bin_width * factor
     last = int(np.nonzero(hist)[0].max()) + 1 if hist.any() else 1
     return hist[:last], width
@@ -59,11 +60,17 @@ def threshold(hist: np.ndarray, levels: int) -> int:
     return best_i
 
 
+def side_threshold(stats: TensorStats, positive: bool, levels: int) -> float:
+    hist, width = side_histogram(stats, positive)
+    if hist.size > 1:
+        hist[0] = hist[1]  # zeros (ReLU, padding) are exact in INT8: their spike must not steer the search
+    return threshold(hist, levels) * width if hist.any() else 0.0
+
+
 @register("kl")
 def kl(stats: TensorStats, options: ObserverOptions) -> Tuple[float, float]:
-    hist, width = abs_histogram(stats)
-    signed = stats.min < 0
+    signed = stats.min < 0 and stats.max > 0
     levels = options.levels // 2 if signed else options.levels
-    t = threshold(hist, levels) * width
-    lo = max(stats.min, -t) if signed else stats.min
-    return with_zero(lo, min(stats.max, t))
+    hi = min(stats.max, side_threshold(stats, True, levels)) if stats.max > 0 else stats.max
+    lo = max(stats.min, -side_threshold(stats, False, levels)) if stats.min < 0 else stats.min
+    return with_zero(lo, hi)

@@ -3,12 +3,12 @@
 One module per calibration_type registers itself here; duplicates and unknown names are refused."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
 from ..calibration.stats import TensorStats
 from ..errors import ConfigError
+from ..suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ def register(name: str) -> Callable[[Observer], Observer]:
 
 def get_observer(name: str) -> Observer:
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        close = did_you_mean(name, list(_REGISTRY))
+        hint = f" Did you mean '{close}'?" if close else ""
         raise ConfigError(f"calibration_type {name} not implemented yet.",
                           f"Supported: {', '.join(sorted(_REGISTRY))}.{hint}")
     return _REGISTRY[name]

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Set
 import onnx
 
 from ..config.schema import XQuantConfig
+from .custom import NodeSetting
 from .graph import GraphIndex
 from .ops import ACTIVATIONS_FUSED, OpRule, rule_for
 from .precision import keeps_float
@@ -69,12 +70,18 @@ class _UnionFind:
 
 
 class Planner:
-    def __init__(self, model: onnx.ModelProto, cfg: XQuantConfig, float_nodes: Optional[Set[str]] = None) -> None:
+    def __init__(self, model: onnx.ModelProto, cfg: XQuantConfig, float_nodes: Optional[Set[str]] = None,
+                 settings: Optional[Dict[str, NodeSetting]] = None) -> None:
         self.index = GraphIndex(model)
         self.cfg = cfg
         self.quant = cfg.quantization
-        self.float_nodes = float_nodes or set()  # decided elsewhere (custom_setting, truncation tail)
+        self.float_nodes = float_nodes or set()  # decided elsewhere (truncation tail)
+        self.settings = settings or {}  # per-node custom_setting overrides (plan/custom.py)
         self.plan = QuantPlan()
+
+    def _setting(self, node_name: str, key: str, default):
+        value = getattr(self.settings.get(node_name, NodeSetting()), key)
+        return default if value is None else value
 
     def wants_int8(self, node: onnx.NodeProto) -> bool:
         rule = rule_for(node.op_type)
@@ -82,7 +89,7 @@ class Planner:
             return False
         if node.op_type in self.quant.ignore_op_types or node.name in self.quant.ignore_op_names:
             return False
-        if keeps_float(node, self.index, self.quant.precision_level):
+        if keeps_float(node, self.index, self._setting(node.name, "precision_level", self.quant.precision_level)):
             return False
         data = self._data_inputs(node, rule)
         return any(self.index.is_float(name) for name in data)
@@ -103,8 +110,11 @@ class Planner:
 
     def _mark_activation(self, name: str) -> None:
         if name and name not in self.plan.activations and self.index.is_float(name):
-            calib = self.cfg.calibration
-            self.plan.activations[name] = ActivationSpec(name, calib.calibration_type, self.quant.max_percentile)
+            producer = self.index.producer.get(name)
+            node = producer.name if producer is not None else ""
+            method = self._setting(node, "calibration_type", self.cfg.calibration.calibration_type)
+            pct = self._setting(node, "max_percentile", self.quant.max_percentile)
+            self.plan.activations[name] = ActivationSpec(name, method, pct)
 
     def _mark_node(self, node: onnx.NodeProto, rule: OpRule) -> None:
         for pos, name in enumerate(node.input):
@@ -164,5 +174,6 @@ class Planner:
             spec.group = uf.find(name)
 
 
-def build_plan(model: onnx.ModelProto, cfg: XQuantConfig, float_nodes: Optional[Set[str]] = None) -> QuantPlan:
-    return Planner(model, cfg, float_nodes).build()
+def build_plan(model: onnx.ModelProto, cfg: XQuantConfig, float_nodes: Optional[Set[str]] = None,
+               settings: Optional[Dict[str, NodeSetting]] = None) -> QuantPlan:
+    return Planner(model, cfg, float_nodes, settings).build()

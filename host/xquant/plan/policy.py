@@ -1,0 +1,43 @@
+"""The whole marking step for a config: truncation tail, custom_setting subgraphs, ignored ops -> QuantPlan."""
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from ..config.schema import XQuantConfig
+from ..errors import ConfigError
+from ..suggest import closest
+from .graph import GraphIndex
+from .custom import resolve_custom_settings
+from .planner import QuantPlan, build_plan
+from .truncate import float_tail
+
+log = logging.getLogger(__name__)
+
+
+def check_ignored(index: GraphIndex, cfg: XQuantConfig) -> None:
+    """Unknown ignore_op_names are errors (they name this model's nodes); unused ignore_op_types warn."""
+    names = {n.name for n in index.nodes}
+    for name in cfg.quantization.ignore_op_names:
+        if name not in names:
+            close = closest(name, names, limit=3)
+            hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
+            raise ConfigError(f"quantization_parameters.ignore_op_names: node '{name}' does not exist in the "
+                              f"model.{hint}", "Use node names (not tensor names) as netron shows them.")
+    types = {n.op_type for n in index.nodes}
+    for op_type in cfg.quantization.ignore_op_types:
+        if op_type not in types:
+            log.warning("ignore_op_types: the model has no %s node", op_type)
+
+
+def plan_model(model: onnx.ModelProto, cfg: XQuantConfig) -> QuantPlan:
+    """Mark what ``cfg`` quantizes in ``model`` (prepared: named nodes, inferred types)."""
+    index = GraphIndex(model)
+    quant = cfg.quantization
+    check_ignored(index, cfg)
+    tail = float_tail(index, quant.truncate_var_names)
+    if tail:
+        log.info("truncation: %d node(s) after %s stay float", len(tail), list(quant.truncate_var_names))
+    settings = resolve_custom_settings(index, quant.custom_setting)
+    return build_plan(model, cfg, float_nodes=tail, settings=settings)
