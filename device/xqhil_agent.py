@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""xqhil device agent: runs ONNX models on a board, returns their outputs, latencies and a device fingerprint.
+
+One file, standard library + numpy + onnxruntime only, Python >= 3.8; it never imports host code. The host
+copies it into a fresh work folder on the board together with the models, the inputs and a request.
+
+Wire protocol, version 1 (this docstring is the reference; docs/protocol.md explains it for humans)
+------------------------------------------------------------------------------------------------
+Invocations::
+
+    python3 xqhil_agent.py --hello          # one JSON line on stdout: {"protocol", "agent_version", "device"}
+    python3 xqhil_agent.py REQUEST.json     # handles the request, writes the response file it names
+
+Request (JSON object; every file name is a plain name inside the request's folder, never a path)::
+
+    protocol     int, must equal PROTOCOL; otherwise the response says "protocol mismatch" and exit code is 2
+    deadline_s   float, the agent's own deadline: past it, it writes an error response and exits with 4
+    files        {name: sha256}, verified before anything runs (upload integrity is checked on the board)
+    providers    [str] or null: null picks a vendor provider (e.g. SpaceMITExecutionProvider) when present,
+                 then CPUExecutionProvider; a named provider the board lacks is an error
+    threads      int, intra-op threads (0: onnxruntime's default)
+    models       {model_id: file name}
+    inputs       {"file": "inputs.npz", "names": [graph input names]}; npz keys in0, in1, ... hold [N, ...]
+    tasks        [{"id", "model": model_id, "mode": "accuracy" | "performance", "batch_size": int,
+                   accuracy: "output": file name for the outputs npz,
+                   performance: "warmup": int, "repeat": int}]
+    response     file name of the response (default "response.json")
+
+Response (JSON object, written atomically)::
+
+    protocol, agent_version, ok (the request was understood and handled; task failures are reported per task),
+    error        null or {"type", "message"}: the reason the request as a whole failed
+    device       fingerprint: arch, cpu, cores, os, kernel, python, numpy, onnxruntime, providers, emulated
+    agent_sha256 checksum of this file as the board sees it
+    models       {model_id: {"ok", "error", "load_ms", "providers", "inputs", "outputs"}}
+    tasks        {task_id: {"ok", "error", "model", "mode", "batch_size",
+                  accuracy: "samples", "total_ms", "output": {"file", "sha256", "names"}  (npz keys out0, ...),
+                  performance: "latency": {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
+                                           "max_ms", "std_ms", "samples_ms": [...]}}}
+    duration_s, stage (the last stage reached)
+
+Exit codes: 0 the response was written (look at ok and tasks), 2 bad request, 4 deadline exceeded,
+3 the agent itself crashed (the response still says why when it could be written).
+Errors are data: a model that fails to load or run is reported with onnxruntime's message, never raised.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+PROTOCOL = 1
+AGENT_VERSION = "0.1.0"
+VENDOR_PROVIDERS = ("SpaceMITExecutionProvider",)
+VENDOR_MODULES = ("spacemit_ort",)  # imported when present: they register the vendor provider
+STDERR_NOISE = ("Schema error: Trying to register schema",)
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+EXIT_OK, EXIT_BAD_REQUEST, EXIT_CRASH, EXIT_DEADLINE = 0, 2, 3, 4
+
+
+class AgentError(Exception):
+    """A request-level failure reported in the response's ``error`` field."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+# ----------------------------------------------------------------------------------------- fingerprint
+def _read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _cpu_fields():
+    fields = {}
+    for line in _read("/proc/cpuinfo").splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_model():
+    fields = _cpu_fields()
+    for key in ("model name", "uarch", "cpu model", "hardware", "isa", "processor"):
+        if fields.get(key) and not fields[key].isdigit():
+            return fields[key]
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def looks_emulated(arch):
+    """True when the CPU the kernel describes is not of the architecture Python runs on (qemu-user)."""
+    fields = _cpu_fields()
+    host_marks = ("genuineintel", "authenticamd", "x86", "intel", "amd", "aarch64", "arm")
+    text = " ".join([fields.get("vendor_id", ""), fields.get("model name", ""), fields.get("flags", "")[:40]])
+    if arch in ("riscv64", "riscv32"):
+        return any(mark in text.lower() for mark in host_marks)
+    return False
+
+
+def os_name():
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return platform.platform()
+
+
+def fingerprint(ort, np):
+    arch = platform.machine()
+    return {
+        "arch": arch,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count() or 0,
+        "os": os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "providers": list(ort.get_available_providers()),
+        "emulated": looks_emulated(arch),
+    }
+
+
+# ----------------------------------------------------------------------------------------- imports
+class QuietStderr:
+    """Send fd 2 to a temp file, then replay it without onnxruntime's harmless schema-registration noise."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.tmp = tempfile.TemporaryFile()
+        os.dup2(self.tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.tmp.seek(0)
+        text = self.tmp.read().decode("utf-8", "replace")
+        self.tmp.close()
+        for line in text.splitlines():
+            if line.strip() and not any(noise in line for noise in STDERR_NOISE):
+                sys.stderr.write(line + "\n")
+        return False
+
+
+def import_runtime():
+    with QuietStderr():
+        import numpy as np
+        import onnxruntime as ort
+
+        for name in VENDOR_MODULES:
+            try:
+                __import__(name)
+            except Exception:  # a vendor module that is absent or broken must not stop the CPU path
+                pass
+    return np, ort
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_path(folder, name):
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise AgentError("BadRequest", "file name %r is not a plain file name of the work folder" % (name,))
+    return os.path.join(folder, name)
+
+
+def write_json_atomic(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def error_text(exc):
+    text = " ".join(str(exc).split())
+    return "%s: %s" % (type(exc).__name__, text[:2000]) if text else type(exc).__name__
+
+
+def latency_stats(np, first_ms, samples_ms):
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    if arr.size == 0:
+        arr = np.asarray([first_ms], dtype=np.float64)
+
+    def pct(q):
+        return float(np.percentile(arr, q))
+
+    return {
+        "first_ms": float(first_ms), "mean_ms": float(arr.mean()), "p50_ms": pct(50), "p90_ms": pct(90),
+        "p99_ms": pct(99), "min_ms": float(arr.min()), "max_ms": float(arr.max()), "std_ms": float(arr.std()),
+        "samples_ms": [round(float(v), 4) for v in arr],
+    }
+
+
+# ----------------------------------------------------------------------------------------- running
+def choose_providers(requested, available):
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise AgentError("ProviderUnavailable", "execution provider(s) %s not available on this board; "
+                             "available: %s" % (", ".join(missing), ", ".join(available)))
+        return list(requested)
+    chosen = [p for p in VENDOR_PROVIDERS if p in available]
+    return chosen + ["CPUExecutionProvider"]
+
+
+def load_model(ort, path, providers, threads):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads and threads > 0:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    with QuietStderr():
+        return ort.InferenceSession(path, sess_options=options, providers=providers)
+
+
+def batches(np, arrays, batch_size):
+    count = int(arrays[0].shape[0]) if arrays else 0
+    size = max(1, int(batch_size or 1))
+    for start in range(0, count, size):
+        yield [a[start:start + size] for a in arrays]
+
+
+def feed_for(session, names, arrays):
+    wanted = [i.name for i in session.get_inputs()]
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ValueError("model input(s) %s have no data; the request provides %s" % (missing, names))
+    return {n: arrays[names.index(n)] for n in wanted}
+
+
+def run_accuracy(np, session, names, arrays, batch_size):
+    """Run every sample; return (list of output arrays concatenated on axis 0, total milliseconds)."""
+    collected = None
+    start = time.perf_counter()
+    for chunk in batches(np, arrays, batch_size):
+        outs = session.run(None, feed_for(session, names, chunk))
+        outs = [np.asarray(o)[None] if np.ndim(o) == 0 else np.asarray(o) for o in outs]
+        if collected is None:
+            collected = [[] for _ in outs]
+        for slot, out in zip(collected, outs):
+            slot.append(out)
+    total_ms = (time.perf_counter() - start) * 1000.0
+    if collected is None:
+        raise ValueError("no input samples to run")
+    return [np.concatenate(slot, axis=0) for slot in collected], total_ms
+
+
+def run_performance(np, session, names, arrays, batch_size, warmup, repeat):
+    feed = feed_for(session, names, [a[:max(1, int(batch_size or 1))] for a in arrays])
+    start = time.perf_counter()
+    session.run(None, feed)
+    first_ms = (time.perf_counter() - start) * 1000.0
+    for _ in range(max(0, int(warmup))):
+        session.run(None, feed)
+    samples = []
+    for _ in range(max(1, int(repeat))):
+        start = time.perf_counter()
+        session.run(None, feed)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return latency_stats(np, first_ms, samples)
+
+
+# ----------------------------------------------------------------------------------------- request handling
+class Agent:
+    def __init__(self, request_path):
+        self.folder = os.path.dirname(os.path.abspath(request_path))
+        self.request_path = request_path
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.done = False
+        self.response = {"protocol": PROTOCOL, "agent_version": AGENT_VERSION, "ok": False, "error": None,
+                         "device": None, "models": {}, "tasks": {}, "stage": "start", "duration_s": 0.0}
+        self.response_path = os.path.join(self.folder, "response.json")
+
+    def stage(self, name):
+        self.response["stage"] = name
+
+    def finish(self, exit_code):
+        with self.lock:
+            if self.done:
+                return None
+            self.done = True
+            self.response["duration_s"] = round(time.time() - self.started, 4)
+            write_json_atomic(self.response_path, self.response)
+        return exit_code
+
+    def watchdog(self, deadline_s):
+        def expire():
+            self.response["error"] = {"type": "DeadlineExceeded",
+                                      "message": "agent deadline of %.1f s exceeded during stage '%s'"
+                                      % (deadline_s, self.response["stage"])}
+            self.response["ok"] = False
+            try:
+                if self.finish(EXIT_DEADLINE) is None:
+                    return  # the main thread finished first
+            except Exception:
+                pass
+            os._exit(EXIT_DEADLINE)
+
+        timer = threading.Timer(float(deadline_s), expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def read_request(self):
+        try:
+            with open(self.request_path, encoding="utf-8") as handle:
+                request = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise AgentError("BadRequest", "cannot read request %s: %s" % (self.request_path, error_text(exc)))
+        if not isinstance(request, dict):
+            raise AgentError("BadRequest", "the request must be a JSON object")
+        if request.get("response") is not None:
+            self.response_path = safe_path(self.folder, request["response"])
+        if request.get("protocol") != PROTOCOL:
+            raise AgentError("ProtocolMismatch", "protocol mismatch: the request speaks version %r, this agent "
+                             "(%s) speaks version %d; deploy the agent that matches the host"
+                             % (request.get("protocol"), AGENT_VERSION, PROTOCOL))
+        return request
+
+    def verify_files(self, files):
+        self.stage("verify")
+        for name, expected in sorted((files or {}).items()):
+            path = safe_path(self.folder, name)
+            if not os.path.isfile(path):
+                raise AgentError("MissingFile", "file %s was not found in the work folder" % name)
+            actual = sha256_file(path)
+            if actual != expected:
+                raise AgentError("ChecksumMismatch", "checksum mismatch for %s: expected %s, board has %s"
+                                 % (name, expected, actual))
+
+    def load_models(self, ort, request):
+        providers = choose_providers(request.get("providers"), list(ort.get_available_providers()))
+        sessions = {}
+        for model_id, name in sorted((request.get("models") or {}).items()):
+            self.stage("load " + model_id)
+            entry = {"ok": False, "error": None, "load_ms": None, "providers": []}
+            start = time.perf_counter()
+            try:
+                session = load_model(ort, safe_path(self.folder, name), providers, request.get("threads", 0))
+                entry.update(ok=True, load_ms=(time.perf_counter() - start) * 1000.0,
+                             providers=list(session.get_providers()),
+                             inputs=[i.name for i in session.get_inputs()],
+                             outputs=[o.name for o in session.get_outputs()])
+                sessions[model_id] = session
+            except AgentError:
+                raise
+            except Exception as exc:
+                entry["error"] = error_text(exc)
+            self.response["models"][model_id] = entry
+        return sessions
+
+    def read_inputs(self, np, spec):
+        spec = spec or {}
+        path = safe_path(self.folder, spec.get("file", "inputs.npz"))
+        names = list(spec.get("names") or [])
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = [np.ascontiguousarray(data["in%d" % i]) for i in range(len(names))]
+        except (OSError, KeyError, ValueError) as exc:
+            raise AgentError("BadRequest", "cannot read inputs %s: %s" % (path, error_text(exc)))
+        if not arrays or len({int(a.shape[0]) for a in arrays}) != 1:
+            raise AgentError("BadRequest", "inputs must be one or more arrays with the same number of samples")
+        return names, arrays
+
+    def run_task(self, np, sessions, names, arrays, task):
+        result = {"ok": False, "error": None, "model": task.get("model"), "mode": task.get("mode"),
+                  "batch_size": int(task.get("batch_size") or 1)}
+        session = sessions.get(task.get("model"))
+        try:
+            if session is None:
+                entry = self.response["models"].get(task.get("model"))
+                reason = entry["error"] if entry else "it is not in the request's models"
+                raise RuntimeError("model %r is not loaded: %s" % (task.get("model"), reason))
+            if task.get("mode") == "accuracy":
+                outs, total_ms = run_accuracy(np, session, names, arrays, result["batch_size"])
+                path = safe_path(self.folder, task.get("output") or "out-%s.npz" % task.get("id"))
+                np.savez(path, **{"out%d" % i: o for i, o in enumerate(outs)})
+                result.update(samples=int(arrays[0].shape[0]), total_ms=total_ms, output={
+                    "file": os.path.basename(path), "sha256": sha256_file(path),
+                    "names": [o.name for o in session.get_outputs()]})
+            elif task.get("mode") == "performance":
+                result["latency"] = run_performance(np, session, names, arrays, result["batch_size"],
+                                                    task.get("warmup", 5), task.get("repeat", 20))
+            else:
+                raise ValueError("unknown mode %r (accuracy or performance)" % (task.get("mode"),))
+            result["ok"] = True
+        except AgentError:
+            raise
+        except Exception as exc:
+            result["error"] = error_text(exc)
+        return result
+
+    def handle(self):
+        request = self.read_request()
+        self.watchdog(float(request.get("deadline_s") or 3600.0))
+        self.verify_files(request.get("files"))
+        self.stage("import")
+        np, ort = import_runtime()
+        self.response["device"] = fingerprint(ort, np)
+        self.response["agent_sha256"] = sha256_file(os.path.abspath(__file__))
+        sessions = self.load_models(ort, request)
+        self.stage("inputs")
+        names, arrays = self.read_inputs(np, request.get("inputs")) if request.get("tasks") else ([], [])
+        for task in request.get("tasks") or []:
+            task_id = str(task.get("id"))
+            self.stage("task " + task_id)
+            self.response["tasks"][task_id] = self.run_task(np, sessions, names, arrays, task)
+        self.stage("done")
+        self.response["ok"] = True
+
+
+def serve(request_path):
+    agent = Agent(request_path)
+    code = EXIT_OK
+    try:
+        agent.handle()
+    except AgentError as exc:
+        agent.response["error"] = {"type": exc.kind, "message": exc.message}
+        code = EXIT_BAD_REQUEST
+    except Exception as exc:  # errors are data: anything unexpected is reported, not raised
+        agent.response["error"] = {"type": "AgentCrash", "message": error_text(exc),
+                                   "traceback": traceback.format_exc()[-4000:]}
+        code = EXIT_CRASH
+    result = agent.finish(code)
+    return code if result is None else result
+
+
+def hello():
+    np, ort = import_runtime()
+    sys.stdout.write(json.dumps({"protocol": PROTOCOL, "agent_version": AGENT_VERSION,
+                                 "device": fingerprint(ort, np)}, sort_keys=True) + "\n")
+    return EXIT_OK
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--hello"]:
+        return hello()
+    if args == ["--version"]:
+        sys.stdout.write("xqhil-agent %s protocol %d\n" % (AGENT_VERSION, PROTOCOL))
+        return EXIT_OK
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.stderr.write("usage: xqhil_agent.py --hello | --version | REQUEST.json\n")
+        return EXIT_BAD_REQUEST
+    return serve(args[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Host side of the agent's wire protocol (version 1).
+
+The protocol is documented in one place: the docstring of ``device/xqhil_agent.py`` (docs/protocol.md
+explains it). This module builds requests and checks responses; a version mismatch is a clear error.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import HilError
+
+PROTOCOL_VERSION = 1
+REQUEST_FILE = "request.json"
+RESPONSE_FILE = "response.json"
+INPUTS_FILE = "inputs.npz"
+AGENT_FILE = "xqhil_agent.py"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for the agent: every sample (accuracy) or warm-up + timed runs (performance)."""
+
+    id: str
+    model: str
+    mode: str
+    batch_size: int = 1
+    warmup: int = 5
+    repeat: int = 20
+
+    @property
+    def output_file(self) -> str:
+        return f"out-{self.id}.npz"
+
+    def as_dict(self) -> Dict[str, Any]:
+        body: Dict[str, Any] = {"id": self.id, "model": self.model, "mode": self.mode,
+                                "batch_size": self.batch_size}
+        if self.mode == "accuracy":
+            body["output"] = self.output_file
+        else:
+            body.update(warmup=self.warmup, repeat=self.repeat)
+        return body
+
+
+@dataclass
+class Request:
+    models: Dict[str, str]  # model id -> file name in the work folder
+    input_names: List[str]
+    tasks: List[Task]
+    providers: Optional[List[str]] = None
+    threads: int = 0
+    deadline_s: float = 600.0
+    files: Dict[str, str] = field(default_factory=dict)  # file name -> sha256
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "protocol": PROTOCOL_VERSION, "deadline_s": float(self.deadline_s), "files": dict(self.files),
+            "providers": list(self.providers) if self.providers else None, "threads": int(self.threads),
+            "models": dict(self.models), "inputs": {"file": INPUTS_FILE, "names": list(self.input_names)},
+            "tasks": [t.as_dict() for t in self.tasks], "response": RESPONSE_FILE,
+        }
+
+
+def check_name(name: str) -> str:
+    """A file name the harness may use inside the remote work folder (never a path)."""
+    if not SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(f"'{name}' is not a plain file name")
+    return name
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def standard_tasks(warmup: int, repeat: int, batch_size: int = 1,
+                   models: Sequence[str] = ("fp32", "int8")) -> List[Task]:
+    """Accuracy mode for each model, then performance mode for each model."""
+    tasks = [Task(f"{m}-accuracy", m, "accuracy", batch_size) for m in models]
+    tasks += [Task(f"{m}-performance", m, "performance", 1, warmup, repeat) for m in models]
+    return tasks
+
+
+def check_response(response: Any, where: str) -> Dict[str, Any]:
+    """Validate the agent's response; request-level errors become ``HilError`` (exit 3)."""
+    if not isinstance(response, dict):
+        raise HilError(f"the agent on {where} wrote a response that is not a JSON object.", step="run")
+    version = response.get("protocol")
+    if version != PROTOCOL_VERSION:
+        raise HilError(
+            f"protocol mismatch on {where}: the agent speaks version {version!r}, the host speaks "
+            f"{PROTOCOL_VERSION}.", "Deploy the device/xqhil_agent.py that ships with this xqhil.", step="run")
+    error = response.get("error")
+    if error:
+        kind = error.get("type", "Error") if isinstance(error, dict) else "Error"
+        text = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        hints = {
+            "ChecksumMismatch": "The upload was corrupted; check the board's storage and retry.",
+            "DeadlineExceeded": "Raise --step-timeout, or use fewer samples (verify_parameters.max_samples).",
+            "ProviderUnavailable": "Pick a provider the board has (see `xqhil boards --probe`).",
+        }
+        raise HilError(f"the agent on {where} failed ({kind}): {text}", hints.get(kind, ""), step="run")
+    for key in ("models", "tasks", "device"):
+        if not isinstance(response.get(key), dict):
+            raise HilError(f"the agent on {where} wrote a response without '{key}'.", step="run")
+    return response

@@ -1,0 +1,205 @@
+"""Unit tests of the device agent (device/xqhil_agent.py), run with the host's Python and onnxruntime."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = REPO / "device" / "xqhil_agent.py"
+
+
+def load_agent():
+    spec = importlib.util.spec_from_file_location("agent_under_test", AGENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mlp(path: Path, opset: int = 17) -> None:
+    """x [N, 6] -> MatMul(6x3) -> Add -> y [N, 3], plus a second output z = Relu(y)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"]),
+             helper.make_node("Relu", ["y"], ["z"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), str(path))
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def workdir(tmp_path: Path, samples: int = 5, tasks=None, **request) -> Path:
+    """A board-like work folder: agent, model, inputs.npz and request.json."""
+    shutil.copy(AGENT, tmp_path / "xqhil_agent.py")
+    mlp(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((samples, 6)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", in0=x)
+    body = {
+        "protocol": 1, "deadline_s": 60, "providers": None, "threads": 1,
+        "files": {n: sha(tmp_path / n) for n in ("xqhil_agent.py", "m.onnx", "inputs.npz")},
+        "models": {"m": "m.onnx"}, "inputs": {"file": "inputs.npz", "names": ["x"]},
+        "tasks": tasks if tasks is not None else [
+            {"id": "acc", "model": "m", "mode": "accuracy", "batch_size": 2, "output": "out-acc.npz"},
+            {"id": "perf", "model": "m", "mode": "performance", "batch_size": 1, "warmup": 2, "repeat": 7}],
+        "response": "response.json",
+    }
+    body.update(request)
+    (tmp_path / "request.json").write_text(json.dumps(body))
+    return tmp_path
+
+
+def run_agent(folder: Path, timeout: float = 60):
+    proc = subprocess.run([sys.executable, str(folder / "xqhil_agent.py"), str(folder / "request.json")],
+                          capture_output=True, text=True, timeout=timeout)
+    response = json.loads((folder / "response.json").read_text()) if (folder / "response.json").exists() else None
+    return proc, response
+
+
+def test_accuracy_outputs_match_onnxruntime_and_all_samples_run(tmp_path):
+    folder = workdir(tmp_path, samples=5)
+    proc, resp = run_agent(folder)
+    assert proc.returncode == 0, proc.stderr
+    assert resp["ok"] and resp["error"] is None and resp["protocol"] == 1
+    task = resp["tasks"]["acc"]
+    assert task["ok"] and task["samples"] == 5 and task["output"]["names"] == ["y", "z"]
+    assert task["output"]["sha256"] == sha(folder / "out-acc.npz")
+    x = np.load(folder / "inputs.npz")["in0"]
+    want = ort.InferenceSession(str(folder / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with np.load(folder / "out-acc.npz") as got:
+        assert got["out0"].shape == (5, 3)  # batches of 2, 2, 1 concatenated
+        np.testing.assert_allclose(got["out0"], want[0], rtol=1e-6)
+        np.testing.assert_allclose(got["out1"], want[1], rtol=1e-6)
+    assert resp["agent_sha256"] == sha(AGENT)
+
+
+def test_performance_reports_every_statistic(tmp_path):
+    proc, resp = run_agent(workdir(tmp_path))
+    lat = resp["tasks"]["perf"]["latency"]
+    assert set(lat) == {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",
+                        "samples_ms"}
+    assert len(lat["samples_ms"]) == 7
+    assert lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert lat["min_ms"] > 0 and lat["std_ms"] >= 0
+
+
+def test_fingerprint_and_provider_choice(tmp_path):
+    proc, resp = run_agent(workdir(tmp_path))
+    device = resp["device"]
+    for key in ("arch", "cpu", "cores", "os", "python", "numpy", "onnxruntime", "providers", "emulated"):
+        assert key in device
+    assert device["onnxruntime"] == ort.__version__ and device["numpy"] == np.__version__
+    assert resp["models"]["m"]["providers"][0] == "CPUExecutionProvider"
+    agent = load_agent()
+    assert agent.choose_providers(None, ["SpaceMITExecutionProvider", "CPUExecutionProvider"]) == [
+        "SpaceMITExecutionProvider", "CPUExecutionProvider"]
+    assert agent.choose_providers(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_hello_prints_protocol_and_device():
+    proc = subprocess.run([sys.executable, str(AGENT), "--hello"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    assert data["protocol"] == 1 and data["device"]["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_model_that_fails_to_load_is_reported_not_raised(tmp_path):
+    folder = workdir(tmp_path)
+    (folder / "m.onnx").write_bytes(b"this is not an onnx model")
+    body = json.loads((folder / "request.json").read_text())
+    body["files"]["m.onnx"] = sha(folder / "m.onnx")
+    (folder / "request.json").write_text(json.dumps(body))
+    proc, resp = run_agent(folder)
+    assert proc.returncode == 0 and resp["ok"]
+    assert resp["models"]["m"]["ok"] is False and "InvalidProtobuf" in resp["models"]["m"]["error"]
+    assert resp["tasks"]["acc"]["ok"] is False and "not loaded" in resp["tasks"]["acc"]["error"]
+
+
+def test_model_that_fails_to_run_is_reported(tmp_path):
+    folder = workdir(tmp_path)
+    np.savez(folder / "inputs.npz", in0=np.zeros((2, 5), np.float32))  # wrong feature size
+    body = json.loads((folder / "request.json").read_text())
+    body["files"]["inputs.npz"] = sha(folder / "inputs.npz")
+    (folder / "request.json").write_text(json.dumps(body))
+    proc, resp = run_agent(folder)
+    assert resp["ok"] and resp["tasks"]["acc"]["ok"] is False
+    assert "INVALID_ARGUMENT" in resp["tasks"]["acc"]["error"] or "dimension" in resp["tasks"]["acc"]["error"]
+
+
+def test_protocol_mismatch_is_a_clear_error(tmp_path):
+    proc, resp = run_agent(workdir(tmp_path, protocol=99))
+    assert proc.returncode == 2
+    assert resp["error"]["type"] == "ProtocolMismatch" and "99" in resp["error"]["message"]
+
+
+def test_checksum_mismatch_stops_before_running(tmp_path):
+    folder = workdir(tmp_path)
+    with open(folder / "m.onnx", "ab") as handle:
+        handle.write(b"\0")
+    proc, resp = run_agent(folder)
+    assert proc.returncode == 2 and resp["error"]["type"] == "ChecksumMismatch"
+    assert "m.onnx" in resp["error"]["message"] and resp["tasks"] == {}
+
+
+@pytest.mark.parametrize("name", ["../escape.onnx", "/etc/passwd", "a/b.onnx", ".hidden"])
+def test_file_names_never_leave_the_work_folder(tmp_path, name):
+    proc, resp = run_agent(workdir(tmp_path, models={"m": name}))
+    assert proc.returncode == 2 and resp["error"]["type"] == "BadRequest"
+
+
+def test_unknown_provider_is_reported(tmp_path):
+    proc, resp = run_agent(workdir(tmp_path, providers=["NoSuchExecutionProvider"]))
+    assert proc.returncode == 2 and resp["error"]["type"] == "ProviderUnavailable"
+    assert "CPUExecutionProvider" in resp["error"]["message"]
+
+
+def test_deadline_makes_the_agent_give_up_instead_of_hanging(tmp_path):
+    tasks = [{"id": "perf", "model": "m", "mode": "performance", "batch_size": 1, "warmup": 0,
+              "repeat": 10_000_000}]
+    proc, resp = run_agent(workdir(tmp_path, tasks=tasks, deadline_s=2.0), timeout=60)
+    assert proc.returncode == 4
+    assert resp["error"]["type"] == "DeadlineExceeded" and "task perf" in resp["error"]["message"]
+
+
+def test_schema_noise_is_filtered_from_stderr(tmp_path, capfd):
+    agent = load_agent()
+    with agent.QuietStderr():
+        os.write(2, b"Schema error: Trying to register schema with name X\n\nreal problem\n")
+    assert capfd.readouterr().err == "real problem\n"
+
+
+def test_usage_error_without_request():
+    proc = subprocess.run([sys.executable, str(AGENT)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_agent_is_stdlib_numpy_onnxruntime_only():
+    import ast
+
+    tree = ast.parse(AGENT.read_text())
+    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
+    assert modules <= allowed, modules - allowed
+    ast.parse(AGENT.read_text(), feature_version=(3, 8))  # Python 3.8 grammar
+
+
+def test_host_and_agent_speak_the_same_protocol():
+    from xqhil.protocol import PROTOCOL_VERSION
+
+    assert load_agent().PROTOCOL == PROTOCOL_VERSION
