@@ -1,0 +1,8 @@
+"""Boards as data: what a board is (kind, address, interpreter, rootfs, ...), not how to talk to it.
+
+Transports (``xqhil.transport``) act on these descriptions.
+"""
+from .inventory import load_inventory
+from .spec import KINDS, BoardSpec, resolve_board
+
+__all__ = ["BoardSpec", "KINDS", "load_inventory", "resolve_board"]

@@ -1,0 +1,98 @@
+"""Named boards from an inventory file (TOML or JSON); see configs/boards.example.toml.
+
+Each entry is ``[boards.NAME]`` with ``kind`` (host, qemu, ssh) and the fields of ``BoardSpec``:
+``address`` (ssh), ``rootfs`` (qemu), ``python``, ``ssh_key``, ``known_hosts``, ``accept_unknown_host_key``,
+``workdir``, ``providers``, ``threads``, ``emulated``. Relative paths are read against the file's folder.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import replace
+from typing import Any, Dict
+
+from ..errors import BadInput
+from .spec import KINDS, BoardSpec, builtin_board, check_remote_dir, split_python
+
+FIELDS = ("kind", "address", "rootfs", "python", "ssh_key", "known_hosts", "accept_unknown_host_key",
+          "workdir", "providers", "threads", "emulated", "description")
+
+
+def _read(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise BadInput(f"board inventory '{path}' not found.", "Pass --inventory FILE (see configs/).")
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError as exc:  # Python < 3.11
+                raise BadInput(f"board inventory '{path}': TOML needs Python 3.11+.",
+                               "Use the JSON form of the inventory instead.") from exc
+            with open(path, "rb") as handle:
+                return tomllib.load(handle)
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except BadInput:
+        raise
+    except (ValueError, OSError) as exc:
+        raise BadInput(f"board inventory '{path}' cannot be parsed: {exc}.") from exc
+
+
+def _typed(entry: Dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise BadInput(f"{where}.{key} must be {kind.__name__}, got {value!r}.")
+    return value
+
+
+def _path(value: Any, base: str) -> Any:
+    return None if value is None else os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+
+
+def _board(name: str, entry: Any, base: str, where: str) -> BoardSpec:
+    if not isinstance(entry, dict):
+        raise BadInput(f"{where} must be a table of settings.")
+    for key in entry:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            raise BadInput(f"{where}: unknown setting {key!r}." + (f" Did you mean {close[0]!r}?" if close else ""))
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise BadInput(f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}.")
+    if kind == "ssh":
+        text = _typed(entry, "address", str, where) or ""
+        spec = builtin_board(text if text.startswith("ssh://") else f"ssh://{text}", f"{where}.address")
+    elif kind == "qemu":
+        rootfs = _path(_typed(entry, "rootfs", str, where), base)
+        spec = builtin_board(f"qemu:{rootfs}" if rootfs else "qemu", f"{where}.rootfs")
+    else:
+        spec = builtin_board("host", where)
+    assert spec is not None  # builtin_board knows all KINDS
+    python = _typed(entry, "python", str, where)
+    providers = _typed(entry, "providers", list, where)
+    workdir = _typed(entry, "workdir", str, where)
+    return replace(
+        spec, name=name, python=split_python(python, f"{where}.python") if python else spec.python,
+        ssh_key=_path(_typed(entry, "ssh_key", str, where), base),
+        known_hosts=_path(_typed(entry, "known_hosts", str, where), base),
+        accept_unknown_host_key=bool(_typed(entry, "accept_unknown_host_key", bool, where)),
+        workdir=check_remote_dir(workdir, f"{where}.workdir") if workdir else None,
+        providers=tuple(str(p) for p in providers) if providers else None,
+        threads=_typed(entry, "threads", int, where),
+        emulated=_typed(entry, "emulated", bool, where) if "emulated" in entry else spec.emulated,
+    )
+
+
+def load_inventory(path: str) -> Dict[str, BoardSpec]:
+    """Named boards of ``path``; unknown settings and kinds are errors with a hint."""
+    path = os.path.abspath(os.path.expanduser(path))
+    raw = _read(path)
+    boards = raw.get("boards") if isinstance(raw, dict) else None
+    if not isinstance(boards, dict) or not boards:
+        raise BadInput(f"board inventory '{path}' has no [boards.NAME] entries.")
+    base = os.path.dirname(path)
+    return {name: _board(name, entry, base, f"{os.path.basename(path)}: boards.{name}")
+            for name, entry in boards.items()}

@@ -1,0 +1,197 @@
+"""Command line: ``xqhil quantize-and-verify | run | boards``.
+
+Each subcommand has one ``add_*`` function that declares it and one ``cmd_*`` function that runs it;
+``build_parser()`` assembles them, so more subcommands can be added the same way. Only ``main`` maps
+errors to exit codes: 0 ok (pass or warn), 1 verification failed, 2 bad input, 3 board/infrastructure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, BadInput, XqhilError
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------- shared options
+def add_board_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    group = parser.add_argument_group("board")
+    group.add_argument("--board", required=required,
+                       help="host | qemu | qemu:ROOTFS | ssh://user@host[:port] | NAME from --inventory")
+    group.add_argument("--inventory", default=os.environ.get("XQHIL_INVENTORY"),
+                       help="board inventory file, TOML or JSON (default: $XQHIL_INVENTORY)")
+    group.add_argument("--python", help="interpreter command that runs the agent on the board")
+    group.add_argument("--ssh-key", help="private key file for ssh boards (default: ssh-agent, ~/.ssh keys)")
+    group.add_argument("--known-hosts", help="known_hosts file to verify the board's host key against")
+    group.add_argument("--accept-unknown-host-key", action="store_true", default=None,
+                       help="accept a host key that is not in known_hosts (a changed key is still refused)")
+    group.add_argument("--remote-dir", help="folder on the board under which the work folder is made")
+    group.add_argument("--step-timeout", type=float, default=1800.0, help="deadline of the agent run, s")
+    group.add_argument("--connect-timeout", type=float, default=20.0, help="deadline to connect, s")
+    group.add_argument("--retries", type=int, default=2, help="retries of connect and transfers")
+    group.add_argument("--threads", type=int, help="intra-op threads on the board and the PC")
+    group.add_argument("--providers", help="comma-separated execution providers (default: vendor, else CPU)")
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only (for CI)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def board_from_args(args: argparse.Namespace):
+    from .boards import load_inventory, resolve_board
+
+    inventory = load_inventory(args.inventory) if args.inventory else None
+    return resolve_board(args.board, inventory, args.inventory, python=args.python,
+                         ssh_key=os.path.abspath(args.ssh_key) if args.ssh_key else None,
+                         known_hosts=os.path.abspath(args.known_hosts) if args.known_hosts else None,
+                         accept_unknown_host_key=args.accept_unknown_host_key, workdir=args.remote_dir)
+
+
+def deadlines_from_args(args: argparse.Namespace):
+    from .transport import Deadlines
+
+    for name in ("step_timeout", "connect_timeout"):
+        if getattr(args, name) <= 0:
+            raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    if args.retries < 0:
+        raise BadInput(f"--retries must be 0 or more, got {args.retries}.")
+    return Deadlines(connect=args.connect_timeout, run=args.step_timeout)
+
+
+def providers_from_args(args: argparse.Namespace) -> Optional[List[str]]:
+    return [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+
+
+# ----------------------------------------------------------------------------------------- quantize-and-verify
+def add_quantize_and_verify(sub) -> None:
+    parser = sub.add_parser("quantize-and-verify", help="quantize, run FP32+INT8 on PC and board, compare",
+                            description="Answer whether the INT8 model behaves on the chip as on the PC, and "
+                                        "how much faster it is. Exit 0 pass/warn, 1 fail, 2 bad input, 3 board.")
+    parser.add_argument("config", help="XQuant JSON config (with an optional verify_parameters section)")
+    parser.add_argument("--qmodel", help="reuse this quantized model instead of quantizing")
+    parser.add_argument("--out", help="folder for verify.md and verify.json (default: the working_dir)")
+    add_board_options(parser)
+    add_common(parser)
+    parser.set_defaults(func=cmd_quantize_and_verify)
+
+
+def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
+    from .verify import VerifyOptions, quantize_and_verify
+
+    opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
+                         deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
+                         threads=args.threads, providers=providers_from_args(args))
+    report = quantize_and_verify(opts)
+    acc, lat = report["accuracy"], report["latency"]
+    print(f"xqhil: {report['verdict'].upper()} on {report['board']['name']}: chip INT8 "
+          f"{acc['measure']} {acc['chip_int8']}% (PC INT8 {acc['pc_int8']}%), INT8 speedup "
+          f"{lat['speedup']}x{' (emulated)' if lat['emulated'] else ''}; reports: {report['reports']['md']}, "
+          f"{report['reports']['json']}")
+    for reason in report["reasons"]:
+        print(f"  - {reason}")
+    return EXIT_FAILED if report["verdict"] == "fail" else EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- run
+def add_run(sub) -> None:
+    parser = sub.add_parser("run", help="run one model on a board (accuracy and performance modes)")
+    parser.add_argument("model", help="ONNX model")
+    parser.add_argument("--inputs", help=".npz whose arrays (in graph input order, or named) are [N, ...] "
+                                         "samples (default: one random sample of the model's input shape)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", help="folder for response.json and outputs.npz")
+    add_board_options(parser)
+    add_common(parser)
+    parser.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runone import run_model
+
+    result = run_model(args.model, board_from_args(args), deadlines_from_args(args), args.retries, args.inputs,
+                       args.warmup, args.repeat, args.threads or 0, providers_from_args(args), args.out)
+    print(json.dumps(result, indent=1))
+    return EXIT_OK if result.get("ok") else EXIT_FAILED
+
+
+# ----------------------------------------------------------------------------------------- boards
+def add_boards(sub) -> None:
+    parser = sub.add_parser("boards", help="list the boards of an inventory; --probe one (device fingerprint)")
+    parser.add_argument("--probe", action="store_true", help="run the agent on --board and show the device")
+    add_board_options(parser, required=False)
+    add_common(parser)
+    parser.set_defaults(func=cmd_boards)
+
+
+def cmd_boards(args: argparse.Namespace) -> int:
+    from .boards import load_inventory
+    from .runone import probe
+
+    if args.probe:
+        if not args.board:
+            raise BadInput("boards --probe needs --board NAME.")
+        print(json.dumps(probe(board_from_args(args), deadlines_from_args(args), args.retries), indent=1))
+        return EXIT_OK
+    inventory = load_inventory(args.inventory) if args.inventory else {}
+    print("built-in: host, qemu[:ROOTFS], ssh://user@host[:port]")
+    for name, spec in sorted(inventory.items()):
+        where = spec.address or spec.rootfs or ""
+        print(f"{name}\t{spec.kind}\t{where}\tpython: {spec.python_text}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xqhil", description="Hardware-in-the-loop validation of INT8 ONNX "
+                                     "models on RISC-V boards (host, QEMU riscv64, SSH).")
+    parser.add_argument("--version", action="version", version=f"xqhil {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (add_quantize_and_verify, add_run, add_boards):
+        add(sub)
+    return parser
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("xqhil: %(message)s" if not verbose else
+                                           "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("paramiko", "PIL", "onnxslim"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    try:
+        return int(args.func(args))
+    except XqhilError as exc:
+        print(f"xqhil: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("xqhil: interrupted", file=sys.stderr)
+        return EXIT_INFRA
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any error into one line
+        try:
+            from xquant.errors import XQuantError
+        except ImportError:  # pragma: no cover
+            XQuantError = ()  # type: ignore[assignment,misc]
+        if XQuantError and isinstance(exc, XQuantError):
+            print(f"xqhil: error: {exc.one_line()}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        log.debug("unexpected error", exc_info=True)
+        print(f"xqhil: internal error: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
+        return EXIT_INFRA

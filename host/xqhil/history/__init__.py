@@ -1,0 +1,11 @@
+"""Run history: every quantize-and-verify run in SQLite, and regression checks against baselines.
+
+``record_and_check(doc, db_path)`` is the entry point for quantize-and-verify; ``RunStore`` the store;
+:mod:`xqhil.history.regression` the pure checks; :mod:`xqhil.history.cli` the ``history`` command.
+"""
+from xqhil.history.check import check_run, format_summary, record_and_check
+from xqhil.history.errors import HistoryError
+from xqhil.history.store import RunRecord, RunStore, default_db_path
+
+__all__ = ["HistoryError", "RunRecord", "RunStore", "check_run", "default_db_path", "format_summary",
+           "record_and_check"]

@@ -1,0 +1,102 @@
+"""Record a verify run and check it against its baseline: the glue quantize-and-verify calls.
+
+Baseline of a run: the pinned run of its model/board/config if one is pinned, else the last earlier
+comparable run that passed verification and showed no regression itself (a slow run that passed must
+not become the yardstick that hides the slowdown from the next run).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from xqhil.history import regression
+from xqhil.history.store import PathLike, RunRecord, RunStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = regression.Policy()
+NOISE_WINDOW = 10  # earlier comparable runs used to measure run-to-run latency noise
+
+
+def select_baseline(store: RunStore, run: RunRecord) -> RunRecord | None:
+    """The pinned baseline of ``run``'s key, else the last clean passing run before it."""
+    pinned = store.pinned_baseline(run.key)
+    if pinned is not None and pinned != run.id:
+        return store.get(pinned)
+    regressed = store.regressed_run_ids()
+    clean = [r for r in store.runs_for_key(run.key, before=run.id)
+             if r.verdict == "pass" and r.id not in regressed]
+    return clean[-1] if clean else None
+
+
+def noise_runs(store: RunStore, run: RunRecord, baseline: RunRecord) -> list[RunRecord]:
+    """Clean passing comparable runs up to and including the baseline (the latest NOISE_WINDOW)."""
+    regressed = store.regressed_run_ids()
+    runs = [r for r in store.runs_for_key(run.key, before=baseline.id + 1)
+            if r.verdict == "pass" and r.id not in regressed]
+    return runs[-NOISE_WINDOW:]
+
+
+def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
+    """Compare a recorded run with its baseline; return the regression summary (nothing is stored)."""
+    run = store.get(run_id)
+    baseline = select_baseline(store, run)
+    summary: dict[str, Any] = {"run_id": run.id, "db": str(store.path), "baseline_run": None,
+                               "baseline_pinned": False, "baseline_runtime_version": None,
+                               "regressions": []}
+    if baseline is None:
+        log.info("run %d: no baseline yet for %s", run.id, run.key.label())
+        return summary
+    summary.update(baseline_run=baseline.id, baseline_runtime_version=baseline.runtime_version,
+                   baseline_pinned=store.pinned_baseline(run.key) == baseline.id)
+    history = regression.noise_history([r.doc for r in noise_runs(store, run, baseline)])
+    findings = regression.find_regressions(run.doc, baseline.doc, history, policy)
+    if findings:
+        later = [r for r in store.runs_for_key(run.key, before=run.id) if r.id > baseline.id] + [run]
+        starts = regression.first_appearance(findings, baseline.doc, [r.doc for r in later], history, policy)
+        summary["regressions"] = [_describe(f, later[i], baseline) for f, i in zip(findings, starts)]
+    return summary
+
+
+def _describe(finding: regression.Finding, appeared: RunRecord, baseline: RunRecord) -> dict[str, Any]:
+    version = appeared.runtime_version
+    message = (f"{finding.kind} regression on {appeared.key.board}: {finding.detail}; appeared with "
+               f"onnxruntime {version or '?'} (run {appeared.id}), baseline run {baseline.id} "
+               f"(onnxruntime {baseline.runtime_version or '?'})")
+    return {"kind": finding.kind, "metric": finding.metric, "baseline": finding.baseline,
+            "current": finding.current, "threshold": finding.threshold, "runtime_version": version,
+            "appeared_run": appeared.id, "message": message}
+
+
+def record_and_check(doc: Mapping[str, Any], db_path: PathLike | None = None,
+                     policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
+    """Record one verify document in the history and check it for regressions.
+
+    Returns ``{"run_id", "db", "baseline_run", "baseline_pinned", "baseline_runtime_version",
+    "regressions": [{kind, metric, baseline, current, threshold, runtime_version, appeared_run,
+    message}]}``; raises HistoryError (exit code 2) for a document or database it cannot use.
+    """
+    with RunStore.open(db_path) as store:
+        run_id = store.record(doc)
+        summary = check_run(store, run_id, policy)
+        store.save_regressions(run_id, summary["baseline_run"], summary["regressions"])
+    for item in summary["regressions"]:
+        log.info("%s", item["message"])
+    return summary
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A few human lines for the terminal and verify.md."""
+    head = f"history: run {summary.get('run_id')} recorded in {summary.get('db')}"
+    if summary.get("baseline_run") is None:
+        return head + "; no baseline yet for this model, board and config"
+    pinned = " (pinned)" if summary.get("baseline_pinned") else ""
+    lines = [(f"{head}; baseline run {summary['baseline_run']}{pinned} "
+             f"(onnxruntime {summary.get('baseline_runtime_version') or '?'})")]
+    items: Sequence[Mapping[str, Any]] = summary.get("regressions") or []
+    lines += [f"REGRESSION: {item['message']}" for item in items] or ["no regression against the baseline"]
+    return "\n".join(lines)
+
+
+__all__ = ["check_run", "format_summary", "record_and_check", "select_baseline"]

@@ -1,0 +1,164 @@
+"""``xqhil history`` and ``xqhil dashboard``: argparse subcommands for the xqhil front end.
+
+``add_history_commands(subparsers)`` adds both to an existing ``add_subparsers()`` object; each parser
+sets ``func`` to a handler ``(args) -> exit code``. Exit codes: 0 ok, 2 bad input (unknown run id,
+missing or unreadable database), 3 infrastructure (the output folder cannot be written).
+
+    xqhil history [--db PATH] [--model M] [--board B] [--runtime V] [--verdict V] [--limit N] [--json]
+    xqhil history show RUN [--json]        everything recorded about one run
+    xqhil history pin RUN | unpin RUN      pin (or unpin) RUN as the baseline of its model/board/config
+    xqhil dashboard [--db PATH] --out DIR  static offline DIR/index.html
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from xqhil.history import text
+from xqhil.history.errors import HistoryError
+from xqhil.history.store import ENV_DB, RunStore, default_db_path
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _db_option(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    # Nested parsers use SUPPRESS so they never overwrite a --db given before the subcommand.
+    parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS if nested else None,
+                        help=f"history database (default: ${ENV_DB}, else {default_db_path()})")
+
+
+def _filters(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    default = argparse.SUPPRESS if nested else None
+    parser.add_argument("--model", default=default, help="only runs of this model name")
+    parser.add_argument("--board", default=default, help="only runs on this board name")
+    parser.add_argument("--runtime", default=default, metavar="VERSION",
+                        help="only runs with this chip runtime (onnxruntime) version")
+    parser.add_argument("--verdict", default=default, choices=["pass", "warn", "fail"])
+    parser.add_argument("--limit", default=default, type=int, metavar="N", help="only the newest N runs")
+    parser.add_argument("--json", default=argparse.SUPPRESS if nested else False, action="store_true",
+                        help="print JSON instead of a table")
+
+
+def _run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=int, metavar="RUN", help="run id (see 'xqhil history')")
+    _db_option(parser, nested=True)
+
+
+def add_history_commands(subparsers: Any) -> None:
+    """Add ``history`` (with ``list``, ``show``, ``pin``, ``unpin``) and ``dashboard``."""
+    hist = subparsers.add_parser("history", help="list, inspect and pin recorded quantize-and-verify runs",
+                                 description="Runs recorded by quantize-and-verify, oldest first.")
+    _db_option(hist)
+    _filters(hist)
+    hist.set_defaults(func=cmd_list)
+    sub = hist.add_subparsers(dest="history_command", metavar="{list,show,pin,unpin}")
+    listing = sub.add_parser("list", help="list runs (the default)")
+    _db_option(listing, nested=True)
+    _filters(listing, nested=True)
+    listing.set_defaults(func=cmd_list)
+    show = sub.add_parser("show", help="everything recorded about one run")
+    _run_argument(show)
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    show.set_defaults(func=cmd_show)
+    for name, handler, helptext in (("pin", cmd_pin, "pin RUN as the baseline of its model/board/config"),
+                                    ("unpin", cmd_unpin, "go back to the last passing run as baseline")):
+        parser = sub.add_parser(name, help=helptext)
+        _run_argument(parser)
+        parser.set_defaults(func=handler)
+    dash = subparsers.add_parser("dashboard", help="write a static offline HTML dashboard of the history")
+    _db_option(dash)
+    dash.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/index.html)")
+    dash.add_argument("--title", default="xqhil run history", help="page title")
+    dash.set_defaults(func=cmd_dashboard)
+
+
+def _guard(handler: Handler) -> Handler:
+    """Map HistoryError to its one-line message and exit code."""
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except HistoryError as exc:
+            print(f"xqhil: error: {exc.message}", file=sys.stderr)
+            return exc.exit_code
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def _open(args: argparse.Namespace) -> RunStore:
+    return RunStore.open(getattr(args, "db", None) or default_db_path(), create=False)
+
+
+@_guard
+def cmd_list(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        runs = store.list(model=getattr(args, "model", None), board=getattr(args, "board", None),
+                          runtime=getattr(args, "runtime", None), verdict=getattr(args, "verdict", None),
+                          limit=getattr(args, "limit", None))
+        counts = text.regression_counts(store.regressions())
+    if getattr(args, "json", False):
+        print(json.dumps([{"id": r.id, "recorded_at": r.recorded_at, "regressions": counts.get(r.id, 0),
+                           "doc": r.doc} for r in runs], indent=2))
+    else:
+        print(text.runs_table(runs, counts))
+    return 0
+
+
+@_guard
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        run = store.get(args.run)
+        regressions = store.regressions(run.id)
+        pinned = store.pinned_baseline(run.key)
+    if getattr(args, "json", False):
+        print(json.dumps({"id": run.id, "recorded_at": run.recorded_at, "pinned_baseline": pinned,
+                          "regressions": regressions, "doc": run.doc}, indent=2))
+    else:
+        print(text.run_detail(run, regressions, pinned))
+    return 0
+
+
+@_guard
+def cmd_pin(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        run = store.pin_baseline(args.run)
+    print(f"run {run.id} is now the baseline of {run.key.label()}")
+    return 0
+
+
+@_guard
+def cmd_unpin(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        run = store.get(args.run)
+        removed = store.unpin_baseline(run.id)
+    print(f"{'unpinned' if removed else 'nothing pinned for'} {run.key.label()}")
+    return 0
+
+
+@_guard
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from xqhil.dashboard import render_dashboard
+
+    index = render_dashboard(getattr(args, "db", None) or default_db_path(), args.out, title=args.title)
+    print(f"dashboard written to {index}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xqhil", description="xqhil run history and dashboard")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    add_history_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone front end (``python -m xqhil.history``) with the same subcommands."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))

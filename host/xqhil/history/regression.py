@@ -1,0 +1,231 @@
+"""Regression checks of one run against its baseline: pure functions on verify documents.
+
+Accuracy and fidelity are deterministic for a fixed model, input set and runtime, so any drop beyond a
+small tolerance is real. Latency is noisy, so a slowdown counts only when the shift of the median is
+larger than every noise scale measured for it, and significant:
+
+* ``shift = median(current) - median(baseline)`` of the timed-run samples (``samples_ms``);
+* ``threshold = max(t_k * SE(shift), min_effect * jitter, k * sqrt(2) * run_noise, min_relative * base)``
+  where SE(shift) is the sampling error of the two medians, ``jitter`` the pooled robust sigma (MAD) of
+  the per-inference samples, and ``run_noise`` the run-to-run sigma of a run's median measured from
+  consecutive earlier runs of the same model/board/config (when at least three exist);
+* and a one-sided Mann-Whitney U test with ``p < alpha`` (when both runs have enough samples), on the
+  samples without their spikes (more than 6 robust sigmas above the run's own median).
+
+The ``min_relative`` floor only matters on very quiet boards before any run-to-run history exists.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xqhil.history import doc as docs
+from xqhil.history import stats
+
+Doc = Mapping[str, Any]
+PRECISIONS = ("int8", "fp32")
+ACCURACY_FIELDS = ("chip_int8", "chip_fp32")
+AGREEMENT_PAIRS = ("chip_int8_vs_pc_int8", "chip_fp32_vs_pc_fp32")
+SNR_PAIRS = ("chip_int8_vs_pc_int8", "chip_fp32_vs_pc_fp32")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds of the regression checks."""
+
+    accuracy_tolerance: float | None = None  # points; None: the document's accuracy.tolerance, else 0.5
+    snr_drop_db: float = 3.0  # a 3 dB drop doubles the error power
+    snr_cap_db: float = 60.0  # SNRs above this (or infinite) count as identical outputs
+    latency_k: float = 4.0  # z-score the noise must be exceeded by (t-corrected for few samples)
+    latency_min_effect: float = 1.0  # in pooled robust sigmas of the per-inference jitter
+    latency_min_relative: float = 0.02  # practical-significance floor, fraction of the baseline median
+    latency_alpha: float = 1e-2  # one-sided Mann-Whitney U level
+    latency_min_samples: int = 8  # below this a side, skip the rank test (the thresholds still apply)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One metric that got worse than its threshold allows."""
+
+    kind: str  # "latency" | "accuracy" | "fidelity"
+    metric: str
+    baseline: float
+    current: float
+    threshold: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    median: float
+    sigma: float
+    samples: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+    @property
+    def se(self) -> float:
+        return stats.MEDIAN_SE * self.sigma / math.sqrt(self.n) if self.n >= 2 else 0.0
+
+
+def summarize_latency(doc: Doc, precision: str) -> LatencySummary | None:
+    """Median and robust sigma from ``samples_ms``; older documents fall back to p50 and std."""
+    samples = docs.latency_samples(doc, precision)
+    if len(samples) >= 2:
+        return LatencySummary(float(np.median(samples)), stats.robust_sigma(samples), tuple(samples))
+    entry = docs.latency(doc, precision)
+    p50 = docs.number(entry.get("p50_ms", entry.get("mean_ms")))
+    if p50 is None:
+        return None
+    return LatencySummary(p50, docs.number(entry.get("std_ms")) or 0.0, ())
+
+
+def latencies_comparable(base: Doc, cur: Doc) -> bool:
+    """Emulated and real runs, or runs with different thread counts, do not compare."""
+    b, c = docs.section(base, "latency"), docs.section(cur, "latency")
+    for field in ("emulated", "threads"):
+        if b.get(field) is not None and c.get(field) is not None and b.get(field) != c.get(field):
+            return False
+    return True
+
+
+def latency_threshold(base: LatencySummary, cur: LatencySummary, run_noise: float,
+                      policy: Policy) -> tuple[float, str]:
+    """The largest noise scale of the shift of medians, and its name."""
+    if base.n >= 2 and cur.n >= 2:
+        jitter = stats.pooled_sigma(base.samples, cur.samples)
+        se = stats.MEDIAN_SE * jitter * math.sqrt(1.0 / base.n + 1.0 / cur.n)
+        k = stats.t_quantile(policy.latency_k, base.n + cur.n - 2)
+    else:  # summaries only (older documents): no sampling error to speak of
+        jitter, se, k = math.sqrt((base.sigma ** 2 + cur.sigma ** 2) / 2.0), 0.0, policy.latency_k
+    terms = {
+        "sampling error": k * se,
+        "per-inference jitter": policy.latency_min_effect * jitter,
+        "practical floor": policy.latency_min_relative * base.median,
+        "run-to-run noise": policy.latency_k * math.sqrt(2.0) * run_noise,
+    }
+    name = max(terms, key=lambda t: terms[t])
+    return terms[name], name
+
+
+def check_latency(base: Doc, cur: Doc, precision: str, history_medians: Sequence[float] = (),
+                  policy: Policy = Policy()) -> Finding | None:
+    """A latency regression of ``cur`` against ``base`` for one precision, or None."""
+    b, c = summarize_latency(base, precision), summarize_latency(cur, precision)
+    if b is None or c is None or b.median <= 0 or not latencies_comparable(base, cur):
+        return None
+    threshold, basis = latency_threshold(b, c, stats.successive_noise(history_medians), policy)
+    shift = c.median - b.median
+    if shift <= threshold:
+        return None
+    p_text = ""
+    if min(b.n, c.n) >= policy.latency_min_samples:
+        p_value = stats.mann_whitney_greater(stats.drop_spikes(c.samples), stats.drop_spikes(b.samples))
+        if p_value >= policy.latency_alpha:
+            return None
+        p_text = f", Mann-Whitney p={p_value:.1g}"
+    detail = (f"{precision.upper()} p50 latency {b.median:.4g} ms -> {c.median:.4g} ms "
+              f"(+{100 * shift / b.median:.1f}%), above the noise threshold +{threshold:.3g} ms "
+              f"({basis}{p_text})")
+    return Finding("latency", f"latency.{precision}.p50_ms", b.median, c.median, threshold, detail)
+
+
+def accuracy_tolerance(cur: Doc, policy: Policy) -> float:
+    if policy.accuracy_tolerance is not None:
+        return policy.accuracy_tolerance
+    value = docs.number(docs.section(cur, "accuracy").get("tolerance"))
+    return value if value is not None and value > 0 else 0.5
+
+
+def sampling_points(base: Doc, cur: Doc, base_value: float) -> float:
+    """3 sigma of a binomial accuracy difference (points) when the two runs used different sample sets."""
+    n1 = docs.number(docs.section(base, "accuracy").get("samples"))
+    n2 = docs.number(docs.section(cur, "accuracy").get("samples"))
+    if not n1 or not n2 or n1 == n2:
+        return 0.0
+    p = min(max(base_value / 100.0, 0.0), 1.0)
+    return 300.0 * math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+
+
+def check_accuracy(base: Doc, cur: Doc, policy: Policy = Policy()) -> list[Finding]:
+    """Drops of chip accuracy and of chip-vs-PC top-1 agreement, in percentage points."""
+    tolerance = accuracy_tolerance(cur, policy)
+    pairs = [(f"accuracy.{f}", docs.accuracy(base, f), docs.accuracy(cur, f)) for f in ACCURACY_FIELDS]
+    pairs += [(f"agreement.{p}", docs.agreement(base, p), docs.agreement(cur, p)) for p in AGREEMENT_PAIRS]
+    found = []
+    for metric, b, c in pairs:
+        if b is None or c is None:
+            continue
+        threshold = max(tolerance, sampling_points(base, cur, b))
+        if b - c > threshold:
+            found.append(Finding("accuracy", metric, b, c, threshold,
+                                 f"{metric} {b:.2f}% -> {c:.2f}% ({c - b:+.2f} points, "
+                                 f"tolerance {threshold:.2f})"))
+    return found
+
+
+def capped_snr(value: float | None, cap: float) -> float | None:
+    return None if value is None else min(value, cap)
+
+
+def check_fidelity(base: Doc, cur: Doc, policy: Policy = Policy()) -> list[Finding]:
+    """Drops of chip-vs-PC SNR per output, beyond ``snr_drop_db``."""
+    found = []
+    for output in sorted(set(docs.fidelity_outputs(base)) & set(docs.fidelity_outputs(cur))):
+        for pair in SNR_PAIRS:
+            b = capped_snr(docs.snr(base, output, pair), policy.snr_cap_db)
+            c = capped_snr(docs.snr(cur, output, pair), policy.snr_cap_db)
+            if b is None or c is None or b - c <= policy.snr_drop_db:
+                continue
+            metric = f"fidelity.{output}.{pair}.snr_db"
+            found.append(Finding("fidelity", metric, b, c, policy.snr_drop_db,
+                                 f"{output} {pair.replace('_', ' ')} SNR {b:.1f} dB -> {c:.1f} dB "
+                                 f"(-{b - c:.1f} dB, tolerance {policy.snr_drop_db:g} dB)"))
+    return found
+
+
+def find_regressions(cur: Doc, base: Doc, history: Mapping[str, Sequence[float]] | None = None,
+                     policy: Policy = Policy()) -> list[Finding]:
+    """Everything in ``cur`` that is worse than in ``base``.
+
+    ``history`` maps a precision to the medians of earlier comparable runs (run-to-run noise).
+    """
+    history = history or {}
+    found = check_accuracy(base, cur, policy) + check_fidelity(base, cur, policy)
+    for precision in PRECISIONS:
+        finding = check_latency(base, cur, precision, history.get(precision, ()), policy)
+        if finding is not None:
+            found.append(finding)
+    return found
+
+
+def noise_history(runs: Sequence[Doc]) -> dict[str, list[float]]:
+    """Per precision, the latency medians of ``runs`` (oldest first) for run-to-run noise."""
+    out: dict[str, list[float]] = {}
+    for precision in PRECISIONS:
+        medians = [summarize_latency(run, precision) for run in runs]
+        out[precision] = [m.median for m in medians if m is not None]
+    return out
+
+
+def first_appearance(findings: Sequence[Finding], base: Doc, later: Sequence[Doc],
+                     history: Mapping[str, Sequence[float]] | None = None,
+                     policy: Policy = Policy()) -> list[int]:
+    """For each finding of the current run (the last of ``later``: the runs after the baseline, oldest
+    first), the index in ``later`` where it appeared: the start of the unbroken streak of runs, ending at
+    the current one, that all show it against ``base``."""
+    shown = [{(f.kind, f.metric) for f in find_regressions(run, base, history, policy)}
+             for run in later[:-1]]
+    out = []
+    for finding in findings:
+        start = len(later) - 1
+        while start > 0 and (finding.kind, finding.metric) in shown[start - 1]:
+            start -= 1
+        out.append(start)
+    return out

@@ -1,0 +1,266 @@
+"""SQLite store of quantize-and-verify runs.
+
+One file per team or machine (``--db PATH``; default :func:`default_db_path`). The database runs in WAL
+mode with a busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction, so several verify runs
+(processes) can record at the same time without losing a row. The schema is versioned and migrated on
+open (:mod:`xqhil.history.schema`).
+"""
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Union
+
+from typing_extensions import Self
+
+from xqhil.history import doc as docs
+from xqhil.history import schema
+from xqhil.history.errors import HistoryError
+
+log = logging.getLogger(__name__)
+
+ENV_DB = "XQHIL_DB"
+SELECT_RUN = "SELECT id, recorded_at, doc, model, board, verdict"
+BUSY_TIMEOUT_S = 30.0
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def default_db_path() -> Path:
+    """``$XQHIL_DB`` if set, else ``$XDG_DATA_HOME/xqhil/history.sqlite3`` (``~/.local/share`` default)."""
+    if os.environ.get(ENV_DB):
+        return Path(os.environ[ENV_DB]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "xqhil" / "history.sqlite3"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One recorded run: its id, when it was recorded, and the verify document as written."""
+
+    id: int
+    recorded_at: str
+    doc: dict[str, Any]
+
+    @property
+    def key(self) -> docs.RunKey:
+        return docs.run_key(self.doc)
+
+    @property
+    def verdict(self) -> str:
+        return str(self.doc.get("verdict"))
+
+    @property
+    def runtime_version(self) -> str | None:
+        return docs.runtime_version(self.doc)
+
+
+class RunStore:
+    """Open with :meth:`open`; use as a context manager to close."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: PathLike | None = None, create: bool = True) -> RunStore:
+        db = Path(path) if path is not None else default_db_path()
+        if not create and not db.is_file():
+            raise HistoryError(f"no history database at {db}: run 'xqhil quantize-and-verify' first "
+                               f"or pass --db PATH (or set {ENV_DB})")
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(db), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(f"cannot open history database {db}: {exc}") from exc
+        store = cls(conn, db)
+        try:
+            store._prepare()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise HistoryError(f"{db} is not a readable xqhil history database: {exc}") from exc
+        except HistoryError:
+            conn.close()
+            raise
+        return store
+
+    def _prepare(self) -> None:
+        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        if schema.read_version(self.conn) == schema.CURRENT_VERSION:
+            return
+        with self.write():
+            old, new = schema.migrate(self.conn)
+        if old > schema.CURRENT_VERSION:
+            raise HistoryError(f"history database {self.path} has schema version {old}, newer than this "
+                               f"xqhil understands ({schema.CURRENT_VERSION}): upgrade xqhil")
+        if old != new:
+            log.info("history database %s: schema version %d -> %d", self.path, old, new)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; taken IMMEDIATE so concurrent writers queue instead of deadlocking."""
+        _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return schema.read_version(self.conn)
+
+    def record(self, doc: Mapping[str, Any]) -> int:
+        """Store one verify document; return the new run id."""
+        document = dict(docs.validate(doc))
+        values = docs.columns(document)
+        values["recorded_at"] = _now()
+        values["doc"] = json.dumps(document, sort_keys=True, allow_nan=True)
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self.write() as conn:
+            cursor = conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(values.values()))
+        run_id = int(cursor.lastrowid or 0)
+        log.info("recorded run %d (%s) in %s", run_id, docs.run_key(document).label(), self.path)
+        return run_id
+
+    def get(self, run_id: int) -> RunRecord:
+        row = self.conn.execute(f"{SELECT_RUN} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise HistoryError(f"no run {run_id} in {self.path}: 'xqhil history' lists the run ids")
+        return _record(row)
+
+    def list(self, model: str | None = None, board: str | None = None, runtime: str | None = None,
+             verdict: str | None = None, limit: int | None = None) -> builtins.list[RunRecord]:
+        """Runs matching every given filter, oldest first (the newest ``limit`` when given)."""
+        where, params = [], []  # type: List[str], List[Any]
+        for column, value in (("model", model), ("board", board), ("runtime_version", runtime),
+                              ("verdict", verdict)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"{SELECT_RUN} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.conn.execute(sql, params).fetchall()
+        return [_record(row) for row in reversed(rows)]
+
+    def runs_for_key(self, key: docs.RunKey, before: int | None = None) -> builtins.list[RunRecord]:
+        """Comparable runs (same model, FP32 hash, board and config), oldest first."""
+        sql = (f"{SELECT_RUN} FROM runs WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
+               "AND config_sha256 IS ?")
+        params: list[Any] = [key.model, key.fp32_sha256, key.board, key.config_sha256]
+        if before is not None:
+            sql += " AND id < ?"
+            params.append(before)
+        rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
+        return [_record(row) for row in rows]
+
+    def pin_baseline(self, run_id: int) -> RunRecord:
+        """Make ``run_id`` the baseline of its model/board/config, whatever runs come later."""
+        run = self.get(run_id)
+        key = run.key
+        with self.write() as conn:
+            conn.execute("DELETE FROM baselines WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
+                         "AND config_sha256 IS ?", (key.model, key.fp32_sha256, key.board, key.config_sha256))
+            conn.execute("INSERT INTO baselines (model, fp32_sha256, board, config_sha256, run_id, pinned_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (key.model, key.fp32_sha256, key.board, key.config_sha256, run_id, _now()))
+        return run
+
+    def unpin_baseline(self, run_id: int) -> bool:
+        """Drop the pin of ``run_id``'s model/board/config; True when there was one."""
+        key = self.get(run_id).key
+        with self.write() as conn:
+            cursor = conn.execute("DELETE FROM baselines WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
+                                  "AND config_sha256 IS ?",
+                                  (key.model, key.fp32_sha256, key.board, key.config_sha256))
+        return cursor.rowcount > 0
+
+    def pinned_baseline(self, key: docs.RunKey) -> int | None:
+        row = self.conn.execute("SELECT run_id FROM baselines WHERE model = ? AND fp32_sha256 IS ? "
+                                "AND board = ? AND config_sha256 IS ?",
+                                (key.model, key.fp32_sha256, key.board, key.config_sha256)).fetchone()
+        return int(row[0]) if row else None
+
+    def pinned_run_ids(self) -> builtins.list[int]:
+        return [int(r[0]) for r in self.conn.execute("SELECT run_id FROM baselines").fetchall()]
+
+    def save_regressions(self, run_id: int, baseline_run: int | None,
+                         regressions: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the stored regression findings of ``run_id``."""
+        fields = ("kind", "metric", "baseline", "current", "threshold", "runtime_version", "appeared_run",
+                  "message")
+        with self.write() as conn:
+            conn.execute("DELETE FROM regressions WHERE run_id = ?", (run_id,))
+            for item in regressions:
+                conn.execute(f"INSERT INTO regressions (run_id, baseline_run, {', '.join(fields)}) "
+                             f"VALUES (?, ?, {', '.join('?' for _ in fields)})",
+                             [run_id, baseline_run] + [item.get(f) for f in fields])
+
+    def regressions(self, run_id: int | None = None) -> builtins.list[dict[str, Any]]:
+        """Stored regression findings (of one run, or all), oldest first."""
+        sql = ("SELECT run_id, baseline_run, kind, metric, baseline, current, threshold, runtime_version, "
+               "appeared_run, message FROM regressions")
+        params: list[Any] = []
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            params.append(run_id)
+        cursor = self.conn.execute(sql + " ORDER BY id", params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def regressed_run_ids(self) -> set:
+        return {int(r[0]) for r in self.conn.execute("SELECT DISTINCT run_id FROM regressions").fetchall()}
+
+
+def _record(row: Any) -> RunRecord:
+    try:
+        doc = json.loads(row[2])
+    except ValueError as exc:  # keep listing the other runs; say what is wrong with this one
+        log.warning("run %s: stored document unreadable (%s)", row[0], exc)
+        doc = {"verdict": row[5], "model": {"name": row[3]}, "board": {"name": row[4]},
+               "reasons": [f"stored document unreadable: {exc}"]}
+    return RunRecord(int(row[0]), str(row[1] or ""), doc)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _retry_locked(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
+    """Run ``action``, retrying while SQLite reports the database locked (the busy handler does not
+    cover every case, e.g. switching journal mode or BEGIN IMMEDIATE during another's migration)."""
+    end = time.monotonic() + deadline_s
+    delay = 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)

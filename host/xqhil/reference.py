@@ -1,0 +1,69 @@
+"""The PC side: FP32 and INT8 on the host's onnxruntime, with the agent's own batching code.
+
+The agent file is loaded as a module (it never imports host code, the host may import it), so PC and
+chip runs split samples into batches and concatenate outputs in exactly the same way.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from functools import lru_cache
+from types import ModuleType
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import onnx
+
+from .errors import BadInput
+from .paths import agent_path
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def agent_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("xqhil_device_agent", agent_path())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def run_on_pc(model_path: str, what: str, names: Sequence[str], arrays: Sequence[np.ndarray],
+              batch_size: int, threads: int = 0) -> Tuple[List[np.ndarray], List[str]]:
+    """Outputs of ``model_path`` on every sample; a model the PC cannot run is bad input (exit 2)."""
+    agent = agent_module()
+    np_mod, ort = agent.import_runtime()
+    try:
+        session = agent.load_model(ort, model_path, ["CPUExecutionProvider"], threads)
+        outputs, _ = agent.run_accuracy(np_mod, session, list(names), list(arrays), batch_size)
+    except Exception as exc:  # onnxruntime raises its own types
+        raise BadInput(f"the PC's onnxruntime cannot run the {what} '{model_path}': {agent.error_text(exc)}.",
+                       "Fix the model (or the config's input_parametres) before verifying on a board.") from exc
+    return outputs, [o.name for o in session.get_outputs()]
+
+
+def leading_dims(model_path: str) -> Dict[str, Optional[int]]:
+    """Per graph input: the fixed size of axis 0, or None when it is free (symbolic or unknown)."""
+    model = onnx.load(model_path, load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    dims: Dict[str, Optional[int]] = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        shape = value.type.tensor_type.shape.dim
+        dims[value.name] = int(shape[0].dim_value) if shape and shape[0].dim_value > 0 else None
+    return dims
+
+
+def choose_batch(fp32_path: str, int8_path: str, requested: Optional[int]) -> Tuple[int, bool]:
+    """Accuracy-mode batch size and whether the model fixes it: the model's fixed batch, else the
+    request, else 16."""
+    fixed = {d for p in (fp32_path, int8_path) for d in leading_dims(p).values() if d is not None}
+    if len(fixed) > 1:
+        raise BadInput(f"the FP32 and INT8 models fix different batch sizes {sorted(fixed)}.")
+    if fixed:
+        size = fixed.pop()
+        if requested and requested != size:
+            log.warning("verify_parameters.batch_size %d ignored: the model fixes batch size %d", requested, size)
+        return size, True
+    return requested or 16, False

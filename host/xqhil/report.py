@@ -1,0 +1,100 @@
+"""verify.json (schema ``xqhil.verify/1``, read by the history store) and verify.md (for people)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import List, Optional
+
+from tabulate import tabulate
+
+SCHEMA = "xqhil.verify/1"
+LATENCY_KEYS = ("first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms")
+
+
+def write_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".xqhil-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fmt(value: object, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}{suffix}" if abs(value) < 1e4 else f"{value:.0f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _accuracy_md(acc: dict) -> List[str]:
+    measure = "accuracy vs labels" if acc["labelled"] else "top-1 agreement with PC FP32 (no labels)"
+    rows = [["PC", _fmt(acc["pc_fp32"], " %"), _fmt(acc["pc_int8"], " %")],
+            ["chip", _fmt(acc["chip_fp32"], " %"), _fmt(acc["chip_int8"], " %")]]
+    agree = acc["top1_agreement"]
+    lines = [f"## Accuracy ({measure}, {acc['samples']} samples)", "",
+             tabulate(rows, headers=["", "FP32", "INT8"], tablefmt="github"), "",
+             f"- INT8 drop PC -> chip: **{acc['drop_points']:.2f} points** -> **{acc['status']}** "
+             f"(tolerance {acc['tolerance']}, bug threshold {acc['bug_threshold']})",
+             f"- top-1 agreement: chip INT8 vs PC INT8 {_fmt(agree['chip_int8_vs_pc_int8'], ' %')}, "
+             f"chip FP32 vs PC FP32 {_fmt(agree['chip_fp32_vs_pc_fp32'], ' %')}, "
+             f"PC INT8 vs PC FP32 {_fmt(agree['pc_int8_vs_pc_fp32'], ' %')}", ""]
+    if not acc["labelled"]:
+        lines.insert(-1, "- no labels: agreement with the PC FP32 top-1 stands in for accuracy")
+    return lines
+
+
+def _fidelity_md(fidelity: dict) -> List[str]:
+    rows = []
+    for name, pairs in fidelity["outputs"].items():
+        for pair, metrics in pairs.items():
+            rows.append([name, pair.replace("_", " "), f"{metrics['cosine']:.6f}", f"{metrics['snr_db']:.1f}",
+                         f"{metrics['max_abs']:.4g}"])
+    table = tabulate(rows, headers=["output", "comparison", "cosine", "SNR dB", "max abs"], tablefmt="github")
+    return ["## Output fidelity", "", table, ""]
+
+
+def _latency_md(lat: dict) -> List[str]:
+    mark = " (EMULATED: not chip latencies)" if lat["emulated"] else ""
+    rows = []
+    for what in ("fp32", "int8"):
+        stats = lat.get(what)
+        rows.append([what.upper()] + ([_fmt(stats[k]) for k in LATENCY_KEYS] if stats else ["n/a"] * 8))
+    headers = ["model"] + [k[:-3] + " ms" for k in LATENCY_KEYS]
+    return [f"## Latency on the device{mark}, {lat['threads'] or 'default'} thread(s)", "",
+            tabulate(rows, headers=headers, tablefmt="github"), "",
+            f"- INT8 speedup over FP32 (p50): **{_fmt(lat['speedup'], 'x')}**{mark}", ""]
+
+
+def render_markdown(report: dict) -> str:
+    board, device, model = report["board"], report["device"] or {}, report["model"]
+    lines = [f"# xqhil verify: {model['name']} on {board['name']} -> {report['verdict'].upper()}", ""]
+    lines += [f"- {reason}" for reason in report["reasons"]] or ["- every check passed"]
+    lines += ["", f"- board: {board['kind']} `{board['address'] or board['name']}`, python `{board['python']}`",
+              f"- device: {device.get('arch')} {device.get('cpu')}, {device.get('cores')} cores, {device.get('os')}, "
+              f"Python {device.get('python')}, numpy {device.get('numpy')}, onnxruntime {device.get('onnxruntime')} "
+              f"({device.get('execution_provider')}){', emulated' if device.get('emulated') else ''}",
+              f"- models: FP32 `{model['fp32_path']}`, INT8 `{model['int8_path']}`",
+              f"- data: {report.get('data', {}).get('source', 'n/a')}", ""]
+    lines += _accuracy_md(report["accuracy"]) + _fidelity_md(report["fidelity"]) + _latency_md(report["latency"])
+    if report.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    lines += [f"Generated {report['created']} in {report['duration_s']:.1f} s.", ""]
+    return "\n".join(lines)
+
+
+def write_reports(report: dict, out_dir: str, stem: Optional[str] = "verify") -> dict:
+    """Write ``verify.json`` and ``verify.md`` into ``out_dir``; returns their paths (also put in the report)."""
+    paths = {"md": os.path.abspath(os.path.join(out_dir, f"{stem}.md")),
+             "json": os.path.abspath(os.path.join(out_dir, f"{stem}.json"))}
+    report["reports"] = paths
+    write_atomic(paths["json"], json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    write_atomic(paths["md"], render_markdown(report))
+    return paths

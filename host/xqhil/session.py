@@ -1,0 +1,164 @@
+"""One visit to a board: deploy -> run the agent -> fetch -> clean up (always, in ``finally``).
+
+Uploads are checked on the board (the request carries every file's sha256, the agent verifies them before
+running); fetched outputs are checked against the sha256 the agent reports.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .boards.spec import BoardSpec
+from .errors import BadInput, HilError
+from .paths import agent_path
+from .protocol import (AGENT_FILE, INPUTS_FILE, REQUEST_FILE, RESPONSE_FILE, Request, Task, check_response,
+                       sha256_file)
+from .transport import Deadlines, Transport, make_transport
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BoardRun:
+    """What came back from the board."""
+
+    response: dict
+    outputs: Dict[str, List[np.ndarray]]  # accuracy task id -> outputs in graph order
+    output_names: Dict[str, List[str]]
+    timings: Dict[str, float] = field(default_factory=dict)  # seconds per step
+
+    @property
+    def device(self) -> dict:
+        return self.response.get("device") or {}
+
+    def task(self, task_id: str) -> dict:
+        return self.response["tasks"].get(task_id) or {"ok": False, "error": "task did not run"}
+
+    def model(self, model_id: str) -> dict:
+        return self.response["models"].get(model_id) or {"ok": False, "error": "model was not loaded"}
+
+
+def write_inputs(path: str, arrays: Sequence[np.ndarray]) -> None:
+    np.savez(path, **{f"in{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)})
+
+
+def load_outputs(path: str) -> List[np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return [data[f"out{i}"] for i in range(len(data.files))]
+
+
+def _agent_failure(transport: Transport, code: int, stderr: str) -> HilError:
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    if code in (137, 143):
+        how = f"was killed (exit code {code})"
+    tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
+    detail = f": {' | '.join(tail)}" if tail else ""
+    return HilError(f"the agent on {transport.where} {how} before writing its response{detail}.",
+                    "Check that the board's Python has numpy and onnxruntime (--python) and enough memory.",
+                    step="run", stderr=stderr)
+
+
+class BoardSession:
+    """Deploys files to one board and runs one request there."""
+
+    def __init__(self, spec: BoardSpec, deadlines: Deadlines, retries: int = 2,
+                 progress: Optional[Progress] = None) -> None:
+        self.spec = spec
+        self.deadlines = deadlines
+        self.transport = make_transport(spec, deadlines, retries)
+        self.progress = progress or (lambda stage: None)
+        self.timings: Dict[str, float] = {}
+
+    def _timed(self, step: str, action: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        try:
+            return action()
+        except (HilError, BadInput):
+            raise
+        except Exception as exc:  # a transport library's own error types (paramiko, OSError, ...)
+            raise HilError(f"{step} on {self.transport.where} failed: {type(exc).__name__}: {exc}.",
+                           step=step) from exc
+        finally:
+            self.timings[f"{step}_s"] = self.timings.get(f"{step}_s", 0.0) + time.perf_counter() - start
+
+    def run(self, models: Dict[str, str], input_names: Sequence[str], inputs: Sequence[np.ndarray],
+            tasks: Sequence[Task], providers: Optional[Sequence[str]] = None, threads: int = 0) -> BoardRun:
+        with tempfile.TemporaryDirectory(prefix="xqhil-host-") as scratch:
+            files = {AGENT_FILE: agent_path()}
+            files.update({f"{model_id}.onnx": path for model_id, path in models.items()})
+            if tasks:
+                files[INPUTS_FILE] = os.path.join(scratch, INPUTS_FILE)
+                write_inputs(files[INPUTS_FILE], inputs)
+            request = Request(models={m: f"{m}.onnx" for m in models}, input_names=list(input_names),
+                              tasks=list(tasks), providers=list(providers) if providers else None,
+                              threads=threads, deadline_s=max(1.0, self.deadlines.run - 5.0),
+                              files={name: sha256_file(path) for name, path in files.items()})
+            files[REQUEST_FILE] = os.path.join(scratch, REQUEST_FILE)
+            with open(files[REQUEST_FILE], "w", encoding="utf-8") as handle:
+                json.dump(request.as_dict(), handle, indent=1)
+            return self._visit(files, tasks, scratch)
+
+    def _visit(self, files: Dict[str, str], tasks: Sequence[Task], scratch: str) -> BoardRun:
+        transport, clean = self.transport, False
+        try:
+            self.progress("connect")
+            self._timed("connect", transport.open)
+            self._timed("connect", transport.make_workdir)
+            self.progress("upload")
+            for name, path in files.items():
+                self._timed("upload", lambda n=name, p=path: transport.put(p, n))
+            self.progress("run agent")
+            result = self._timed("run", lambda: transport.run_agent(self.spec.python, self.deadlines.run))
+            self.progress("fetch")
+            response = self._fetch_response(result, scratch)
+            outputs, names = self._fetch_outputs(response, tasks, scratch)
+            clean = True
+            return BoardRun(response, outputs, names, self.timings)
+        finally:
+            self._cleanup(kill=not clean)
+
+    def _fetch_response(self, result, scratch: str) -> dict:
+        local = os.path.join(scratch, RESPONSE_FILE)
+        try:
+            self._timed("fetch", lambda: self.transport.get(RESPONSE_FILE, local))
+            with open(local, encoding="utf-8") as handle:
+                response = json.load(handle)
+        except (HilError, ValueError, OSError):
+            raise _agent_failure(self.transport, result.returncode, result.stderr) from None
+        if result.stderr:
+            log.debug("agent stderr on %s:\n%s", self.transport.where, result.stderr)
+        return check_response(response, self.transport.where)
+
+    def _fetch_outputs(self, response: dict, tasks: Sequence[Task], scratch: str):
+        outputs, names = {}, {}
+        for task in tasks:
+            entry = response["tasks"].get(task.id) or {}
+            if task.mode != "accuracy" or not entry.get("ok"):
+                continue
+            local = os.path.join(scratch, task.output_file)
+            self._timed("fetch", lambda t=task, p=local: self.transport.get(t.output_file, p))
+            if sha256_file(local) != entry["output"]["sha256"]:
+                raise HilError(f"{task.output_file} fetched from {self.transport.where} does not match the "
+                               "checksum the agent reported.", "Retry; check the link.", step="fetch")
+            outputs[task.id] = load_outputs(local)
+            names[task.id] = list(entry["output"]["names"])
+        return outputs, names
+
+    def _cleanup(self, kill: bool) -> None:
+        self.progress("cleanup")
+        start = time.perf_counter()
+        try:
+            self.transport.remove_workdir(kill=kill)
+        except Exception as exc:  # never mask the error that got us here
+            log.warning("cleanup on %s failed: %s", self.transport.where, exc)
+        finally:
+            self.transport.close()
+            self.timings["cleanup_s"] = time.perf_counter() - start

@@ -1,0 +1,171 @@
+"""``quantize-and-verify``: quantize (or reuse --qmodel), run FP32 and INT8 on the PC and on the board,
+compare, and write verify.md / verify.json. Returns the report; the CLI turns its verdict into an exit code."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from .boards.spec import BoardSpec
+from .compare import accuracy_summary, decide, fidelity_summary, latency_summary, top1
+from .errors import BadInput
+from .progress import Stages
+from .protocol import sha256_file, standard_tasks
+from .reference import choose_batch, run_on_pc
+from .report import SCHEMA, write_reports
+from .session import BoardRun, BoardSession
+from .transport import Deadlines
+from .verify_config import VerifyData, VerifyParams, load_verify_data, parse_verify_params
+
+log = logging.getLogger(__name__)
+STAGES = ("load config", "quantize", "load data", "run on PC", "run on board", "compare", "write report")
+
+
+@dataclass
+class VerifyOptions:
+    config: str
+    board: BoardSpec
+    qmodel: Optional[str] = None
+    out: Optional[str] = None
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    retries: int = 2
+    quiet: bool = False
+    threads: Optional[int] = None
+    providers: Optional[Sequence[str]] = None
+
+
+def _load(opts: VerifyOptions):
+    from xquant.config import load_config
+
+    cfg, _ = load_config(opts.config)
+    params = parse_verify_params(cfg.extra_sections.get("verify_parameters"), cfg.base_dir,
+                                 len(cfg.calibration.input_parameters))
+    return cfg, params
+
+
+def _quantize(opts: VerifyOptions, cfg) -> str:
+    if opts.qmodel:
+        path = os.path.abspath(opts.qmodel)
+        if not os.path.isfile(path):
+            raise BadInput(f"--qmodel '{opts.qmodel}' not found (resolved to '{path}').")
+        return path
+    import xquant
+
+    xquant.quantize_onnx_model(opts.config)
+    return cfg.model.output_model
+
+
+def _trim(data: VerifyData, batch: int) -> None:
+    count = int(data.arrays[0].shape[0])
+    keep = count - count % batch
+    if keep == 0:
+        raise BadInput(f"{count} verification sample(s) cannot fill one batch of {batch} (the model's fixed batch).")
+    if keep != count:
+        data.notes.append(f"{count - keep} sample(s) dropped to fill whole batches of {batch}")
+        data.arrays = [a[:keep] for a in data.arrays]
+        if data.labels is not None:
+            data.labels = data.labels[:keep]
+
+
+def _board_errors(run: BoardRun) -> Dict[str, str]:
+    errors = {}
+    for model_id in ("fp32", "int8"):
+        entry = run.model(model_id)
+        if not entry.get("ok"):
+            errors[f"{model_id.upper()} model"] = f"load failed: {entry.get('error')}"
+            continue
+        for mode in ("accuracy", "performance"):
+            task = run.task(f"{model_id}-{mode}")
+            if not task.get("ok"):
+                errors[f"{model_id.upper()} model"] = f"{mode} run failed: {task.get('error')}"
+                break
+    return errors
+
+
+def _compare(params: VerifyParams, data: VerifyData, names: List[str], runs: Dict[str, Optional[list]]):
+    fidelity = fidelity_summary(names, runs)
+    preds = {k: (top1(v[0]) if v is not None else None) for k, v in runs.items()}
+    accuracy = accuracy_summary(preds, data.labels, params.accuracy_tolerance, params.bug_threshold)
+    accuracy["top1_output"] = names[0]
+    return fidelity, accuracy
+
+
+def _device(run: BoardRun, spec: BoardSpec) -> dict:
+    device = dict(run.device)
+    int8 = run.model("int8") if run.model("int8").get("ok") else run.model("fp32")
+    device["execution_provider"] = (int8.get("providers") or ["n/a"])[0]
+    device["emulated"] = bool(spec.emulated) if spec.emulated is not None else bool(device.get("emulated"))
+    return device
+
+
+def _model_section(opts: VerifyOptions, fp32: str, int8: str) -> dict:
+    config_sha = sha256_file(opts.config) if os.path.isfile(opts.config) else hashlib.sha256(
+        json.dumps(opts.config, sort_keys=True).encode()).hexdigest()
+    name = os.path.basename(fp32)
+    return {"name": name[:-5] if name.endswith(".onnx") else name, "fp32_path": fp32, "int8_path": int8,
+            "fp32_sha256": sha256_file(fp32), "int8_sha256": sha256_file(int8), "config_sha256": config_sha}
+
+
+def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int, threads: int):
+    stages.detail("FP32")
+    pc_fp32, names = run_on_pc(fp32, "FP32 model", data.names, data.arrays, batch, threads)
+    stages.detail("INT8")
+    pc_int8, int8_names = run_on_pc(int8, "INT8 model", data.names, data.arrays, batch, threads)
+    if len(int8_names) != len(names):
+        raise BadInput(f"the INT8 model has {len(int8_names)} output(s) but the FP32 model has {len(names)}.",
+                       "Quantize without truncation, or verify the truncated FP32 model.")
+    return pc_fp32, pc_int8, names
+
+
+def quantize_and_verify(opts: VerifyOptions) -> dict:
+    started, created = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
+    stages = Stages(STAGES, opts.quiet)
+    try:
+        stages.start("load config")
+        cfg, params = _load(opts)
+        stages.start("quantize")
+        int8 = _quantize(opts, cfg)
+        fp32 = cfg.model.onnx_model
+        stages.start("load data")
+        data = load_verify_data(cfg, params)
+        batch, fixed = choose_batch(fp32, int8, params.batch_size)
+        if fixed:
+            _trim(data, batch)
+        threads = opts.threads if opts.threads is not None else (opts.board.threads or params.threads)
+        stages.start("run on PC")
+        pc_fp32, pc_int8, names = _pc_runs(stages, fp32, int8, data, batch, threads)
+        stages.start("run on board")
+        session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
+        providers = opts.providers or opts.board.providers or params.providers
+        run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
+                          standard_tasks(params.warmup, params.repeat, batch), providers, threads)
+        stages.start("compare")
+        runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
+                "chip_int8": run.outputs.get("int8-accuracy")}
+        fidelity, accuracy = _compare(params, data, names, runs)
+        device = _device(run, opts.board)
+        latency = latency_summary(run.task("fp32-performance").get("latency"),
+                                  run.task("int8-performance").get("latency"), threads, device["emulated"])
+        verdict, reasons = decide(accuracy, fidelity, _board_errors(run))
+        stages.start("write report")
+        report = {
+            "schema": SCHEMA, "verdict": verdict, "reasons": reasons,
+            "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 0.0,
+            "board": opts.board.public(), "device": device, "model": _model_section(opts, fp32, int8),
+            "accuracy": accuracy, "fidelity": fidelity, "latency": latency,
+            "data": {"source": data.source, "samples": int(data.arrays[0].shape[0]), "batch_size": batch},
+            "harness": {k: round(v, 4) for k, v in run.timings.items()},
+            "notes": data.notes + ([] if data.labels is not None else
+                                   ["no labels: top-1 agreement with the PC FP32 model stands in for accuracy"]),
+        }
+        report["duration_s"] = round(time.perf_counter() - started, 3)
+        write_reports(report, opts.out or cfg.model.working_dir)
+        return report
+    finally:
+        stages.close()
+

@@ -1,0 +1,172 @@
+"""The ``verify_parameters`` section of the config, and the verification data it names.
+
+Keys: data_list_path (one list per model input, same rules and preprocessing as calibration),
+label_list_path (one integer class per line, aligned with the data lists), max_samples, warmup, repeat,
+threads, accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), batch_size
+(accuracy mode; default: 16 when the model's batch dimension is free, else 1), providers.
+Without a data list the held-back calibration files are used, and the report says so.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import BadInput
+
+log = logging.getLogger(__name__)
+SECTION = "verify_parameters"
+KEYS = ("data_list_path", "label_list_path", "max_samples", "warmup", "repeat", "threads",
+        "accuracy_tolerance", "bug_threshold", "batch_size", "providers")
+
+
+@dataclass(frozen=True)
+class VerifyParams:
+    data_list_path: Optional[Tuple[str, ...]] = None  # absolute, one per model input
+    label_list_path: Optional[str] = None
+    max_samples: int = 200
+    warmup: int = 5
+    repeat: int = 20
+    threads: int = 0
+    accuracy_tolerance: float = 0.5
+    bug_threshold: float = 2.0
+    batch_size: Optional[int] = None
+    providers: Optional[Tuple[str, ...]] = None
+
+
+@dataclass
+class VerifyData:
+    names: List[str]  # model input names, in config order
+    arrays: List[np.ndarray]  # float32 [N, ...] per input
+    labels: Optional[np.ndarray]
+    source: str  # human description of where the samples come from
+    notes: List[str]
+
+
+def _number(body: dict, key: str, kind: type, default: Any, minimum: float) -> Any:
+    value = body.get(key, default)
+    where = f"{SECTION}.{key}"
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise BadInput(f"{where} must be a{'n integer' if kind is int else ' number'}, got {value!r}.")
+    if value < minimum:
+        raise BadInput(f"{where} must be at least {minimum}, got {value!r}.")
+    return kind(value)
+
+
+def _path(value: Any, base_dir: str, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(f"{where} must be a path string, got {value!r}.")
+    path = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value.strip())))
+    if not os.path.isfile(path):
+        raise BadInput(f"{where} not found: '{value}' (resolved to '{path}').",
+                       "Relative paths are read from the config file's folder.")
+    return path
+
+
+def _lists(value: Any, base_dir: str, inputs: int) -> Optional[Tuple[str, ...]]:
+    if value is None or value == "" or value == []:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise BadInput(f"{SECTION}.data_list_path must be a path or a list of paths (one per model input).")
+    if len(items) != inputs:
+        raise BadInput(f"{SECTION}.data_list_path lists {len(items)} file(s) but the model has {inputs} input(s).",
+                       "Give one list per model input, in the order of calibration_parameters.input_parametres.")
+    return tuple(_path(v, base_dir, f"{SECTION}.data_list_path[{i}]") for i, v in enumerate(items))
+
+
+def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
+    """Validate the raw section; unknown keys are warned about with the closest known key."""
+    body = {} if raw is None else raw
+    if not isinstance(body, dict):
+        raise BadInput(f"{SECTION} must be a JSON object, got {type(body).__name__}.")
+    for key in body:
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
+            log.warning("unknown key '%s' in %s is ignored%s", key, SECTION,
+                        f"; did you mean '{close[0]}'?" if close else "")
+    lists = _lists(body.get("data_list_path"), base_dir, inputs)
+    labels = body.get("label_list_path")
+    if labels and not lists:
+        raise BadInput(f"{SECTION}.label_list_path needs {SECTION}.data_list_path (labels align with its lines).")
+    tolerance = _number(body, "accuracy_tolerance", float, 0.5, 0.0)
+    bug = _number(body, "bug_threshold", float, 2.0, 0.0)
+    if bug < tolerance:
+        raise BadInput(f"{SECTION}.bug_threshold ({bug}) must not be below accuracy_tolerance ({tolerance}).")
+    providers = body.get("providers")
+    if providers is not None and (not isinstance(providers, list) or not all(isinstance(p, str) for p in providers)):
+        raise BadInput(f"{SECTION}.providers must be a list of execution provider names.")
+    batch = body.get("batch_size")
+    return VerifyParams(
+        data_list_path=lists,
+        label_list_path=_path(labels, base_dir, f"{SECTION}.label_list_path") if labels else None,
+        max_samples=_number(body, "max_samples", int, 200, 1), warmup=_number(body, "warmup", int, 5, 0),
+        repeat=_number(body, "repeat", int, 20, 1), threads=_number(body, "threads", int, 0, 0),
+        accuracy_tolerance=tolerance, bug_threshold=bug,
+        batch_size=_number(body, "batch_size", int, None, 1) if batch is not None else None,
+        providers=tuple(providers) if providers else None,
+    )
+
+
+def read_labels(path: str, count: int) -> np.ndarray:
+    """The first ``count`` integer labels of ``path`` (blank lines ignored)."""
+    values = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, 1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                values.append(int(text))
+            except ValueError:
+                raise BadInput(f"{SECTION}.label_list_path '{path}' line {number}: {text!r} is not an integer "
+                               "class index.", "Put one integer class per line.") from None
+    if len(values) < count:
+        raise BadInput(f"{SECTION}.label_list_path '{path}' has {len(values)} label(s) for {count} sample(s).",
+                       "Labels must align line by line with the data list.")
+    return np.asarray(values[:count], dtype=np.int64)
+
+
+def _files(cfg: Any, params: VerifyParams) -> Tuple[Dict[str, List[str]], str, List[str]]:
+    from xquant.data import held_back_files, read_list_file, select_calibration_files
+
+    names = [p.input_name for p in cfg.calibration.input_parameters]
+    if params.data_list_path:
+        files = {n: read_list_file(p)[:params.max_samples] for n, p in zip(names, params.data_list_path)}
+        counts = {len(v) for v in files.values()}
+        if len(counts) != 1 or 0 in counts:
+            raise BadInput(f"{SECTION}.data_list_path lists are empty or of different lengths "
+                           f"({', '.join(f'{n}: {len(v)}' for n, v in files.items())}).")
+        return files, f"{SECTION}.data_list_path ({', '.join(params.data_list_path)})", []
+    files = held_back_files(cfg, params.max_samples)
+    if files and all(files.values()):
+        count = len(next(iter(files.values())))
+        note = (f"no {SECTION}.data_list_path: verified on {count} held-back calibration file(s) "
+                "(listed for calibration but not used by it)")
+        return files, "held-back calibration files", [note]
+    files = {n: v[:params.max_samples] for n, v in select_calibration_files(cfg).items()}
+    note = (f"no {SECTION}.data_list_path and every listed calibration file was used for calibration: "
+            "verified on calibration files (add a data_list_path of unseen data)")
+    return files, "calibration files (none held back)", [note]
+
+
+def load_verify_data(cfg: Any, params: VerifyParams) -> VerifyData:
+    """Preprocess the verification samples exactly as calibration does (xquant.data)."""
+    from xquant.data import load_input_batch
+
+    files, source, notes = _files(cfg, params)
+    for name, paths in files.items():
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise BadInput(f"verification input '{name}': {len(missing)} listed file(s) not found, first "
+                           f"'{missing[0]}'.", "Entries are relative to the list file's folder.")
+    arrays = [load_input_batch(p, files[p.input_name]) for p in cfg.calibration.input_parameters]
+    count = int(arrays[0].shape[0])
+    labels = read_labels(params.label_list_path, count) if params.label_list_path else None
+    return VerifyData([p.input_name for p in cfg.calibration.input_parameters], arrays, labels, source, notes)

@@ -1,0 +1,139 @@
+"""Helpers of the harness tests that are not fixtures: model builders, the loopback sshd, CLI runner."""
+from __future__ import annotations
+
+import contextlib
+import getpass
+import io
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def build_cnn(path: Path, seed: int = 0, opset: int = 17) -> None:
+    """Conv(1->4, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->10): input 'input' [N,1,8,8]."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32) * 0.1, "b1"),
+        numpy_helper.from_array(rng.standard_normal((10, 4)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal(10).astype(np.float32) * 0.1, "b2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r1"], ["p1"], name="gap"),
+        helper.make_node("Flatten", ["p1"], ["f1"], name="flatten"),
+        helper.make_node("Gemm", ["f1", "w2", "b2"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def with_opset(src: Path, dst: Path, opset: int) -> None:
+    """A copy of ``src`` stamped with a newer default-domain opset (onnxruntime 1.21 refuses >= 23)."""
+    model = onnx.load(str(src))
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = opset
+    model.ir_version = max(model.ir_version, 10)
+    onnx.save(model, str(dst))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Sshd:
+    folder: Path
+    port: int
+    proc: subprocess.Popen
+    user: str
+
+    @property
+    def url(self) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "userkey"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.folder / "known_hosts"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+def start_sshd(folder: Path) -> Sshd:
+    """sshd in the foreground (-D) on 127.0.0.1:<free port>; known_hosts holds its host key."""
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    keygen(folder / "hostkey")
+    keygen(folder / "userkey")
+    (folder / "authorized_keys").write_text((folder / "userkey.pub").read_text())
+    os.chmod(folder / "authorized_keys", 0o600)
+    port = free_port()
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder}/hostkey\n"
+        f"AuthorizedKeysFile {folder}/authorized_keys\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
+        f"PidFile {folder}/sshd.pid\nMaxStartups 50\nLogLevel INFO\nSubsystem sftp internal-sftp\n")
+    host_pub = (folder / "hostkey.pub").read_text().split()
+    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(folder / "sshd_config"), "-E",
+                             str(folder / "sshd.log")])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return Sshd(folder, port, proc, getpass.getuser())
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"sshd did not start: {(folder / 'sshd.log').read_text()[-2000:]}")
+
+
+def run_cli(args: List[str]) -> Tuple[int, str, str]:
+    """Run ``xqhil`` in-process; returns (exit code, stdout, stderr)."""
+    from xqhil.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def leftovers(folder: Path) -> List[str]:
+    """Work folders the harness left under ``folder``."""
+    return sorted(p.name for p in folder.glob("xqhil.*"))
+
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+def fault_python(python: str, fault: str) -> str:
+    """An interpreter command whose onnxruntime misbehaves as ``fault`` says (see faults/sitecustomize.py)."""
+    return f"env PYTHONPATH={FAULTS} XQHIL_FAULT={fault} {python}"
