@@ -70,17 +70,22 @@ class QDQWriter:
         original = list(self.graph.node)
         head = self._weight_nodes()
         after: Dict[str, List[onnx.NodeProto]] = {}
+        producers = {out: n for n in original for out in n.output}
+        int8 = self.plan.quantized_nodes
         for name, p in self.params.items():
             if name in graph_outputs and name in graph_inputs:
                 continue
-            if name in graph_outputs:
-                producer = next(n for n in original if name in n.output)
+            int8_producer = name in producers and producers[name].name in int8
+            if name in graph_outputs and int8_producer:
+                producer = producers[name]
                 pre = f"{name}_prequant"
                 producer.output[list(producer.output).index(name)] = pre
                 pair = self._activation_pair(name, pre, name, p)  # consumers keep reading `name`, now the DQ output
             else:
                 pair = self._activation_pair(name, name, f"{name}_dequantized", p)
-                self._rewire(original, name, f"{name}_dequantized")
+                # a float producer's tensor is quantized only on the edges into INT8 ops: float readers keep it float
+                readers = original if int8_producer else [n for n in original if n.name in int8]
+                self._rewire(readers, name, f"{name}_dequantized")
             after.setdefault(name, []).extend(pair)
         for name in graph_inputs:
             head.extend(after.pop(name, []))
