@@ -192,8 +192,11 @@ def write_json_atomic(path, data):
     os.replace(tmp, path)
 
 
+CPP_LOCATION = re.compile(r"[\w./-]*\.(?:h|cc|cpp):\d+ [^()]*\([^)]*\)")  # onnxruntime's "file.h:46 void f(...)"
+
+
 def error_text(exc):
-    text = " ".join(str(exc).split())
+    text = " ".join(CPP_LOCATION.sub(" ", str(exc)).split())
     return "%s: %s" % (type(exc).__name__, text[:2000]) if text else type(exc).__name__
 
 

@@ -137,3 +137,29 @@ FAULTS = Path(__file__).resolve().parent / "faults"
 def fault_python(python: str, fault: str) -> str:
     """An interpreter command whose onnxruntime misbehaves as ``fault`` says (see faults/sitecustomize.py)."""
     return f"env PYTHONPATH={FAULTS} XQHIL_FAULT={fault} {python}"
+
+
+def processes_mentioning(text: str) -> List[str]:
+    """Command lines of live processes that contain ``text`` (to prove nothing was left running)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            state = next((ln for ln in (proc / "status").read_text().splitlines() if ln.startswith("State:")), "")
+        except OSError:
+            continue
+        if text in cmdline and "zombie" not in state:
+            found.append(cmdline)
+    return found
+
+
+def verify(config, board: str, out, *extra: str):
+    """Run quantize-and-verify in-process; returns (exit code, verify.json or None, stdout, stderr)."""
+    import json as _json
+
+    code, stdout, stderr = run_cli(["quantize-and-verify", str(config), "--board", board, "--out", str(out), "-q",
+                                    *extra])
+    report = Path(out) / "verify.json"
+    return code, (_json.loads(report.read_text()) if report.exists() else None), stdout, stderr

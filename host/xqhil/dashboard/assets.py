@@ -39,6 +39,13 @@ a { color: var(--accent); } a.missing { color: var(--muted); text-decoration: li
 nav a { margin-right: 12px; white-space: nowrap; }
 #filter { padding: 5px 8px; border: 1px solid var(--line); border-radius: 6px; width: 260px; }
 .hidden { display: none; }
+ul.what { margin: 0; padding-left: 16px; }
+table.matrix { width: auto; }
+table.matrix td, table.matrix th { text-align: center; min-width: 120px; border: 1px solid #eaecf0; }
+table.matrix tbody th { background: #fafbfc; color: var(--fg); }
+.st-ok { background: #ecfdf3; color: var(--ok); } .st-warn { background: #fffaeb; color: var(--warn); }
+.st-regression { background: #fef0c7; color: #93370d; font-weight: 600; }
+.st-bug { background: #fee4e2; color: var(--bad); font-weight: 600; } .st-none { background: #fcfcfd; }
 """
 
 # Runs last: a script error leaves data-runs-rendered unset, which the browser test detects.

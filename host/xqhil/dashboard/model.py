@@ -56,9 +56,10 @@ class Section:
 
 @dataclass
 class Flag:
+    """A run with something to look at: (kind, message) per chip bug or regression."""
+
     point: Point
-    kind: str
-    message: str
+    items: list[tuple[str, str]]
 
 
 @dataclass
@@ -119,16 +120,18 @@ def _point(run: RunRecord, out_dir: Path, regressions: Sequence[dict[str, Any]])
                  report_links(run.doc, out_dir), list(regressions))
 
 
+def _flag(p: Point) -> Flag | None:
+    items = []
+    if docs.is_chip_bug(p.run.doc):
+        reasons = "; ".join(str(r) for r in p.run.doc.get("reasons") or []) or "verdict fail"
+        status = docs.section(p.run.doc, "accuracy").get("status")
+        items.append(("chip bug" if status == "bug" else "verify failed", reasons))
+    items += [(f"{item['kind']} regression", str(item["message"])) for item in p.regressions]
+    return Flag(p, items) if items else None
+
+
 def _flags(points: Sequence[Point]) -> list[Flag]:
-    out = []
-    for p in points:
-        if docs.is_chip_bug(p.run.doc):
-            reasons = "; ".join(str(r) for r in p.run.doc.get("reasons") or []) or "verdict fail"
-            status = docs.section(p.run.doc, "accuracy").get("status")
-            out.append(Flag(p, "chip bug" if status == "bug" else "verify failed", reasons))
-        for item in p.regressions:
-            out.append(Flag(p, f"{item['kind']} regression", str(item["message"])))
-    return out
+    return [f for f in map(_flag, points) if f is not None]
 
 
 def _fingerprints(runs: Sequence[RunRecord]) -> list[Fingerprint]:
@@ -153,6 +156,8 @@ def build(store: RunStore, out_dir: Path) -> Dashboard:
         point = _point(run, out_dir, by_run.get(run.id, []))
         sections.setdefault(run.key, Section(run.key)).points.append(point)
         points.append(point)
-    ordered = sorted(sections.values(), key=lambda s: (s.key.model, s.key.board, s.points[0].run.id))
+    # Sections with flagged runs first: problems are what the page is for.
+    ordered = sorted(sections.values(), key=lambda s: (not any(p.flagged for p in s.points), s.key.model,
+                                                        s.key.board, s.points[0].run.id))
     return Dashboard(str(store.path), ordered, _flags(points), _fingerprints(runs), len(runs),
                      store.pinned_run_ids())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xqhil.dashboard import assets, svg
+from xqhil.dashboard.matrix import release_matrix
 from xqhil.dashboard.model import Dashboard, Flag, Link, Point, Section, build, snr_for_display
 from xqhil.history import doc as docs
 from xqhil.history.errors import HistoryError
@@ -55,7 +56,7 @@ def _tiles(dash: Dashboard) -> str:
     boards = {s.key.board for s in dash.sections}
     models = {s.key.model for s in dash.sections}
     items = [("runs", dash.run_count, ""), ("models", len(models), ""), ("boards", len(boards), ""),
-             ("runtime versions", len(versions), ""), ("flagged", len(dash.flags), "bad" if dash.flags else "")]
+             ("runtime versions", len(versions), ""), ("flagged runs", len(dash.flags), "bad" if dash.flags else "")]
     return '<div class="tiles">' + "".join(
         f'<div class="tile {cls}"><b>{value}</b>{h(name)}</div>' for name, value, cls in items) + "</div>"
 
@@ -70,10 +71,12 @@ def _header(dash: Dashboard, title: str) -> str:
 def _flag_row(flag: Flag, section_of: dict) -> str:
     run = flag.point.run
     anchor = section_of.get(run.id, "")
+    kinds = "<br>".join(h(kind) for kind in dict.fromkeys(k for k, _ in flag.items))
+    what = "".join(f"<li>{h(message)}</li>" for _, message in flag.items)
     return (f'<tr class="flagged" data-flag-run="{run.id}"><td><a href="#{h(anchor)}">#{run.id}</a></td>'
             f"<td>{h(str(run.doc.get('created') or run.recorded_at)[:16].replace('T', ' '))}</td>"
             f"<td>{h(run.key.model)}</td><td>{h(run.key.board)}</td><td>{h(run.runtime_version)}</td>"
-            f'<td class="kind-bad">{h(flag.kind)}</td><td>{h(flag.message)}</td>'
+            f'<td class="kind-bad">{kinds}</td><td><ul class="what">{what}</ul></td>'
             f"<td>{_links(flag.point.links)}</td></tr>")
 
 
@@ -84,6 +87,28 @@ def _flags(dash: Dashboard) -> str:
                    "nothing flagged: no chip-runtime bug and no regression recorded")
     return (f'<h2 id="flagged">Flagged chip-runtime bugs and regressions</h2><div class="card">'
             f"{table}</div>")
+
+
+def _matrix(dash: Dashboard) -> str:
+    versions, cells = release_matrix(dash.sections)
+    if not versions:
+        return ""
+    head = "".join(f'<th><a href="#{h(s.anchor)}">{h(s.key.model)}</a><br><span class="meta">{h(s.key.board)}'
+                   f"</span></th>" for s in dash.sections)
+    rows = []
+    for version in versions:
+        row = [f"<th>{h(version)}</th>"]
+        for s in dash.sections:
+            cell = cells.get((version, s.anchor))
+            if cell is None:
+                row.append('<td class="st-none"></td>')
+                continue
+            runs = ", ".join(f"#{r}" for r in cell.runs)
+            text = h(", ".join(cell.notes) or cell.status)
+            row.append(f'<td class="st-{cell.status}" title="runs {h(runs)}">{text}</td>')
+        rows.append("<tr>" + "".join(row) + "</tr>")
+    return (f'<h2 id="releases">Chip-runtime releases</h2><div class="card"><table class="matrix"><thead><tr>'
+            f'<th>onnxruntime</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _tips(section: Section) -> list[str]:
@@ -216,7 +241,7 @@ def page(dash: Dashboard, title: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{h(title)}</title><style>{assets.CSS}</style></head><body>"
-            f"{_header(dash, title)}<main>{_flags(dash)}"
+            f"{_header(dash, title)}<main>{_matrix(dash)}{_flags(dash)}"
             f'<h2 id="models">Per model and board</h2>'
             f'<input id="filter" type="search" placeholder="filter by model or board">\n{sections}\n'
             f"{_fingerprints(dash)}</main><script>{assets.JS}</script></body></html>\n")
