@@ -15,47 +15,61 @@ from xqhil.history import doc as docs
 RANK = {"ok": 0, "warn": 1, "regression": 2, "bug": 3}
 
 
+Note = tuple[str, float, str]  # category, signed size, unit
+
+
 @dataclass
 class Cell:
     status: str = "ok"
-    notes: list[str] = field(default_factory=list)
+    worst: dict[str, tuple[float, str]] = field(default_factory=dict)  # category -> (size, unit)
     runs: list[int] = field(default_factory=list)
 
-    def add(self, status: str, notes: Sequence[str], run_id: int) -> None:
+    def add(self, status: str, notes: Sequence[Note], run_id: int) -> None:
         if RANK[status] > RANK[self.status]:
             self.status = status
-        self.notes += [n for n in notes if n not in self.notes]
+        for category, size, unit in notes:
+            if category not in self.worst or abs(size) > abs(self.worst[category][0]):
+                self.worst[category] = (size, unit)
         self.runs.append(run_id)
 
+    @property
+    def notes(self) -> list[str]:
+        """The worst value per category over the cell's runs: ``INT8 +18%``, ``chip bug -9.7 pts``."""
+        out = []
+        for category, (size, unit) in self.worst.items():
+            digits = 1 if unit == " pts" else 0
+            out.append(category if size == 0 else f"{category} {size:+.{digits}f}{unit}")
+        return out
 
-def regression_note(item: Mapping[str, Any]) -> str:
-    """``INT8 +18%``, ``chip_int8 -4.0 pts``, ``SNR -24 dB``."""
+
+def regression_note(item: Mapping[str, Any]) -> Note:
+    """(``INT8``, +18, ``%``), (``chip int8``, -4.0, `` pts``), (``SNR``, -24, `` dB``)."""
     base, cur = item.get("baseline"), item.get("current")
+    kind, metric = str(item.get("kind")), str(item.get("metric", ""))
     if base is None or cur is None:
-        return str(item.get("kind"))
-    metric = str(item.get("metric", ""))
-    if item.get("kind") == "latency":
+        return kind, 0.0, ""
+    if kind == "latency":
         precision = metric.split(".")[1].upper() if metric.count(".") >= 1 else "latency"
-        return f"{precision} {100 * (cur - base) / base:+.0f}%" if base else precision
-    if item.get("kind") == "fidelity":
-        return f"SNR {cur - base:+.0f} dB"
-    return f"{metric.split('.')[-1].replace('_', ' ')} {cur - base:+.1f} pts"
+        return precision, (100 * (cur - base) / base if base else 0.0), "%"
+    if kind == "fidelity":
+        return "SNR", cur - base, " dB"
+    return metric.split(".")[-1].replace("_", " "), cur - base, " pts"
 
 
-def point_state(point: Point) -> tuple[str, list[str]]:
+def point_state(point: Point) -> tuple[str, list[Note]]:
     d = point.run.doc
-    notes = []
-    if docs.is_chip_bug(d):
-        drop = docs.accuracy(d, "drop_points")
-        notes.append("chip bug" + (f" {-drop:+.1f} pts" if drop else "")
-                     if docs.section(d, "accuracy").get("status") == "bug" else "verify failed")
     bug = docs.is_chip_bug(d)
+    notes: list[Note] = []
+    if bug:
+        drop = docs.accuracy(d, "drop_points")
+        is_bug = docs.section(d, "accuracy").get("status") == "bug"
+        notes.append(("chip bug", -(drop or 0.0), " pts") if is_bug else ("verify failed", 0.0, ""))
     notes += [regression_note(r) for r in point.regressions if not (bug and r.get("kind") == "accuracy")]
     if bug:
         return "bug", notes
     if point.regressions:
         return "regression", notes
-    return ("warn", ["warn"]) if point.run.verdict == "warn" else ("ok", [])
+    return ("warn", [("warn", 0.0, "")]) if point.run.verdict == "warn" else ("ok", [])
 
 
 def release_matrix(sections: Sequence[Section]) -> tuple[list[str], dict[tuple[str, str], Cell]]:

@@ -122,27 +122,28 @@ def _latency_chart(section: Section, axis: tuple, precision: str) -> str:
     series = [svg.Series(f"{precision.upper()} p50", [b[1] if b else None for b in bands], color,
                          [(b[0], b[2]) if b else None for b in bands])]
     return svg.line_chart(f"{precision.upper()} latency (p50, band p10-p90)", "ms", *axis, series=series,
-                          tips=_tips(section), flagged=_flagged(section))
+                          tips=_tips(section), flagged=_flagged(section, "latency", metric=f".{precision}."))
 
 
 def _speedup_chart(section: Section, axis: tuple) -> str:
     values = [docs.number(docs.section(p.run.doc, "latency").get("speedup")) for p in section.points]
     return svg.line_chart("INT8 speedup over FP32", "x", *axis, series=[svg.Series("speedup", values, INT8)],
-                          tips=_tips(section), flagged=_flagged(section))
+                          tips=_tips(section), flagged=_flagged(section, "latency"))
 
 
 def _accuracy_chart(section: Section, axis: tuple) -> str:
     d = [p.run.doc for p in section.points]
-    series = [svg.Series("PC INT8", [docs.accuracy(x, "pc_int8") for x in d], PC),
+    series = [svg.Series("PC INT8", [docs.accuracy(x, "pc_int8") for x in d], PC, ring=False),
               svg.Series("chip INT8", [docs.accuracy(x, "chip_int8") for x in d], CHIP),
-              svg.Series("PC FP32", [docs.accuracy(x, "pc_fp32") for x in d], PC, dashed=True),
+              svg.Series("PC FP32", [docs.accuracy(x, "pc_fp32") for x in d], PC, dashed=True, ring=False),
               svg.Series("chip FP32", [docs.accuracy(x, "chip_fp32") for x in d], CHIP, dashed=True)]
     title = "accuracy, PC vs chip"
     if all(v is None for s in series for v in s.values):
         series = [svg.Series("chip INT8 vs PC INT8", [docs.agreement(x, "chip_int8_vs_pc_int8") for x in d],
                              CHIP)]
         title = "top-1 agreement, chip vs PC (unlabelled data)"
-    return svg.line_chart(title, "%", *axis, series=series, tips=_tips(section), flagged=_flagged(section))
+    return svg.line_chart(title, "%", *axis, series=series, tips=_tips(section),
+                          flagged=_flagged(section, "accuracy", "bug"))
 
 
 def _snr_chart(section: Section, axis: tuple) -> str:
@@ -151,11 +152,15 @@ def _snr_chart(section: Section, axis: tuple) -> str:
                                                                           f"{name.lower()}")) for x in d], c)
               for name, c in (("INT8", INT8), ("FP32", FP32))]
     return svg.line_chart("fidelity: worst-output SNR, chip vs PC (capped at 60 dB)", "dB", *axis,
-                          series=series, tips=_tips(section), flagged=_flagged(section))
+                          series=series, tips=_tips(section), flagged=_flagged(section, "fidelity", "bug"))
 
 
-def _flagged(section: Section) -> list[int]:
-    return [i for i, p in enumerate(section.points) if p.flagged]
+def _flagged(section: Section, *kinds: str, metric: str = "") -> list[int]:
+    """Indexes of runs to ring on a chart: regressions of ``kinds`` (whose metric contains ``metric``);
+    chip bugs too when "bug" is one of the kinds."""
+    return [i for i, p in enumerate(section.points)
+            if any(r["kind"] in kinds and metric in str(r["metric"]) for r in p.regressions)
+            or ("bug" in kinds and docs.is_chip_bug(p.run.doc))]
 
 
 def _charts(section: Section) -> str:

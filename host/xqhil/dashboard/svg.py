@@ -25,6 +25,7 @@ class Series:
     color: str
     band: list[Band] = field(default_factory=list)
     dashed: bool = False
+    ring: bool = True  # draw the flagged-run rings on this series
 
 
 @dataclass
@@ -147,7 +148,7 @@ def _legend(series: Sequence[Series]) -> list[str]:
 def _flags(frame: Frame, series: Sequence[Series], flagged: Sequence[int]) -> list[str]:
     out = []
     for i in flagged:
-        values = [s.values[i] for s in series if i < len(s.values) and s.values[i] is not None]
+        values = [s.values[i] for s in series if s.ring and i < len(s.values) and s.values[i] is not None]
         for v in values[:1]:
             out.append(f'<circle class="flag" cx="{frame.x(i):.1f}" cy="{frame.y(v):.1f}" r="7"/>')
     return out
