@@ -187,3 +187,9 @@ def env_without_pythonpath() -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _history_db_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """quantize-and-verify records every run in the history ($XQHIL_DB): keep tests out of the user's data."""
+    monkeypatch.setenv("XQHIL_DB", str(tmp_path_factory.mktemp("history") / "history.sqlite3"))

@@ -1,4 +1,4 @@
-"""Command line: ``xqhil quantize-and-verify | run | boards``.
+"""Command line: ``xqhil quantize-and-verify | run | boards | history | dashboard``.
 
 Each subcommand has one ``add_*`` function that declares it and one ``cmd_*`` function that runs it;
 ``build_parser()`` assembles them, so more subcommands can be added the same way. Only ``main`` maps
@@ -77,6 +77,10 @@ def add_quantize_and_verify(sub) -> None:
     parser.add_argument("config", help="XQuant JSON config (with an optional verify_parameters section)")
     parser.add_argument("--qmodel", help="reuse this quantized model instead of quantizing")
     parser.add_argument("--out", help="folder for verify.md and verify.json (default: the working_dir)")
+    parser.add_argument("--db", metavar="PATH", help="run history database (default: $XQHIL_DB, else "
+                        "$XDG_DATA_HOME/xqhil/history.sqlite3)")
+    parser.add_argument("--fail-on-regression", action="store_true",
+                        help="exit 1 when the run regressed against its baseline (see 'xqhil history')")
     add_board_options(parser)
     add_common(parser)
     parser.set_defaults(func=cmd_quantize_and_verify)
@@ -96,7 +100,14 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
           f"{report['reports']['json']}")
     for reason in report["reasons"]:
         print(f"  - {reason}")
-    return EXIT_FAILED if report["verdict"] == "fail" else EXIT_OK
+    from .history import format_summary
+    from .history.reporting import record_verify_report
+
+    history = record_verify_report(report, args.db)
+    print(format_summary(history))
+    if report["verdict"] == "fail" or (history["regressions"] and args.fail_on_regression):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -155,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xqhil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (add_quantize_and_verify, add_run, add_boards):
+    from .history.cli import add_history_commands
+
+    for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
         add(sub)
     return parser
 
