@@ -124,7 +124,7 @@ def test_accuracy_drop_beyond_tolerance():
 def test_unlabelled_runs_compare_top1_agreement():
     base, cur = make_doc(chip_int8=None, seed=1), make_doc(chip_int8=None, seed=2)
     assert R.check_accuracy(base, cur) == []
-    cur["accuracy"]["top1_agreement"]["chip_int8_vs_pc_int8"] = 0.93  # a fraction: 93%
+    cur["accuracy"]["top1_agreement"]["chip_int8_vs_pc_int8"] = 93.0
     assert [f.metric for f in R.check_accuracy(base, cur)] == ["agreement.chip_int8_vs_pc_int8"]
 
 

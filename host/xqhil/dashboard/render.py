@@ -137,7 +137,8 @@ def _accuracy_chart(section: Section, axis: tuple) -> str:
               svg.Series("chip INT8", [docs.accuracy(x, "chip_int8") for x in d], CHIP),
               svg.Series("PC FP32", [docs.accuracy(x, "pc_fp32") for x in d], PC, dashed=True, ring=False),
               svg.Series("chip FP32", [docs.accuracy(x, "chip_fp32") for x in d], CHIP, dashed=True)]
-    title = "accuracy, PC vs chip"
+    labelled = all(docs.section(x, "accuracy").get("labelled", True) for x in d)
+    title = "accuracy, PC vs chip" if labelled else "top-1 agreement with PC FP32, PC vs chip (no labels)"
     if all(v is None for s in series for v in s.values):
         series = [svg.Series("chip INT8 vs PC INT8", [docs.agreement(x, "chip_int8_vs_pc_int8") for x in d],
                              CHIP)]

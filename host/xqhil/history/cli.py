@@ -83,7 +83,7 @@ def _guard(handler: Handler) -> Handler:
         try:
             return handler(args)
         except HistoryError as exc:
-            print(f"xqhil: error: {exc.message}", file=sys.stderr)
+            print(f"xqhil: error: {exc.one_line()}", file=sys.stderr)
             return exc.exit_code
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__

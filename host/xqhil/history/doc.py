@@ -127,11 +127,8 @@ def accuracy(doc: Mapping[str, Any], field: str) -> float | None:
 
 
 def agreement(doc: Mapping[str, Any], pair: str) -> float | None:
-    """Top-1 agreement in percent (documents that store a fraction in [0, 1] are scaled)."""
-    value = number(section(section(doc, "accuracy"), "top1_agreement").get(pair))
-    if value is None:
-        return None
-    return value * 100.0 if value <= 1.0 else value
+    """Top-1 agreement between two runs, in percent."""
+    return number(section(section(doc, "accuracy"), "top1_agreement").get(pair))
 
 
 def is_chip_bug(doc: Mapping[str, Any]) -> bool:
