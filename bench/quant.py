@@ -1,0 +1,211 @@
+"""Fidelity and cost of xquant's calibration types against onnxruntime's quantize_static.
+
+For every benchmark model of ``bench/models.py`` (trained on real Fashion-MNIST images) and every case
+(xquant minmax / percentile / kl / mse / default, onnxruntime MinMax / Percentile, both per-channel QDQ
+INT8 on the same calibration files), prints: output SNR (dB) and cosine against FP32 on the held-out
+eval set, top-1 agreement with FP32, top-1 accuracy, wall time of the quantization call (median of --repeat
+fresh processes, imports excluded) and peak memory of the process that ran it.
+
+    .venv/bin/python bench/quant.py                       # all models, all cases
+    .venv/bin/python bench/quant.py --models demo resnet --cases xquant:default ort:minmax
+    .venv/bin/python bench/quant.py --levels 0 1 2 3      # xquant default per finetune_level
+    .venv/bin/python bench/quant.py --markdown            # tables in GitHub markdown
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+XQ_METHODS = ("minmax", "percentile", "kl", "mse", "default")
+ORT_METHODS = ("minmax", "percentile")
+DEFAULT_CASES = [f"xquant:{m}" for m in XQ_METHODS] + [f"ort:{m}" for m in ORT_METHODS]
+
+
+def out_dir(model: str) -> str:
+    from models import WORK_ROOT
+
+    path = os.path.join(WORK_ROOT, model)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def run_xquant(bench: dict, method: str, level: Optional[int], output: str) -> None:
+    from xquant.quantize import run_quantization
+
+    cfg = copy.deepcopy(bench["config"])
+    cfg["calibration_parameters"]["calibration_type"] = method
+    quant = cfg.setdefault("quantization_parameters", {})
+    quant["analysis_enable"] = False
+    if level is not None:  # None: the config's default finetune_level, as shipped
+        quant["finetune_level"] = level
+    run_quantization(cfg, None, output, show_progress=False, summary=False)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over xquant's own calibration batches (same files, same preprocessing)."""
+
+    def __init__(self, data, batch: int) -> None:
+        self.it = iter(data.batches(batch))
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def run_ort(bench: dict, method: str, output: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from xquant.config import load_config
+    from xquant.data import CalibrationData
+
+    cfg, _ = load_config(bench["config"])
+    reader = _Reader(CalibrationData(cfg), cfg.calibration.input_parameters[0].input_shape[0])
+    calib = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile
+    quantize_static(bench["onnx"], output, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calib)
+
+
+def warm_imports(tool: str) -> None:
+    """Import each tool's modules before the clock starts: the table compares work, not import time."""
+    if tool == "xquant":
+        import cv2  # noqa: F401
+        import onnxslim  # noqa: F401
+
+        import xquant.quantize  # noqa: F401
+    else:
+        import onnxruntime.quantization  # noqa: F401
+
+
+def _child(args: Tuple[str, str, Optional[int], str], queue) -> None:
+    import resource
+
+    from models import get_benchmark
+
+    model, case, level, output = args
+    sys.stdout = open(os.devnull, "w")  # onnxruntime's quantizer prints progress; the table is the output
+    bench = get_benchmark(model)
+    tool, method = case.split(":")
+    warm_imports(tool)
+    start = time.perf_counter()
+    try:
+        if tool == "xquant":
+            run_xquant(bench, method, level, output)
+        else:
+            run_ort(bench, method, output)
+        error = None
+    except Exception as exc:  # reported in the table, never hidden
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+    wall = time.perf_counter() - start
+    queue.put({"wall_s": wall, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "error": error})
+
+
+def measure(model: str, case: str, level: Optional[int], repeat: int) -> dict:
+    """Quantize ``repeat`` times, each in a fresh process; median wall time, largest peak memory."""
+    runs = [measure_once(model, case, level) for _ in range(repeat)]
+    best = dict(runs[0])
+    best["wall_s"] = float(np.median([r["wall_s"] for r in runs]))
+    best["peak_mib"] = max(r["peak_mib"] for r in runs)
+    return best
+
+
+def measure_once(model: str, case: str, level: Optional[int]) -> dict:
+    """Quantize in a fresh process (honest time and peak memory), return its costs."""
+    suffix = case.replace(":", "_") + ("" if level is None else f"_ft{level}")
+    output = os.path.join(out_dir(model), f"{suffix}.q.onnx")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=((model, case, level, output), queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    result["output"] = output
+    return result
+
+
+def evaluate(bench: dict, qmodel: str, ref: Dict[str, np.ndarray]) -> dict:
+    import onnxruntime as ort
+
+    from xquant.analysis import metrics
+
+    sess = ort.InferenceSession(qmodel, providers=["CPUExecutionProvider"])
+    got = run_all(sess, bench["eval_inputs"])
+    name = sess.get_outputs()[0].name
+    r, g = ref[name], got[name]
+    return {"snr_db": min(metrics.snr_db(ref[n], got[n]) for n in ref), "cosine": metrics.cosine(r, g),
+            "agree": 100 * metrics.top1_agreement(r, g),
+            "acc": 100 * float(np.mean(g.argmax(1) == bench["eval_labels"]))}
+
+
+def run_all(sess, inputs: Dict[str, np.ndarray], batch: int = 50) -> Dict[str, np.ndarray]:
+    names = [o.name for o in sess.get_outputs()]
+    n = len(next(iter(inputs.values())))
+    fixed = any(isinstance(d, int) for d in sess.get_inputs()[0].shape[:1])
+    step = 1 if fixed else batch
+    parts: Dict[str, list] = {k: [] for k in names}
+    for i in range(0, n, step):
+        outs = sess.run(names, {k: v[i:i + step] for k, v in inputs.items()})
+        for k, v in zip(names, outs):
+            parts[k].append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repeat: int) -> List[list]:
+    import onnxruntime as ort
+
+    from models import get_benchmark
+
+    bench = get_benchmark(model)
+    ref_sess = ort.InferenceSession(bench["onnx"], providers=["CPUExecutionProvider"])
+    ref = run_all(ref_sess, bench["eval_inputs"])
+    fp32_acc = 100 * float(np.mean(ref[ref_sess.get_outputs()[0].name].argmax(1) == bench["eval_labels"]))
+    rows = [[model, "fp32", "", "inf", "1.00000", "100.0", f"{fp32_acc:.1f}", "", ""]]
+    runs = [(c, lv) for c in cases for lv in (levels if c.startswith("xquant:") else [None])]
+    if "xquant:default" in cases and None not in levels:
+        runs.append(("xquant:default", None))  # everything as shipped: the row the targets compare
+    for case, level in runs:
+        cost = measure(model, case, level, repeat)
+        label = case if level is None or not case.startswith("xquant") else f"{case} ft{level}"
+        label = f"{label} (shipped)" if level is None and case.startswith("xquant") else label
+        if cost["error"]:
+            rows.append([model, label, "", "error", cost["error"], "", "", f"{cost['wall_s']:.1f}", ""])
+            continue
+        m = evaluate(bench, cost["output"], ref)
+        rows.append([model, label, "cfg" if level is None and case.startswith("xquant") else level, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}",
+                     f"{m['agree']:.1f}", f"{m['acc']:.1f}", f"{cost['wall_s']:.2f}", f"{cost['peak_mib']:.0f}"])
+        print(f"  {model:12s} {label:24s} SNR {m['snr_db']:6.2f} dB  {cost['wall_s']:6.2f} s", file=sys.stderr)
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from tabulate import tabulate
+
+    from models import BENCHMARKS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
+    parser.add_argument("--levels", nargs="+", type=int, help="finetune levels for the xquant cases (default 0)")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per case; time is their median")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    levels: List[Optional[int]] = list(args.levels) if args.levels else [0]
+    headers = ["model", "case", "ft", "SNR dB", "cosine", "top-1 agree %", "acc %", "time s", "peak MiB"]
+    rows: List[list] = []
+    for model in args.models:
+        rows.extend(bench_model(model, args.cases, levels, args.repeat))
+    print(tabulate(rows, headers=headers, tablefmt="github" if args.markdown else "simple"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
