@@ -331,7 +331,8 @@ class Agent:
             with open(self.request_path, encoding="utf-8") as handle:
                 request = json.load(handle)
         except (OSError, ValueError) as exc:
-            raise AgentError("BadRequest", "cannot read request %s: %s" % (self.request_path, error_text(exc)))
+            raise AgentError("BadRequest",
+                             "cannot read request %s: %s" % (self.request_path, error_text(exc))) from None
         if not isinstance(request, dict):
             raise AgentError("BadRequest", "the request must be a JSON object")
         if request.get("response") is not None:
@@ -382,7 +383,7 @@ class Agent:
             with np.load(path, allow_pickle=False) as data:
                 arrays = [np.ascontiguousarray(data["in%d" % i]) for i in range(len(names))]
         except (OSError, KeyError, ValueError) as exc:
-            raise AgentError("BadRequest", "cannot read inputs %s: %s" % (path, error_text(exc)))
+            raise AgentError("BadRequest", "cannot read inputs %s: %s" % (path, error_text(exc))) from None
         if not arrays or len({int(a.shape[0]) for a in arrays}) != 1:
             raise AgentError("BadRequest", "inputs must be one or more arrays with the same number of samples")
         return names, arrays

@@ -68,10 +68,10 @@ class Transport(ABC):
         self.retries = retries
         self.workdir: str = ""
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 - optional hook: local transports have nothing to connect
         """Connect (nothing to do for local transports)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Disconnect."""
 
     @abstractmethod

@@ -62,7 +62,7 @@ class LocalTransport(Transport):
             out, err = proc.communicate()
             raise StepTimeout(f"the agent on {self.where} ran past the step deadline of {timeout:g} s and was "
                               "stopped.", "Raise --step-timeout or lower max_samples/repeat.", step="run",
-                              stderr=clean_stderr(err.decode("utf-8", "replace")))
+                              stderr=clean_stderr(err.decode("utf-8", "replace"))) from None
         return ExecResult(proc.returncode, out.decode("utf-8", "replace"),
                           clean_stderr(err.decode("utf-8", "replace")))
 
