@@ -1,7 +1,7 @@
 """The one place that inserts QuantizeLinear/DequantizeLinear: materialises a quant plan as a QDQ model.
 
-Activations: ``t -> Q -> DQ -> t_dequantized`` and every consumer reads the DQ output (for graph outputs the
-DQ keeps the original name). Weights and biases: stored quantized, with a DequantizeLinear that outputs the
+Activations: ``t -> Q -> DQ -> t_dequantized[_k]``, one DQ per consumer, each consumer reading its own DQ
+output (for graph outputs a DQ keeps the original name). Weights and biases: stored quantized, with a DequantizeLinear that outputs the
 original initializer name, so op nodes are untouched."""
 from __future__ import annotations
 
@@ -51,18 +51,32 @@ class QDQWriter:
             nodes.append(self._dq_from(name, qt))
         return nodes
 
-    def _activation_pair(self, tensor: str, source: str, target: str, p: QParams) -> List[onnx.NodeProto]:
+    def _activation_nodes(self, tensor: str, source: str, targets: List[str], p: QParams) -> List[onnx.NodeProto]:
+        """One QuantizeLinear of ``source`` and one DequantizeLinear per target: a DQ of its own for every
+        consumer lets onnxruntime fuse each consumer with its Q/DQ into an INT8 kernel."""
         scale = self._const(f"{tensor}_scale", np.asarray(p.scale, dtype=np.float32))
         zp = self._const(f"{tensor}_zero_point", np.asarray(p.zero_point, dtype=np.int8))
         quant = f"{tensor}_quantized"
-        return [helper.make_node("QuantizeLinear", [source, scale, zp], [quant], name=f"{tensor}_QuantizeLinear"),
-                helper.make_node("DequantizeLinear", [quant, scale, zp], [target], name=f"{tensor}_DequantizeLinear")]
+        nodes = [helper.make_node("QuantizeLinear", [source, scale, zp], [quant], name=f"{tensor}_QuantizeLinear")]
+        for i, target in enumerate(targets):
+            suffix = f"_{i}" if i else ""
+            nodes.append(helper.make_node("DequantizeLinear", [quant, scale, zp], [target],
+                                          name=f"{tensor}_DequantizeLinear{suffix}"))
+        return nodes
 
-    def _rewire(self, nodes: List[onnx.NodeProto], old: str, new: str) -> None:
-        for node in nodes:
+    @staticmethod
+    def _rewire_each(readers: List[onnx.NodeProto], old: str, base: str) -> List[str]:
+        """Point every reader of ``old`` at a copy of its own (base, base_1, ...); return the copies' names."""
+        names: List[str] = []
+        for node in readers:
+            if old not in node.input:
+                continue
+            new = f"{base}_{len(names)}" if names else base
+            names.append(new)
             for i, name in enumerate(node.input):
                 if name == old:
                     node.input[i] = new
+        return names
 
     def write(self) -> onnx.ModelProto:
         graph_outputs = {o.name for o in self.graph.output}
@@ -80,13 +94,15 @@ class QDQWriter:
                 producer = producers[name]
                 pre = f"{name}_prequant"
                 producer.output[list(producer.output).index(name)] = pre
-                pair = self._activation_pair(name, pre, name, p)  # consumers keep reading `name`, now the DQ output
+                # the graph output keeps its name, now a DQ output; other readers get DQs of their own
+                targets = [name] + self._rewire_each(original, name, f"{name}_dequantized")
+                nodes = self._activation_nodes(name, pre, targets, p)
             else:
-                pair = self._activation_pair(name, name, f"{name}_dequantized", p)
                 # a float producer's tensor is quantized only on the edges into INT8 ops: float readers keep it float
                 readers = original if int8_producer else [n for n in original if n.name in int8]
-                self._rewire(readers, name, f"{name}_dequantized")
-            after.setdefault(name, []).extend(pair)
+                targets = self._rewire_each(readers, name, f"{name}_dequantized")
+                nodes = self._activation_nodes(name, name, targets, p) if targets else []
+            after.setdefault(name, []).extend(nodes)
         for name in graph_inputs:
             head.extend(after.pop(name, []))
         ordered = list(head)
