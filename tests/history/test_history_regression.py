@@ -71,9 +71,8 @@ def test_measured_run_to_run_noise_raises_the_threshold():
     rng = np.random.default_rng(1)
     base = R.summarize_latency(_lat(timed_samples(rng, 12.0, 30, 0.005)), "int8")
     cur = R.summarize_latency(_lat(timed_samples(rng, 12.0, 30, 0.005)), "int8")
-    quiet, _ = R.latency_threshold(base, cur, 0.0, R.Policy())
-    noisy, basis = R.latency_threshold(base, cur, stats.successive_noise([12.0, 12.4, 11.7, 12.3, 11.8]),
-                                       R.Policy())
+    quiet, _ = R.latency_threshold(base, cur, [], R.Policy())
+    noisy, basis = R.latency_threshold(base, cur, [12.0, 12.4, 11.7, 12.3, 11.8], R.Policy())
     assert noisy > 2 * quiet and basis == "run-to-run noise"
 
 

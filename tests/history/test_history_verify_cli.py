@@ -9,7 +9,6 @@ import io
 import json
 
 import pytest
-
 from xqhil.history.synthetic import make_doc
 
 cli = pytest.importorskip("xqhil.cli")

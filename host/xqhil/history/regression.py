@@ -5,10 +5,12 @@ small tolerance is real. Latency is noisy, so a slowdown counts only when the sh
 larger than every noise scale measured for it, and significant:
 
 * ``shift = median(current) - median(baseline)`` of the timed-run samples (``samples_ms``);
-* ``threshold = max(t_k * SE(shift), min_effect * jitter, k * sqrt(2) * run_noise, min_relative * base)``
-  where SE(shift) is the sampling error of the two medians, ``jitter`` the pooled robust sigma (MAD) of
-  the per-inference samples, and ``run_noise`` the run-to-run sigma of a run's median measured from
-  consecutive earlier runs of the same model/board/config (when at least three exist);
+* ``threshold = max(noise, min_effect * jitter, min_relative * base)`` where
+  ``noise = hypot(t_k * SE(shift), t_k' * sqrt(2) * excess)``: SE(shift) is the sampling error of the two
+  medians (robust sigma of the samples, MAD), ``excess`` the run-to-run noise of a run's median measured
+  from consecutive earlier clean runs of the same model/board/config (at least three) beyond what their
+  sampling error explains, and the t factors widen the z-score ``k`` for few samples or few runs;
+  ``jitter`` is the pooled robust sigma of the per-inference samples (a minimum effect size);
 * and a one-sided Mann-Whitney U test with ``p < alpha`` (when both runs have enough samples), on the
   samples without their spikes (more than 6 robust sigmas above the run's own median).
 
@@ -43,6 +45,7 @@ class Policy:
     latency_k: float = 4.0  # z-score the noise must be exceeded by (t-corrected for few samples)
     latency_min_effect: float = 1.0  # in pooled robust sigmas of the per-inference jitter
     latency_min_relative: float = 0.02  # practical-significance floor, fraction of the baseline median
+    latency_run_k: float = 3.0  # z-score for the measured run-to-run noise (t-corrected for few runs)
     latency_alpha: float = 1e-2  # one-sided Mann-Whitney U level
     latency_min_samples: int = 8  # below this a side, skip the rank test (the thresholds still apply)
 
@@ -95,20 +98,37 @@ def latencies_comparable(base: Doc, cur: Doc) -> bool:
     return True
 
 
-def latency_threshold(base: LatencySummary, cur: LatencySummary, run_noise: float,
+def _noise(se: float, k: float, history_medians: Sequence[float], policy: Policy) -> tuple[float, str]:
+    """k-sigma of the shift from sampling error and from the run-to-run noise measured on earlier runs.
+
+    The medians of earlier runs scatter by their own sampling error plus the run-level offsets; only the
+    excess over the sampling error is added (no double counting), with a Student-t factor for the few
+    runs it was measured on.
+    """
+    sampling = k * se
+    measured = stats.successive_noise(history_medians)
+    excess = math.sqrt(max(0.0, measured ** 2 - se ** 2 / 2.0))
+    runs = k_t = 0.0
+    if excess > 0:
+        k_t = stats.t_quantile(policy.latency_run_k, len(history_medians) - 1)
+        runs = k_t * math.sqrt(2.0) * excess
+    return math.hypot(sampling, runs), ("run-to-run noise" if runs > sampling else "sampling error")
+
+
+def latency_threshold(base: LatencySummary, cur: LatencySummary, history_medians: Sequence[float],
                       policy: Policy) -> tuple[float, str]:
-    """The largest noise scale of the shift of medians, and its name."""
+    """The threshold for the shift of medians, and the name of the noise scale that set it."""
     if base.n >= 2 and cur.n >= 2:
         jitter = stats.pooled_sigma(base.samples, cur.samples)
         se = stats.MEDIAN_SE * jitter * math.sqrt(1.0 / base.n + 1.0 / cur.n)
         k = stats.t_quantile(policy.latency_k, base.n + cur.n - 2)
     else:  # summaries only (older documents): no sampling error to speak of
         jitter, se, k = math.sqrt((base.sigma ** 2 + cur.sigma ** 2) / 2.0), 0.0, policy.latency_k
+    noise, noise_name = _noise(se, k, history_medians, policy)
     terms = {
-        "sampling error": k * se,
+        noise_name: noise,
         "per-inference jitter": policy.latency_min_effect * jitter,
         "practical floor": policy.latency_min_relative * base.median,
-        "run-to-run noise": policy.latency_k * math.sqrt(2.0) * run_noise,
     }
     name = max(terms, key=lambda t: terms[t])
     return terms[name], name
@@ -120,7 +140,7 @@ def check_latency(base: Doc, cur: Doc, precision: str, history_medians: Sequence
     b, c = summarize_latency(base, precision), summarize_latency(cur, precision)
     if b is None or c is None or b.median <= 0 or not latencies_comparable(base, cur):
         return None
-    threshold, basis = latency_threshold(b, c, stats.successive_noise(history_medians), policy)
+    threshold, basis = latency_threshold(b, c, history_medians, policy)
     shift = c.median - b.median
     if shift <= threshold:
         return None
