@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Union
 
-from typing_extensions import Self
-
 from xqhil.history import doc as docs
 from xqhil.history import schema
 from xqhil.history.errors import HistoryError
@@ -109,7 +107,7 @@ class RunStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
