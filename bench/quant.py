@@ -180,7 +180,8 @@ def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repea
             rows.append([model, label, "", "error", cost["error"], "", "", f"{cost['wall_s']:.1f}", ""])
             continue
         m = evaluate(bench, cost["output"], ref)
-        rows.append([model, label, "cfg" if level is None and case.startswith("xquant") else level, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}",
+        ft = "cfg" if level is None and case.startswith("xquant") else level
+        rows.append([model, label, ft, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}",
                      f"{m['agree']:.1f}", f"{m['acc']:.1f}", f"{cost['wall_s']:.2f}", f"{cost['peak_mib']:.0f}"])
         print(f"  {model:12s} {label:24s} SNR {m['snr_db']:6.2f} dB  {cost['wall_s']:6.2f} s", file=sys.stderr)
     return rows

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_project
+from xqhil_testlib import make_project
 from xqhil_testlib import fault_python, leftovers, processes_mentioning, run_cli, verify
 
 TOP_KEYS = {"schema", "verdict", "reasons", "created", "duration_s", "board", "device", "model", "accuracy",

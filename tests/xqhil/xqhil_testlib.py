@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import io
 import os
 import socket
@@ -163,3 +164,45 @@ def verify(config, board: str, out, *extra: str):
                                     *extra])
     report = Path(out) / "verify.json"
     return code, (_json.loads(report.read_text()) if report.exists() else None), stdout, stderr
+
+
+def make_project(folder: Path, n_calib: int = 24, n_eval: int = 24, labels: bool = True,
+                 data_list: bool = True, verify: dict | None = None, seed: int = 0) -> Path:
+    """A tiny CNN, .npy samples, list files and an XQuant config with verify_parameters; returns the config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "tiny.onnx"
+    build_cnn(model, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    (folder / "data").mkdir(exist_ok=True)
+    names = []
+    for i in range(n_calib + n_eval):
+        name = f"data/s{i:04d}.npy"
+        np.save(folder / name, rng.standard_normal((1, 8, 8)).astype(np.float32))
+        names.append(name)
+    (folder / "calib_list.txt").write_text("\n".join(names[:n_calib]) + "\n")
+    (folder / "eval_list.txt").write_text("\n".join(names[n_calib:]) + "\n")
+    section = {"max_samples": n_eval, "warmup": 1, "repeat": 3}
+    if data_list:
+        section["data_list_path"] = ["eval_list.txt"]
+    if labels and data_list:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        x = np.stack([np.load(folder / n) for n in names[n_calib:]])
+        preds = sess.run(None, {"input": x})[0].argmax(axis=1)
+        (folder / "eval_labels.txt").write_text("\n".join(str(int(p)) for p in preds) + "\n")
+        section["label_list_path"] = "eval_labels.txt"
+    section.update(verify or {})
+    config = {
+        "model_parameters": {"onnx_model": "tiny.onnx", "output_prefix": "tiny", "working_dir": "work"},
+        "calibration_parameters": {
+            "calibration_step": n_calib,
+            "input_parametres": [{"input_name": "input", "input_shape": [1, 1, 8, 8], "file_type": "npy",
+                                  "data_list_path": "calib_list.txt"}],
+        },
+        "quantization_parameters": {"precision_level": 0, "finetune_level": 0},
+        "verify_parameters": section,
+    }
+    path = folder / "cfg.json"
+    path.write_text(json.dumps(config, indent=1))
+    return path

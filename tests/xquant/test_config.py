@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import build_cnn
+from xquant_testlib import build_cnn
 from xquant.config import load_config
 from xquant.errors import ConfigError, DataError
 

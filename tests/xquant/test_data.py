@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, write_npy_list
+from xquant_testlib import REPO, write_npy_list
 from xquant.config import load_config
 from xquant.config.schema import InputParameter
 from xquant.data import CalibrationData, held_back_files, load_input_batch, read_list_file, select_calibration_files
@@ -192,7 +192,7 @@ def test_missing_listed_file_names_line_and_list(tiny_cnn, tmp_path):
 
 
 def _two_input_cfg(tmp_path, n_a: int, n_b: int, step: int = 100):
-    from conftest import build_two_input
+    from xquant_testlib import build_two_input
     import onnx
 
     onnx.save(build_two_input(), tmp_path / "two.onnx")

@@ -9,9 +9,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import build_cnn, build_two_input, run_model, write_npy_list
+from xquant_testlib import build_cnn, build_two_input, run_model, write_npy_list
 from xquant import quantize_onnx_model
-from xquant.errors import GraphError, ModelError
+from xquant.errors import DataError, GraphError, ModelError
 from xquant.quantize import run_quantization
 
 
@@ -161,7 +161,7 @@ def test_failure_leaves_no_output(tiny_cnn, tmp_path):
     bad_list.write_text("calib17/0000.npy\n")
     np.save(tmp_path / "calib17" / "0000.npy", np.zeros((1, 3, 8, 8), np.float32))
     cfg["calibration_parameters"]["input_parametres"][0]["data_list_path"] = str(bad_list)
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match=r"has shape \[1, 3, 8, 8\]"):
         quantize_onnx_model(cfg)
     assert sorted(p.name for p in tmp_path.iterdir() if "q.onnx" in p.name or p.suffix == ".tmp") == []
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, env_without_pythonpath
+from xquant_testlib import REPO, env_without_pythonpath
 from xquant.cli import main
 
 

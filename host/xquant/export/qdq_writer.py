@@ -1,8 +1,8 @@
 """The one place that inserts QuantizeLinear/DequantizeLinear: materialises a quant plan as a QDQ model.
 
 Activations: ``t -> Q -> DQ -> t_dequantized[_k]``, one DQ per consumer, each consumer reading its own DQ
-output (for graph outputs a DQ keeps the original name). Weights and biases: stored quantized, with a DequantizeLinear that outputs the
-original initializer name, so op nodes are untouched."""
+output (for graph outputs a DQ keeps the original name). Weights and biases: stored quantized, with a
+DequantizeLinear that outputs the original initializer name, so op nodes are untouched."""
 from __future__ import annotations
 
 from typing import Dict, List
