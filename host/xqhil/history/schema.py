@@ -103,7 +103,8 @@ def _backfill_columns(conn: sqlite3.Connection) -> None:
         assignments = ", ".join(f"{name} = ?" for name in names)
         conn.execute(f"UPDATE runs SET {assignments}, recorded_at = ? WHERE id = ?",
                      [values[name] for name in names] + [created, run_id])
-    log.info("migrated %d run(s) to schema version 2", len(rows))
+    if rows:
+        log.info("migrated %d run(s) to schema version 2", len(rows))
 
 
 def _v3(conn: sqlite3.Connection) -> None:

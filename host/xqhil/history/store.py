@@ -101,7 +101,9 @@ class RunStore:
         if old > schema.CURRENT_VERSION:
             raise HistoryError(f"history database {self.path} has schema version {old}, newer than this "
                                f"xqhil understands ({schema.CURRENT_VERSION}): upgrade xqhil")
-        if old != new:
+        if old == 0:
+            log.info("history database %s created (schema version %d)", self.path, new)
+        elif old != new:
             log.info("history database %s: schema version %d -> %d", self.path, old, new)
 
     def close(self) -> None:
