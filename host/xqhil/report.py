@@ -3,27 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import List, Optional
 
 from tabulate import tabulate
+from xquant.model_io import write_text_atomic as write_atomic
 
 SCHEMA = "xqhil.verify/1"
 LATENCY_KEYS = ("first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms")
-
-
-def write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".xqhil-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _fmt(value: object, suffix: str = "") -> str:

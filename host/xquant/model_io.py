@@ -70,6 +70,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str) -> None:
     os.close(fd)
     try:
         onnx.save(model, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -78,12 +79,14 @@ def save_model_atomic(model: onnx.ModelProto, path: str) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename: never a half-written file."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".xquant-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from html import escape
@@ -17,6 +16,7 @@ from xqhil.dashboard.model import Dashboard, Flag, Link, Point, Section, build, 
 from xqhil.history import doc as docs
 from xqhil.history.errors import HistoryError
 from xqhil.history.store import RunStore
+from xquant.model_io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -253,20 +253,6 @@ def page(dash: Dashboard, title: str) -> str:
             f"{_fingerprints(dash)}</main><script>{assets.JS}</script></body></html>\n")
 
 
-def _write_atomic(target: Path, text: str) -> None:
-    """Write to a temporary file beside ``target`` and rename: never a half-written page."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".html.tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                      title: str = "xqhil run history") -> Path:
     """Write ``out_dir/index.html`` from the history database; return its path."""
@@ -274,7 +260,7 @@ def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike
     with RunStore.open(db_path, create=False) as store:
         html = page(build(store, out), title)
     try:
-        _write_atomic(out / "index.html", html)
+        write_text_atomic(str(out / "index.html"), html)
     except OSError as exc:
         raise HistoryError(f"cannot write the dashboard to {out}: {exc}", exit_code=3) from exc
     log.info("dashboard of %s written to %s", db_path, out / "index.html")
