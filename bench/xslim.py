@@ -101,7 +101,7 @@ def run_tool(tool: str, python: str, cfg: dict, folder: str) -> dict:
             "output": os.path.join(folder, sorted(found)[0]) if found and code == 0 else None}
 
 
-def bench_model(name: str, xslim_python: str) -> Tuple[List[list], List[str]]:
+def bench_model(name: str, xslim_python: str, tools: List[str]) -> Tuple[List[list], List[str]]:
     import onnxruntime as ort
 
     from models import WORK_ROOT, get_benchmark
@@ -115,6 +115,8 @@ def bench_model(name: str, xslim_python: str) -> Tuple[List[list], List[str]]:
     xs_cfg, changes = xslim_config(bench, os.path.join(root, "xslim"))
     rows = []
     for tool, python, cfg in (("xquant", sys.executable, bench["config"]), ("xslim", xslim_python, xs_cfg)):
+        if tool not in tools:
+            continue
         res = run_tool(tool, python, cfg, os.path.join(root, tool))
         if res["output"] is None:
             rows.append([name, tool, "failed", "", "", "", f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"])
@@ -135,6 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--xslim-python", default=os.environ.get("XSLIM_PYTHON"),
                         help="python of the venv where xslim is installed (or $XSLIM_PYTHON)")
     parser.add_argument("--models", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument("--tools", nargs="+", default=["xquant", "xslim"], choices=["xquant", "xslim"])
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     if not args.xslim_python or not os.path.exists(args.xslim_python):
@@ -144,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows: List[list] = []
     notes: List[str] = []
     for name in args.models:
-        r, n = bench_model(name, args.xslim_python)
+        r, n = bench_model(name, args.xslim_python, args.tools)
         rows += r
         notes += n
     headers = ["model", "tool", "SNR dB", "cosine", "top-1 agree %", "acc %", "process s", "peak MiB"]
