@@ -11,8 +11,9 @@ import onnx
 
 from .analysis.fidelity import compare_outputs, run_both
 from .calibration.collector import batch_size_for, collect_stats
-from .calibration.ranges import QParams, activation_params
+from .calibration.ranges import QParams
 from .calibration.session import make_session
+from .calibration.stats import TensorStats
 from .config import XQuantConfig, load_config
 from .config.loader import ConfigSource, ModelSource
 from .data import CalibrationData
@@ -22,6 +23,7 @@ from .plan.planner import QuantPlan
 from .plan.policy import plan_model
 from .prepare import prepare_model
 from .export.qdq_writer import write_qdq
+from .finetune import fine_tune
 
 log = logging.getLogger(__name__)
 SUMMARY_SAMPLES = 64
@@ -38,6 +40,10 @@ class QuantizationResult:
     fidelity: Dict[str, dict] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
     num_samples: int = 0
+    stats: Dict[str, TensorStats] = field(default_factory=dict)  # calibration statistics per activation
+    float_model: Optional[onnx.ModelProto] = None  # the float weights the writer quantized (fine-tuned)
+    finetune: dict = field(default_factory=dict)  # what each fine-tune pass did
+    report: Optional[dict] = None  # the analysis report (analysis_enable)
 
 
 def validate(model: onnx.ModelProto, device: str) -> None:
@@ -49,12 +55,25 @@ def validate(model: onnx.ModelProto, device: str) -> None:
     make_session(model, device, "quantized model")
 
 
-def calibrate(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, data: CalibrationData,
-              show_progress: Optional[bool]) -> Dict[str, QParams]:
+def calibration_stats(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, data: CalibrationData,
+                      show_progress: Optional[bool]) -> Dict[str, TensorStats]:
     tensors = list(plan.activations)
     batch = batch_size_for(model, cfg.calibration.input_parameters[0].input_shape[0], tensors)
-    stats = collect_stats(model, tensors, data, cfg.calibration.calibration_device, batch, show_progress)
-    return activation_params(plan, stats)
+    return collect_stats(model, tensors, data, cfg.calibration.calibration_device, batch, show_progress)
+
+
+def analyse(result: QuantizationResult, data: CalibrationData) -> dict:
+    """Build the analysis report and write <working_dir>/<output_prefix>_report.md and .json."""
+    from .analysis.render import save_report
+    from .analysis.report import analysis_batches, build_report
+
+    cfg = result.config
+    batches = analysis_batches(result.fp32_model, cfg, data)
+    report = build_report(result.fp32_model, result.float_model or result.fp32_model, result.model, cfg,
+                          result.plan, result.params, result.stats, batches)
+    report["timings"] = dict(result.timings)
+    save_report(report, cfg.report_stem)
+    return report
 
 
 def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: CalibrationData,
@@ -73,13 +92,21 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     timings["prepare_s"] = time.perf_counter() - start
     plan = plan_model(fp32, cfg)
     mark = time.perf_counter()
-    params = calibrate(fp32, cfg, plan, data, show_progress)
+    stats = calibration_stats(fp32, cfg, plan, data, show_progress)
     timings["calibrate_s"] = time.perf_counter() - mark
-    qdq = write_qdq(fp32, plan, params)
+    mark = time.perf_counter()
+    tuned = fine_tune(fp32, cfg, plan, stats, data, show_progress)
+    timings["finetune_s"] = time.perf_counter() - mark
+    qdq = write_qdq(tuned.model, plan, tuned.params)
     validate(qdq, cfg.calibration.calibration_device)
     save_model_atomic(qdq, cfg.model.output_model)
-    result = QuantizationResult(cfg, fp32, qdq, plan, params, cfg.model.output_model, timings=timings,
-                                num_samples=data.num_samples)
+    result = QuantizationResult(cfg, fp32, qdq, plan, tuned.params, cfg.model.output_model, timings=timings,
+                                num_samples=data.num_samples, stats=tuned.stats, float_model=tuned.model,
+                                finetune=tuned.info)
+    if cfg.quantization.analysis_enable:
+        mark = time.perf_counter()
+        result.report = analyse(result, data)
+        timings["analysis_s"] = time.perf_counter() - mark
     if summary:
         mark = time.perf_counter()
         result.fidelity = summary_fidelity(fp32, qdq, data, cfg.calibration.calibration_device)

@@ -237,3 +237,34 @@ def build_detector(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Concat", ["x1y1", "x2y2", "scores"], ["detections"], axis=2, name="decode_concat"),
     ]
     return _model(nodes, inits, ["detections"], "detector", {"detections": ["N", cells, 4 + NUM_CLASSES]})
+
+
+def build_gate_difference(seed: int = 0) -> onnx.ModelProto:
+    """A model with one layer known to quantize badly: ``y = a * sigmoid(u) - a * hardsigmoid(u)``.
+
+    The two products are almost equal, so their difference is small: quantizing each product to INT8
+    (a step of ~1/128 of its range) leaves a difference made mostly of rounding noise. Everything before
+    is well behaved; everything after only inherits the error. Keeping the gate (Sigmoid, HardSigmoid,
+    the two parameter-free Mul and the Sub) float, as precision_level 2 does, removes the error."""
+    rng = np.random.default_rng(seed)
+    w = lambda name, shape, s: _init(name, rng.normal(0, s, shape).astype(np.float32))
+    inits = [w("w0", (4, 1, 3, 3), 0.5), _init("b0", np.zeros(4, np.float32)), w("wu", (4, 4, 1, 1), 0.6),
+             w("wa", (4, 4, 3, 3), 0.3), w("wo", (8, 4, 3, 3), 2.0), w("wf", (10, 8), 0.5),
+             _init("bf", np.zeros(10, np.float32))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1], name="conv0"),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("Conv", ["r0", "wu"], ["u"], name="conv_u"),
+        helper.make_node("Conv", ["r0", "wa"], ["a"], pads=[1, 1, 1, 1], name="conv_a"),
+        helper.make_node("Sigmoid", ["u"], ["g1"], name="gate_sigmoid"),
+        helper.make_node("HardSigmoid", ["u"], ["g2"], name="gate_hardsigmoid"),
+        helper.make_node("Mul", ["a", "g1"], ["p1"], name="gate_mul1"),
+        helper.make_node("Mul", ["a", "g2"], ["p2"], name="gate_mul2"),
+        helper.make_node("Sub", ["p1", "p2"], ["y"], name="gate_sub"),
+        helper.make_node("Conv", ["y", "wo"], ["c1"], pads=[1, 1, 1, 1], name="conv_out"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu_out"),
+        helper.make_node("GlobalAveragePool", ["r1"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], transB=1, name="fc"),
+    ]
+    return _model(nodes, inits, ["logits"], "gate_difference", {"logits": ["N", 10]})

@@ -1,4 +1,5 @@
-"""precision_level 0/1/2, ignore_op_types and ignore_op_names: the written model runs exactly the defined ops in INT8."""
+"""precision_level 0/1/2, ignore_op_types and ignore_op_names: the written model runs exactly the defined
+ops in INT8."""
 from __future__ import annotations
 
 import re

@@ -1,0 +1,115 @@
+"""Calibration samples held in memory for fine-tuning: a fit part and a held-out part, and the score
+every pass must not make worse (the worst output's noise power / signal power on the held-out part)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import numpy as np
+import onnx
+
+from ..analysis.tensors import ErrorStats
+from ..calibration.ranges import QParams
+from ..calibration.session import make_session, with_outputs
+from ..config.schema import XQuantConfig
+from ..data.source import CalibrationData, held_back_files, load_input_batch
+from ..export.qdq_writer import write_qdq
+from ..plan.planner import QuantPlan
+
+MAX_SAMPLES = 256  # calibration samples kept in memory to fit on
+MAX_HELD_OUT = 128  # held-out samples every pass is judged on
+MIN_SPARE = 32  # listed files calibration did not use, needed to hold them out instead of calibration samples
+HELD_OUT_EVERY = 4  # otherwise every 4th calibration sample is held out: fine-tuning never fits on it
+RUN_BATCH = 32
+
+
+@dataclass
+class Samples:
+    fit: Dict[str, np.ndarray]
+    held: Dict[str, np.ndarray]
+    fixed_batch: int  # 0 when the model's batch dimension is free
+
+    @property
+    def num_fit(self) -> int:
+        return int(next(iter(self.fit.values())).shape[0])
+
+
+def fixed_batch(model: onnx.ModelProto) -> int:
+    inits = {i.name for i in model.graph.initializer}
+    first = next(v for v in model.graph.input if v.name not in inits)
+    dims = first.type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else 0
+
+
+def _stack(batches) -> Dict[str, np.ndarray]:
+    parts: Dict[str, List[np.ndarray]] = {}
+    for batch in batches:
+        for name, value in batch.items():
+            parts.setdefault(name, []).append(value)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _first(data: CalibrationData, limit: int) -> Dict[str, np.ndarray]:
+    chosen, count = [], 0
+    for batch in data.batches(64):
+        chosen.append(batch)
+        count += int(next(iter(batch.values())).shape[0])
+        if count >= limit:
+            break
+    return {k: v[:limit] for k, v in _stack(chosen).items()}
+
+
+def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> Samples:
+    """Fit on the calibration samples; hold out listed files calibration did not use (calibration_step
+    below the list length), else every 4th calibration sample."""
+    fit = _first(data, MAX_SAMPLES)
+    spare = held_back_files(cfg, MAX_HELD_OUT)
+    if len(next(iter(spare.values()), [])) >= MIN_SPARE:
+        held = {name: load_input_batch(data.params[name], files) for name, files in spare.items()}
+        return Samples(fit, held, fixed_batch(model))
+    n = int(next(iter(fit.values())).shape[0])
+    mask = np.arange(n) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+    if not mask.any():
+        return Samples(fit, fit, fixed_batch(model))
+    return Samples({k: v[~mask] for k, v in fit.items()}, {k: v[mask] for k, v in fit.items()}, fixed_batch(model))
+
+
+def run_tensors(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
+                device: str = "cpu") -> Dict[str, np.ndarray]:
+    """``names`` of ``model`` (exposed when intermediate) over all samples of ``feeds``, concatenated."""
+    sess = make_session(with_outputs(model, names), device, "model for fine-tuning")
+    total = int(next(iter(feeds.values())).shape[0])
+    step = batch or RUN_BATCH
+    parts: Dict[str, List[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, total, step):
+        values = sess.run(list(names), {k: v[start:start + step] for k, v in feeds.items()})
+        for name, value in zip(names, values):
+            parts[name].append(value)
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+class Scorer:
+    """Scores candidate (float model, params) pairs on fixed samples against the FP32 outputs."""
+
+    def __init__(self, fp32: onnx.ModelProto, feeds: Dict[str, np.ndarray], plan: QuantPlan, batch: int,
+                 device: str) -> None:
+        self.feeds, self.plan, self.batch, self.device = feeds, plan, batch, device
+        self.outputs = [o.name for o in fp32.graph.output]
+        self.ref = run_tensors(fp32, feeds, self.outputs, batch, device)
+
+    def score(self, model: onnx.ModelProto, params: Dict[str, QParams]) -> float:
+        """Worst output noise ratio (XQuant SNR, lower is better) of the QDQ model written from ``model``."""
+        qdq = write_qdq(model, self.plan, params)
+        got = run_tensors(qdq, self.feeds, self.outputs, self.batch, self.device)
+        worst = 0.0
+        for name in self.outputs:
+            if not np.issubdtype(self.ref[name].dtype, np.floating):
+                continue
+            acc = ErrorStats()
+            acc.update(self.ref[name], got[name])
+            worst = max(worst, acc.as_dict()["snr"])
+        return worst
+
+
+def held_out_scorer(fp32: onnx.ModelProto, samples: Samples, plan: QuantPlan, device: str) -> Scorer:
+    return Scorer(fp32, samples.held, plan, samples.fixed_batch, device)

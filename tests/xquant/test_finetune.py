@@ -1,0 +1,161 @@
+"""finetune_level 0-3 on the bundled demo (a CNN trained on Fashion-MNIST), judged on real held-out test
+images; and the passes' own guarantees (exact equalization, on-grid learned weights, held-out acceptance)."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from issue3_fixtures import build_seed_block, demo_images
+from xquant.analysis import metrics
+from xquant.errors import ConfigError
+from xquant.export.weights import quantize_weight
+from xquant.finetune.equalize import equalize
+from xquant.finetune.layers import initializers
+from xquant.finetune.measure import measure_level, run_outputs
+from xquant.finetune.reconstruct import cut_blocks
+from xquant.finetune.layers import weighted_layers
+from xquant.plan.policy import plan_model
+from xquant.config import load_config
+from xquant.prepare import prepare_model
+from xquant.quantize import run_quantization
+
+
+@pytest.fixture(scope="module")
+def demo_levels(request):
+    """Each level quantized once on 100 calibration images and measured on 200 real test-split images."""
+    demo_config = request.getfixturevalue("demo_config_module")
+    x = request.getfixturevalue("demo_eval")["input"]
+    return {level: measure_level(demo_config, level, {"input": x}) for level in (0, 1, 2, 3)}
+
+
+@pytest.fixture(scope="module")
+def demo_config_module(tmp_path_factory):
+    import json
+
+    from conftest import DEMO_CONFIG, DEMO_MODEL
+
+    if not DEMO_MODEL.exists():
+        pytest.skip("bundled demo model missing (run bench/train_demo.py)")
+    cfg = json.loads(DEMO_CONFIG.read_text())
+    base = DEMO_CONFIG.parent
+    cfg["model_parameters"]["onnx_model"] = str((base / cfg["model_parameters"]["onnx_model"]).resolve())
+    cfg["model_parameters"]["working_dir"] = str(tmp_path_factory.mktemp("ft"))
+    for item in cfg["calibration_parameters"]["input_parametres"]:
+        item["data_list_path"] = str((base / item["data_list_path"]).resolve())
+    cfg["calibration_parameters"]["calibration_step"] = 100  # the other 200 listed images are held out
+    cfg.pop("verify_parameters", None)
+    return cfg
+
+
+def test_each_level_keeps_or_improves_fidelity_on_real_test_images(demo_levels):
+    snr = {level: row["snr_db"] for level, row in demo_levels.items()}
+    assert snr[1] >= snr[0] - 0.1 and snr[2] >= snr[1] - 0.1 and snr[3] >= snr[2] - 0.1
+    assert snr[2] > snr[0] + 2.0  # learned rounding is a real gain on this model
+    assert demo_levels[0]["passes"] == [] and demo_levels[0]["finetune_s"] < 0.5
+
+
+def test_passes_are_kept_only_when_they_lower_the_held_out_error(demo_levels):
+    for row in demo_levels.values():
+        score = None
+        for p in row["passes"]:
+            assert score is None or p["snr_before"] == score
+            score = p["snr_before"]
+            if p["accepted"]:
+                assert p["snr_after"] < p["snr_before"]
+                score = p["snr_after"]
+    names = [p["pass"] for p in demo_levels[3]["passes"]]
+    assert names == ["equalization", "weight clipping", "bias correction", "learned rounding (layer-wise)",
+                     "output-aware range search", "block reconstruction"]
+
+
+def test_level_0_writes_the_fp32_weights(demo_config):
+    demo_config["quantization_parameters"]["finetune_level"] = 0
+    result = run_quantization(demo_config, summary=False)
+    assert result.float_model is result.fp32_model and result.finetune["passes"] == []
+
+
+def test_learned_rounding_keeps_weights_on_the_int8_grid_with_the_same_scales(demo_config):
+    demo_config["quantization_parameters"]["finetune_level"] = 2
+    demo_config["calibration_parameters"]["calibration_step"] = 100
+    result = run_quantization(demo_config, summary=False)
+    assert any(p["pass"].startswith("learned rounding") and p["accepted"] for p in result.finetune["passes"])
+    before, after = initializers(result.fp32_model), initializers(result.float_model)
+    changed = 0
+    for name, spec in result.plan.weights.items():
+        if not spec.symmetric or before[name].ndim < 2:
+            continue
+        old, new = quantize_weight(before[name], spec), quantize_weight(after[name], spec)
+        np.testing.assert_allclose(new.scale, old.scale, rtol=1e-6)  # the writer's max-abs scale is unchanged
+        shaped = new.scale.reshape([-1] + [1] * (after[name].ndim - 1)) if new.axis == 0 else new.scale
+        ratio = after[name] / shaped
+        np.testing.assert_allclose(ratio, np.round(ratio), atol=1e-3)  # on the grid: the writer keeps them
+        changed += int(np.sum(new.values != old.values))
+    assert changed > 0  # some weights round the other way than nearest
+
+
+def test_fp32_reference_is_never_modified(demo_config):
+    demo_config["quantization_parameters"]["finetune_level"] = 1
+    cfg, proto = load_config(demo_config)
+    original = {t.name: numpy_helper.to_array(t).copy() for t in proto.graph.initializer}
+    result = run_quantization(demo_config, summary=False)
+    for name, value in initializers(result.fp32_model).items():
+        if name in original:
+            np.testing.assert_array_equal(value, original[name])
+
+
+def test_equalization_is_exact_and_balances_channel_ranges(tmp_path):
+    model = build_seed_block()
+    from issue3_fixtures import image_config
+
+    cfg, proto = load_config(image_config(model, tmp_path))
+    prepared = prepare_model(proto, True)
+    plan = plan_model(prepared, cfg)
+    values = initializers(prepared)
+    wa = values["wa"] * np.array([8.0, 0.2, 1.0, 3.0], np.float32).reshape(-1, 1, 1, 1)  # imbalanced channels
+    skewed = onnx.ModelProto()
+    skewed.CopyFrom(prepared)
+    for init in skewed.graph.initializer:
+        if init.name == "wa":
+            init.CopyFrom(numpy_helper.from_array(wa, "wa"))
+    equal, changed, pairs = equalize(skewed, plan)
+    assert pairs == 2 and changed == ["n2", "n4"]  # conv0 -> conv_a and conv_a -> relu_a -> conv_b
+    x = {"x": demo_images(16)}
+    np.testing.assert_allclose(run_outputs(equal, x)["logits"], run_outputs(skewed, x)["logits"], rtol=1e-4,
+                               atol=1e-5)
+    new = initializers(equal)
+    r1 = np.abs(new["wa"]).reshape(4, -1).max(1)
+    r2 = np.abs(new["wb"]).transpose(1, 0, 2, 3).reshape(4, -1).max(1)
+    before = np.abs(wa).reshape(4, -1).max(1) / np.abs(values["wb"]).transpose(1, 0, 2, 3).reshape(4, -1).max(1)
+    assert np.ptp(np.log(r1 / r2)) < 0.1 * np.ptp(np.log(before))  # per-channel ranges now match
+
+
+def test_blocks_never_split_a_conv_from_its_fused_relu(demo_config):
+    cfg, proto = load_config(demo_config)
+    model = prepare_model(proto, False)
+    plan = plan_model(model, cfg)
+    layers = weighted_layers(model, plan)
+    blocks = cut_blocks(model, layers, plan)
+    fused = {x.node: x.act for x in layers if x.act}
+    for block in blocks:
+        names = {n.name for n in block}
+        for conv, relu in fused.items():
+            assert (conv in names) == (relu in names)
+    assert sum(len(b) for b in blocks) <= len(model.graph.node) and len(blocks) >= 2
+
+
+def test_levels_2_and_3_need_torch_and_say_so(demo_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    demo_config["quantization_parameters"]["finetune_level"] = 2
+    with pytest.raises(ConfigError, match=r"finetune_level 2 needs torch.*'finetune' extra"):
+        run_quantization(demo_config, summary=False)
+
+
+def test_measure_level_reports_fidelity_and_time(demo_levels, demo_eval):
+    row = demo_levels[1]
+    assert set(row) >= {"level", "snr_db", "outputs", "time_s", "finetune_s", "passes", "top1_agreement"}
+    assert row["outputs"]["logits"]["snr_db"] == row["snr_db"] and row["top1_agreement"] > 0.95
+    assert metrics.snr_db(np.ones(3), np.ones(3)) == float("inf")
