@@ -116,7 +116,7 @@ def test_demo_report_on_real_data_flags_nothing(demo_config):
     result = run_quantization(demo_config, summary=False)
     report = result.report
     assert report["summary"]["flagged"] == 0 and report["summary"]["suggestion"] is None
-    assert report["samples"] == 16 and report["summary"]["output_snr_db"] > 30
+    assert report["samples"] == 8 and report["summary"]["output_snr_db"] > 30
     assert report["inputs"]["input"]["warnings"] == []
     assert abs(report["inputs"]["input"]["overall"]["mean"][0]) < 0.3
     md = (result.config.report_stem + "_report.md")

@@ -28,7 +28,7 @@ HIST_BINS = 16
 NUM_CULPRITS = 3
 TARGET_SHARE = 0.1  # culprits whose isolated error is below this share of the worst one get no remedy
 OWN_SHARE = 0.5  # isolated / accumulated error above this: the layer's own quantization is the cause
-SAMPLES_PER_BATCH = 8  # analysis batch size when the model's batch dimension is free
+SAMPLES_PER_BATCH = 4  # analysis batch size when the model's batch dimension is free
 
 
 def analysis_batches(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> List[Dict[str, np.ndarray]]:

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 
 from ..calibration.ranges import QMAX, QMIN, QParams
-from ..calibration.session import make_session, with_outputs
-from ..export.probe import ISOLATED_SUFFIX, QuantPoint, isolated_model, quant_points
+from ..calibration.session import make_session
+from ..export.probe import FP32_SUFFIX, ISOLATED_SUFFIX, QuantPoint, probe_model, quant_points
 
 SNR_FLAG = 0.1  # XQuant: flag tensors whose noise power / signal power is above this
 COSINE_FLAG = 0.99  # ... or whose cosine similarity is below this
@@ -28,13 +28,16 @@ class ErrorStats:
         self.count = 0
 
     def update(self, ref: np.ndarray, test: np.ndarray) -> None:
-        r = np.asarray(ref, np.float64).ravel()  # element-wise sums, not BLAS: no thread pool to compete with
-        t = np.asarray(test, np.float64).ravel()
+        r = np.asarray(ref, np.float32).ravel()  # einsum sums in float64, without a BLAS thread pool
+        t = np.asarray(test, np.float32).ravel()
         d = r - t
-        self.signal += float(np.einsum("i,i->", r, r))
-        self.noise += float(np.einsum("i,i->", d, d))
-        self.dot += float(np.einsum("i,i->", r, t))
-        self.test_power += float(np.einsum("i,i->", t, t))
+        rr = float(np.einsum("i,i->", r, r, dtype=np.float64))
+        dd = float(np.einsum("i,i->", d, d, dtype=np.float64))
+        rd = float(np.einsum("i,i->", r, d, dtype=np.float64))
+        self.signal += rr
+        self.noise += dd
+        self.dot += rr - rd  # r.t with t = r - d
+        self.test_power += rr - 2.0 * rd + dd
         self.count += r.size
 
     def as_dict(self) -> dict:
@@ -71,27 +74,23 @@ def flagged(errors: dict) -> bool:
 
 
 class _Probe:
-    """The three sessions (FP32, QDQ, isolated) with the tensors each must expose."""
+    """One session of the three-graph probe model (``export/probe.py``)."""
 
     def __init__(self, fp32: onnx.ModelProto, qdq: onnx.ModelProto, points: List[QuantPoint], device: str) -> None:
         self.inputs = {v.name for v in fp32.graph.input}
         self.outputs = [o.name for o in fp32.graph.output]
         self.points = points
-        self.fp_names = self.outputs + [p.tensor for p in points if p.tensor not in self.inputs]
-        self.q_names = self.outputs + [p.dequantized for p in points]
-        self.iso_names = [p.source for p in points if p.source not in self.inputs]
-        self.fp = make_session(with_outputs(fp32, self.fp_names), device, "FP32 model for analysis")
-        self.q = make_session(with_outputs(qdq, self.q_names), device, "quantized model for analysis")
-        self.iso = make_session(isolated_model(qdq, points), device, "isolated-error model")
+        model = probe_model(fp32, qdq, points)
+        self.names = [o.name for o in model.graph.output]
+        self.session = make_session(model, device, "analysis probe model")
 
     def run(self, batch: Dict[str, np.ndarray]):
+        """({tensor: FP32 value}, {name: QDQ value}, {source: isolated value}) for one batch."""
+        values = dict(zip(self.names, self.session.run(self.names, batch)))
         fp = dict(batch)
-        fp.update(zip(self.fp_names, self.fp.run(self.fp_names, batch)))
-        q = dict(zip(self.q_names, self.q.run(self.q_names, batch)))
-        feeds = {k: v for k, v in batch.items()}
-        feeds.update({p.tensor + ISOLATED_SUFFIX: fp[p.tensor] for p in self.points if p.source not in self.inputs})
-        iso = dict(zip(self.iso_names, self.iso.run(self.iso_names, feeds)))
-        return fp, q, iso
+        fp.update({n[: -len(FP32_SUFFIX)]: v for n, v in values.items() if n.endswith(FP32_SUFFIX)})
+        iso = {n[: -len(ISOLATED_SUFFIX)]: v for n, v in values.items() if n.endswith(ISOLATED_SUFFIX)}
+        return fp, values, iso
 
 
 def tensor_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, params: Dict[str, QParams],

@@ -1,20 +1,25 @@
-"""Read-only views of a written QDQ model for analysis: where it quantizes, and an 'isolated' copy.
+"""Read-only views of a written QDQ model for analysis: where it quantizes, and a probe model.
 
 Every activation QuantizeLinear the writer inserted is a quant point: the tensor it quantizes, the value
 it reads (``source``: the tensor itself, or ``<name>_prequant`` for model outputs) and the
-DequantizeLinear output that readers get (``dequantized``). The isolated copy feeds each QuantizeLinear
-from a new graph input ``<tensor>__fp32`` instead of from the QDQ chain, so that every op sees its
-inputs as the FP32 model computes them, quantized once: the error at ``source`` (re-quantized with the
-tensor's parameters) is then the error of that op alone. Both functions copy; the model is not changed."""
+DequantizeLinear output that readers get (``dequantized``).
+
+The probe model holds three graphs on the same inputs, so one run gives everything the analysis needs:
+the QDQ graph as written (exposing every ``dequantized``), the FP32 graph (every tensor renamed
+``<name>__fp32``) and an isolated copy of the QDQ graph (``<name>__iso``) whose QuantizeLinear nodes read
+the FP32 graph's tensor instead of the QDQ chain: there every op sees its inputs as FP32 computes them,
+quantized once, so the error at ``<source>__iso`` (re-quantized with the tensor's parameters) is the error
+of that op alone. The models given are copied, never changed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import onnx
 from onnx import helper
 
-ISOLATED_SUFFIX = "__fp32"
+FP32_SUFFIX = "__fp32"
+ISOLATED_SUFFIX = "__iso"
 
 
 @dataclass(frozen=True)
@@ -40,20 +45,41 @@ def quant_points(qdq: onnx.ModelProto) -> List[QuantPoint]:
     return points
 
 
-def isolated_model(qdq: onnx.ModelProto, points: List[QuantPoint]) -> onnx.ModelProto:
-    """A copy of ``qdq`` whose QuantizeLinear nodes read ``<tensor>__fp32`` inputs; it outputs every source
-    that is not a model input."""
+def _renamed(graph: onnx.GraphProto, suffix: str, keep: Set[str]) -> onnx.GraphProto:
+    """A copy of ``graph`` with every node, tensor and initializer renamed ``<name><suffix>`` except ``keep``."""
+    out = onnx.GraphProto()
+    out.CopyFrom(graph)
+    rename = lambda name: name if not name or name in keep else name + suffix  # noqa: E731
+    for node in out.node:
+        node.name = node.name + suffix
+        node.input[:] = [rename(i) for i in node.input]
+        node.output[:] = [rename(o) for o in node.output]
+    for init in out.initializer:
+        init.name = rename(init.name)
+    return out
+
+
+def probe_model(fp32: onnx.ModelProto, qdq: onnx.ModelProto, points: List[QuantPoint]) -> onnx.ModelProto:
+    """The three-graph probe model (module docstring); it outputs the model outputs of the QDQ graph,
+    every ``dequantized``, every ``<tensor>__fp32`` and ``<output>__fp32``, and every ``<source>__iso``."""
+    inputs = {v.name for v in qdq.graph.input} - {i.name for i in qdq.graph.initializer}
+    reference = _renamed(fp32.graph, FP32_SUFFIX, inputs)
+    isolated = _renamed(qdq.graph, ISOLATED_SUFFIX, inputs)
+    by_source = {p.source + ISOLATED_SUFFIX: p for p in points if p.source not in inputs}
+    for node in isolated.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in by_source:
+            node.input[0] = by_source[node.input[0]].tensor + FP32_SUFFIX
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
-    graph_inputs = {v.name for v in model.graph.input}
-    by_source = {p.source: p for p in points if p.source not in graph_inputs}
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] in by_source:
-            node.input[0] = by_source[node.input[0]].tensor + ISOLATED_SUFFIX
-    for point in by_source.values():
-        model.graph.input.append(helper.make_tensor_value_info(point.tensor + ISOLATED_SUFFIX,
-                                                               onnx.TensorProto.FLOAT, None))
-    present = {o.name for o in model.graph.output} | graph_inputs
-    model.graph.output.extend(helper.make_tensor_value_info(p.source, onnx.TensorProto.FLOAT, None)
-                              for p in points if p.source not in present)
+    graph = model.graph
+    graph.node.extend(list(reference.node) + list(isolated.node))
+    graph.initializer.extend(list(reference.initializer) + list(isolated.initializer))
+    wanted = [p.dequantized for p in points]
+    wanted += [p.tensor + FP32_SUFFIX for p in points if p.tensor not in inputs]
+    wanted += [o.name + FP32_SUFFIX for o in fp32.graph.output]
+    wanted += [p.source + ISOLATED_SUFFIX for p in points if p.source not in inputs]
+    present = {o.name for o in graph.output} | inputs
+    for name in dict.fromkeys(wanted):
+        if name not in present:
+            graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     return model
