@@ -24,36 +24,13 @@ from ..plan.ops import ACTIVATIONS_FUSED
 from ..plan.planner import QuantPlan
 from ..plan.policy import plan_model
 from ..plan.precision import keeps_float
-from .tensors import ErrorStats
+from .judge import OutputJudge, worst_db
 
 log = logging.getLogger(__name__)
 MAX_REGION = 8  # ops in one suggested precision_level 2 subgraph
 MAX_TRIALS = 6  # quantize-and-run trials for all culprits together (bounded cost)
 MIN_GAIN_DB = 0.5  # a remedy must raise the worst output SNR by this much
 CALIBRATION_ALTERNATIVES = ("minmax", "percentile", "kl")
-
-
-class Judge:
-    """Output fidelity of candidate QDQ models against FP32 on fixed batches (FP32 outputs cached)."""
-
-    def __init__(self, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> None:
-        self.batches, self.device = batches, device
-        sess = make_session(fp32, device, "FP32 model")
-        self.names = [o.name for o in sess.get_outputs()]
-        self.ref = [sess.run(self.names, b) for b in batches]
-
-    def errors(self, qdq: onnx.ModelProto) -> Dict[str, dict]:
-        sess = make_session(qdq, self.device, "candidate quantized model")
-        acc = {n: ErrorStats() for n in self.names}
-        for batch, ref in zip(self.batches, self.ref):
-            for name, r, t in zip(self.names, ref, sess.run(self.names, batch)):
-                if np.issubdtype(np.asarray(r).dtype, np.floating):
-                    acc[name].update(r, t)
-        return {n: a.as_dict() for n, a in acc.items() if a.count}
-
-
-def worst_db(errors: Dict[str, dict]) -> float:
-    return min(e["snr_db"] for e in errors.values()) if errors else float("inf")
 
 
 def _fill_stats(model: onnx.ModelProto, stats: Dict[str, TensorStats], names: List[str],
@@ -146,7 +123,7 @@ def _with(cfg: XQuantConfig, extra: Sequence[CustomSetting] = (), ignore: Sequen
 
 
 def suggest(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats: Dict[str, TensorStats],
-            culprits: Sequence[str], judge: Judge, baseline: Dict[str, dict]) -> dict:
+            culprits: Sequence[str], judge: OutputJudge, baseline: Dict[str, dict]) -> dict:
     """{"custom_setting": [...] | None, "outputs": errors, "snr_db": worst, "baseline_db", "trials": [...],
     "ignore_op_names": ... (only when no custom_setting helps)}."""
     index = GraphIndex(model)
@@ -178,7 +155,7 @@ def suggest(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats: D
 
 
 def _float_fallback(model: onnx.ModelProto, cfg: XQuantConfig, index: GraphIndex, plan: QuantPlan,
-                    stats: Dict[str, TensorStats], culprits: Sequence[str], judge: Judge, result: dict) -> dict:
+                    stats: Dict[str, TensorStats], culprits: Sequence[str], judge: OutputJudge, result: dict) -> dict:
     """No custom_setting helped: measure keeping the culprits' ops float (ignore_op_names)."""
     names = [n.name for tensor in culprits for n in op_nodes(index, plan, tensor)]
     if names:

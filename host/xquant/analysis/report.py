@@ -17,10 +17,12 @@ from ..calibration.ranges import QParams
 from ..calibration.stats import TensorStats
 from ..config.schema import XQuantConfig
 from ..data.source import CalibrationData
+from ..model_io import graph_inputs
 from ..plan.graph import GraphIndex
 from ..plan.planner import QuantPlan
 from .inputs import input_statistics
-from .remedy import Judge, op_nodes, suggest, worst_db
+from .judge import OutputJudge, worst_db
+from .remedy import op_nodes, suggest
 from .tensors import COSINE_FLAG, SNR_FLAG, flagged, tensor_errors
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,8 @@ SAMPLES_PER_BATCH = 4  # analysis batch size when the model's batch dimension is
 
 def analysis_batches(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> List[Dict[str, np.ndarray]]:
     """The first ``analysis_batches`` batches of calibration data (fixed batch models: their batch size)."""
-    first = next(v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer})
-    dims = first.type.tensor_type.shape.dim
-    fixed = bool(dims) and dims[0].HasField("dim_value")
-    size = cfg.calibration.input_parameters[0].input_shape[0] if fixed else SAMPLES_PER_BATCH
+    first = graph_inputs(model)[0].shape
+    size = first[0] if first and isinstance(first[0], int) else SAMPLES_PER_BATCH
     return list(itertools.islice(data.batches(size), cfg.quantization.analysis_batches))
 
 
@@ -105,7 +105,7 @@ def build_report(fp32: onnx.ModelProto, model: onnx.ModelProto, qdq: onnx.ModelP
     summary = {"outputs": measured["outputs"], "output_snr_db": worst_db(measured["outputs"]),
                "flagged": n_flagged, "tensors": len(rows), "culprits": blamed, "suggestion": None}
     if n_flagged or any(flagged(e) for e in measured["outputs"].values()):
-        judge = Judge(fp32, batches, device)
+        judge = OutputJudge(fp32, batches, device)
         summary["suggestion"] = suggest(model, cfg, plan, stats, remedy_targets(blamed), judge, measured["outputs"])
     return {
         "model": cfg.model.onnx_model, "quantized_model": cfg.model.output_model,

@@ -16,22 +16,13 @@ import numpy as np
 import onnx
 
 from ..analysis.tensors import ErrorStats
-from ..calibration.session import make_session
 from ..config.loader import ConfigSource, ModelSource
+from .samples import fixed_batch, run_tensors
 
 
-def run_outputs(model: onnx.ModelProto, inputs: Dict[str, np.ndarray], batch: int = 50) -> Dict[str, np.ndarray]:
-    """All outputs of ``model`` over ``inputs`` ([N, ...] arrays), one sample at a time for fixed-batch models."""
-    sess = make_session(model, "cpu", "model")
-    fixed = isinstance(sess.get_inputs()[0].shape[0], int)
-    step = sess.get_inputs()[0].shape[0] if fixed else batch
-    names = [o.name for o in sess.get_outputs()]
-    total = len(next(iter(inputs.values())))
-    parts: Dict[str, list] = {n: [] for n in names}
-    for start in range(0, total, step):
-        for name, value in zip(names, sess.run(names, {k: v[start:start + step] for k, v in inputs.items()})):
-            parts[name].append(value)
-    return {n: np.concatenate(v) for n, v in parts.items()}
+def run_outputs(model: onnx.ModelProto, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """All outputs of ``model`` over ``inputs`` ([N, ...] arrays), in the model's batch size when it is fixed."""
+    return run_tensors(model, inputs, [o.name for o in model.graph.output], fixed_batch(model))
 
 
 def measure_level(config: ConfigSource, level: int, eval_inputs: Dict[str, np.ndarray], model: ModelSource = None,

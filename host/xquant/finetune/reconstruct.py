@@ -155,6 +155,16 @@ def _forward(torch, block: _Block, feeds: Dict, consts: Dict, weights: Dict) -> 
     return env
 
 
+def _dequantized(value: np.ndarray, spec) -> np.ndarray:
+    """What the QDQ model's DequantizeLinear gives for the float weight ``value``."""
+    qt = quantize_weight(value, spec)
+    scale, zp = qt.scale, qt.zero_point.astype(np.float32)
+    if qt.axis is not None:
+        shape = [-1 if i == qt.axis else 1 for i in range(value.ndim)]
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return ((qt.values.astype(np.float32) - zp) * scale).astype(np.float32)
+
+
 def _constants(torch, model: onnx.ModelProto, plan: QuantPlan, learned: Set[str]) -> Dict:
     """Initializers as the QDQ model sees them: quantized weights dequantized, the rest as stored."""
     out = {}
@@ -162,12 +172,7 @@ def _constants(torch, model: onnx.ModelProto, plan: QuantPlan, learned: Set[str]
         if name in learned:
             continue
         if name in plan.weights and value.dtype == np.float32:
-            qt = quantize_weight(value, plan.weights[name])
-            scale, zp = qt.scale, qt.zero_point.astype(np.float32)
-            if qt.axis is not None:
-                shape = [-1 if i == qt.axis else 1 for i in range(value.ndim)]
-                scale, zp = scale.reshape(shape), zp.reshape(shape)
-            value = ((qt.values.astype(np.float32) - zp) * scale).astype(np.float32)
+            value = _dequantized(value, plan.weights[name])
         out[name] = torch.from_numpy(value.copy()) if value.dtype == np.float32 else value
     return out
 
@@ -257,14 +262,6 @@ def _tune_block(torch, nodes, fp32, current, plan, params, samples, device, bloc
     after = _held_loss(torch, block, consts, {k: _tensor(torch, v) for k, v in new.items()}, held(feeds),
                        held(targets))
     return new if after < before else None
-
-
-def _dequantized(value: np.ndarray, spec) -> np.ndarray:
-    qt = quantize_weight(value, spec)
-    scale = qt.scale
-    if qt.axis is not None:
-        scale = scale.reshape([-1 if i == qt.axis else 1 for i in range(value.ndim)])
-    return (qt.values.astype(np.float32) * scale).astype(np.float32)
 
 
 def reconstruct(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams],

@@ -8,12 +8,13 @@ from typing import Dict, List, Sequence
 import numpy as np
 import onnx
 
-from ..analysis.tensors import ErrorStats
+from ..analysis.judge import OutputJudge, worst_ratio
 from ..calibration.ranges import QParams
 from ..calibration.session import make_session, with_outputs
 from ..config.schema import XQuantConfig
 from ..data.source import CalibrationData, held_back_files, load_input_batch
 from ..export.qdq_writer import write_qdq
+from ..model_io import graph_inputs
 from ..plan.planner import QuantPlan
 
 MAX_SAMPLES = 256  # calibration samples kept in memory to fit on
@@ -35,10 +36,9 @@ class Samples:
 
 
 def fixed_batch(model: onnx.ModelProto) -> int:
-    inits = {i.name for i in model.graph.initializer}
-    first = next(v for v in model.graph.input if v.name not in inits)
-    dims = first.type.tensor_type.shape.dim
-    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else 0
+    """The model's batch size when its first input's batch dimension is fixed, else 0."""
+    first = graph_inputs(model)[0].shape
+    return first[0] if first and isinstance(first[0], int) else 0
 
 
 def _stack(batches) -> Dict[str, np.ndarray]:
@@ -93,22 +93,13 @@ class Scorer:
 
     def __init__(self, fp32: onnx.ModelProto, feeds: Dict[str, np.ndarray], plan: QuantPlan, batch: int,
                  device: str) -> None:
-        self.feeds, self.plan, self.batch, self.device = feeds, plan, batch, device
-        self.outputs = [o.name for o in fp32.graph.output]
-        self.ref = run_tensors(fp32, feeds, self.outputs, batch, device)
+        total, step = int(next(iter(feeds.values())).shape[0]), batch or RUN_BATCH
+        chunks = [{k: v[i:i + step] for k, v in feeds.items()} for i in range(0, total, step)]
+        self.plan, self.judge = plan, OutputJudge(fp32, chunks, device)
 
     def score(self, model: onnx.ModelProto, params: Dict[str, QParams]) -> float:
         """Worst output noise ratio (XQuant SNR, lower is better) of the QDQ model written from ``model``."""
-        qdq = write_qdq(model, self.plan, params)
-        got = run_tensors(qdq, self.feeds, self.outputs, self.batch, self.device)
-        worst = 0.0
-        for name in self.outputs:
-            if not np.issubdtype(self.ref[name].dtype, np.floating):
-                continue
-            acc = ErrorStats()
-            acc.update(self.ref[name], got[name])
-            worst = max(worst, acc.as_dict()["snr"])
-        return worst
+        return worst_ratio(self.judge.errors(write_qdq(model, self.plan, params)))
 
 
 def held_out_scorer(fp32: onnx.ModelProto, samples: Samples, plan: QuantPlan, device: str) -> Scorer:
