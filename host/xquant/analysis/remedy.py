@@ -18,6 +18,7 @@ from ..calibration.ranges import activation_params
 from ..calibration.session import make_session, with_outputs
 from ..calibration.stats import TensorStats
 from ..config.schema import CustomSetting, XQuantConfig
+from ..errors import XQuantError
 from ..export.qdq_writer import write_qdq
 from ..plan.graph import GraphIndex
 from ..plan.ops import ACTIVATIONS_FUSED
@@ -134,9 +135,15 @@ def suggest(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats: D
     for tensor in culprits:
         best: Optional[Tuple[float, CustomSetting, Dict[str, dict]]] = None
         for setting in candidates(index, plan, tensor)[:max(0, MAX_TRIALS - len(trials))]:
-            errors = measure(_with(cfg, [setting]))
-            db = worst_db(errors)
-            trials.append({"tensor": tensor, "custom_setting": as_json(setting), "snr_db": db})
+            trial = {"tensor": tensor, "custom_setting": as_json(setting), "snr_db": None}
+            trials.append(trial)
+            try:
+                errors = measure(_with(cfg, [setting]))
+            except XQuantError as exc:  # a candidate that cannot be built is reported, not fatal
+                trial["error"] = exc.one_line()
+                log.warning("analysis: trial %s failed: %s", trial["custom_setting"], exc.one_line())
+                continue
+            db = trial["snr_db"] = worst_db(errors)
             if db >= base_db + MIN_GAIN_DB and (best is None or db > best[0]):
                 best = (db, setting, errors)
         if best is not None:

@@ -90,7 +90,7 @@ def _suggestion(sug: Any, now_db: float) -> List[str]:
     if sug["trials"]:
         out += ["Trials:", ""] + _table(["culprit", "custom_setting", "worst output SNR dB"],
                                         [[f"`{t['tensor']}`", f"`{json.dumps(t['custom_setting'])}`",
-                                          _db(t["snr_db"])] for t in sug["trials"]]) + [""]
+                                          t.get("error") or _db(t["snr_db"])] for t in sug["trials"]]) + [""]
     return out
 
 

@@ -36,8 +36,10 @@ SAMPLES_PER_BATCH = 4  # analysis batch size when the model's batch dimension is
 def analysis_batches(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> List[Dict[str, np.ndarray]]:
     """The first ``analysis_batches`` batches of calibration data (fixed batch models: their batch size)."""
     first = graph_inputs(model)[0].shape
-    size = first[0] if first and isinstance(first[0], int) else SAMPLES_PER_BATCH
-    return list(itertools.islice(data.batches(size), cfg.quantization.analysis_batches))
+    fixed = bool(first) and isinstance(first[0], int)
+    size = first[0] if fixed else SAMPLES_PER_BATCH
+    whole = (b for b in data.batches(size) if not fixed or next(iter(b.values())).shape[0] == size)
+    return list(itertools.islice(whole, cfg.quantization.analysis_batches))
 
 
 def small_histogram(stats: TensorStats, bins: int = HIST_BINS) -> dict:

@@ -59,19 +59,29 @@ def _first(data: CalibrationData, limit: int) -> Dict[str, np.ndarray]:
     return {k: v[:limit] for k, v in _stack(chosen).items()}
 
 
+def _whole_batches(feeds: Dict[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
+    """Drop the samples that do not fill a last batch of a fixed-batch model (keep at least one batch)."""
+    n = int(next(iter(feeds.values())).shape[0])
+    keep = max(batch, n - n % batch) if batch > 1 else n
+    return {k: v[:keep] for k, v in feeds.items()}
+
+
 def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> Samples:
     """Fit on the calibration samples; hold out listed files calibration did not use (calibration_step
     below the list length), else every 4th calibration sample."""
+    batch = fixed_batch(model)
     fit = _first(data, MAX_SAMPLES)
     spare = held_back_files(cfg, MAX_HELD_OUT)
     if len(next(iter(spare.values()), [])) >= MIN_SPARE:
         held = {name: load_input_batch(data.params[name], files) for name, files in spare.items()}
-        return Samples(fit, held, fixed_batch(model))
-    n = int(next(iter(fit.values())).shape[0])
-    mask = np.arange(n) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
-    if not mask.any():
-        return Samples(fit, fit, fixed_batch(model))
-    return Samples({k: v[~mask] for k, v in fit.items()}, {k: v[mask] for k, v in fit.items()}, fixed_batch(model))
+    else:
+        n = int(next(iter(fit.values())).shape[0])
+        mask = np.arange(n) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+        if n < 2 * max(batch, 1) or not mask.any():
+            held = fit
+        else:
+            fit, held = {k: v[~mask] for k, v in fit.items()}, {k: v[mask] for k, v in fit.items()}
+    return Samples(_whole_batches(fit, batch), _whole_batches(held, batch), batch)
 
 
 def run_tensors(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
