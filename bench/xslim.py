@@ -65,6 +65,7 @@ def npy_lists(bench: dict, folder: str) -> Dict[str, str]:
 
 def xslim_config(bench: dict, folder: str) -> Tuple[dict, List[str]]:
     """The benchmark's config in the form xslim accepts, and what had to change."""
+    os.makedirs(folder, exist_ok=True)
     cfg = copy.deepcopy(bench["config"])
     cfg.pop("verify_parameters", None)
     cfg["model_parameters"]["working_dir"] = folder
