@@ -72,34 +72,30 @@ def _equalization(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
     return _State(model, stats, params, ctx.held.score(model, params)), f"{pairs} pair(s)"
 
 
+def _weights(ctx: _Context, state: _State, model: onnx.ModelProto) -> _State:
+    """``state`` with new float weights, scored."""
+    return _State(model, state.stats, state.params, ctx.held.score(model, state.params))
+
+
 def _clipping(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
     model, channels = clip_weights(state.model, ctx.plan)
-    if not channels:
-        return None, "no channel gains from clipping"
-    return _State(model, state.stats, state.params, ctx.held.score(model, state.params)), f"{channels} channel(s)"
+    return (_weights(ctx, state, model), f"{channels} channel(s)") if channels else (None, "no channel gains")
 
 
 def _bias_correction(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
     model, layers = correct_biases(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device)
-    if not layers:
-        return None, "no layer with a bias"
-    return _State(model, state.stats, state.params, ctx.held.score(model, state.params)), f"{layers} layer(s)"
+    return (_weights(ctx, state, model), f"{layers} layer(s)") if layers else (None, "no layer with a bias")
 
 
-def _adaround(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
-    from .reconstruct import reconstruct
+def _reconstruction(blocks: bool) -> PassFn:
+    def run(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
+        from .reconstruct import reconstruct
 
-    model, detail = reconstruct(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device,
-                                blocks=False, show_progress=ctx.show_progress)
-    return _State(model, state.stats, state.params, ctx.held.score(model, state.params)), detail
+        model, detail = reconstruct(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device,
+                                    blocks=blocks, show_progress=ctx.show_progress)
+        return _weights(ctx, state, model), detail
 
-
-def _blocks(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
-    from .reconstruct import reconstruct
-
-    model, detail = reconstruct(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device,
-                                blocks=True, show_progress=ctx.show_progress)
-    return _State(model, state.stats, state.params, ctx.held.score(model, state.params)), detail
+    return run
 
 
 def _ranges(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
@@ -111,9 +107,9 @@ PASSES: Tuple[Tuple[int, str, PassFn], ...] = (
     (1, "equalization", _equalization),
     (1, "weight clipping", _clipping),
     (1, "bias correction", _bias_correction),
-    (2, "learned rounding (layer-wise)", _adaround),
+    (2, "learned rounding (layer-wise)", _reconstruction(blocks=False)),
     (3, "output-aware range search", _ranges),
-    (3, "block reconstruction", _blocks),
+    (3, "block reconstruction", _reconstruction(blocks=True)),
 )
 
 
