@@ -36,7 +36,7 @@ def demo_levels(request):
 def demo_config_module(tmp_path_factory):
     import json
 
-    from conftest import DEMO_CONFIG, DEMO_MODEL
+    from xquant_testlib import DEMO_CONFIG, DEMO_MODEL
 
     if not DEMO_MODEL.exists():
         pytest.skip("bundled demo model missing (run bench/train_demo.py)")
