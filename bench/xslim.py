@@ -114,7 +114,8 @@ def bench_model(name: str, xslim_python: str, tools: List[str]) -> Tuple[List[li
     ref_sess = ort.InferenceSession(bench["onnx"], providers=["CPUExecutionProvider"])
     ref = run_all(ref_sess, bench["eval_inputs"])
     xs_cfg, changes = xslim_config(bench, os.path.join(root, "xslim"))
-    rows = []
+    rows: List[list] = []
+    notes = [f"{name}: xslim needed {', '.join(changes)}"]
     for tool, python, cfg in (("xquant", sys.executable, bench["config"]), ("xslim", xslim_python, xs_cfg)):
         if tool not in tools:
             continue
@@ -122,11 +123,17 @@ def bench_model(name: str, xslim_python: str, tools: List[str]) -> Tuple[List[li
         if res["output"] is None:
             rows.append([name, tool, "failed", "", "", "", f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"])
             continue
-        m = evaluate(bench, res["output"], ref)
+        try:
+            m = evaluate(bench, res["output"], ref)
+        except Exception as exc:  # the tool wrote a model onnxruntime refuses: a finding, not a crash
+            reason = str(exc).strip().splitlines()[0][-90:]
+            rows.append([name, tool, "unloadable", "", "", "", f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"])
+            notes.append(f"{name}: {tool}'s model does not load in onnxruntime: {reason}")
+            continue
         rows.append([name, tool, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}", f"{m['agree']:.1f}", f"{m['acc']:.1f}",
                      f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"])
         print(f"  {name:12s} {tool:7s} SNR {m['snr_db']:6.2f} dB  {res['wall_s']:6.1f} s", file=sys.stderr)
-    return rows, [f"{name}: xslim needed {', '.join(changes)}"]
+    return rows, notes
 
 
 def main(argv: Optional[List[str]] = None) -> int:
