@@ -40,7 +40,12 @@ def print_summary(result) -> None:
           f"({result.config.calibration.calibration_device}); INT8 ops {len(plan.quantized_nodes)}, "
           f"activations {len(result.params)}, weights {len(plan.weights)}; "
           f"{result.timings.get('total_s', 0):.1f} s")
+    passes = [p["pass"] for p in result.finetune.get("passes", []) if p.get("accepted")]
+    print(f"finetune_level {result.config.quantization.finetune_level}: "
+          f"{', '.join(passes) if passes else 'no pass kept'}")
     print(tabulate(rows, headers=["output", "SNR dB", "cosine", "max |err|", "top-1 agree", "samples"]))
+    if result.report is not None:
+        print(f"analysis report: {result.config.report_stem}_report.md (and .json)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
