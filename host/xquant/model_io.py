@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import onnx
 
@@ -62,36 +62,32 @@ def graph_inputs(model: onnx.ModelProto) -> List[GraphInput]:
     return result
 
 
-def save_model_atomic(model: onnx.ModelProto, path: str) -> None:
-    """Write to a temp file in the target folder, then rename: a failure never leaves a half-written file."""
+def _write_atomic(path: str, suffix: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename: never a half-written file."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".xquant-", suffix=".onnx.tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".xquant-", suffix=suffix, dir=folder)
     os.close(fd)
     try:
-        onnx.save(model, tmp)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str) -> None:
+    _write_atomic(path, ".onnx.tmp", lambda tmp: onnx.save(model, tmp))
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".xquant-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    _write_atomic(path, ".tmp", write)
 
 
 def model_stem(path: Optional[str]) -> str:
