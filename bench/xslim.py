@@ -126,7 +126,7 @@ def bench_model(name: str, xslim_python: str, tools: List[str]) -> Tuple[List[li
         try:
             m = evaluate(bench, res["output"], ref)
         except Exception as exc:  # the tool wrote a model onnxruntime refuses: a finding, not a crash
-            reason = str(exc).strip().splitlines()[0][-90:]
+            reason = str(exc).strip().splitlines()[0].split("FAIL : ")[-1][:160]
             rows.append([name, tool, "unloadable", "", "", "", f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"])
             notes.append(f"{name}: {tool}'s model does not load in onnxruntime: {reason}")
             continue
