@@ -8,7 +8,7 @@ OUT ?= out/demo
 .PHONY: demo test venv venv-dev system-deps rootfs bench lint clean
 
 $(BIN)/.base: pyproject.toml
-	$(PY) -m venv $(VENV)
+	$(PY) -m venv $(VENV) || { rm -rf $(VENV); bash ci/install-system-deps.sh venv && $(PY) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
 	touch $@
