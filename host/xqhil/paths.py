@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .errors import HilError
@@ -10,9 +11,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def agent_path() -> str:
-    """The device agent file (``$XQHIL_AGENT`` overrides the copy next to the sources)."""
+    """The device agent file: ``$XQHIL_AGENT``, else the copy next to the sources (a checkout), else the
+    one a wheel installs under ``<prefix>/share/xqhil``."""
     override = os.environ.get("XQHIL_AGENT")
-    path = Path(override) if override else REPO_ROOT / "device" / "xqhil_agent.py"
+    candidates = [Path(override)] if override else [REPO_ROOT / "device" / "xqhil_agent.py",
+                                                     Path(sys.prefix) / "share" / "xqhil" / "xqhil_agent.py"]
+    path = next((c for c in candidates if c.is_file()), candidates[0])
     if not path.is_file():
         raise HilError(f"device agent not found at '{path}'.",
                        "Run xqhil from a source checkout, or set XQHIL_AGENT to the path of xqhil_agent.py.")
