@@ -147,16 +147,11 @@ def evaluate(bench: dict, qmodel: str, ref: Dict[str, np.ndarray]) -> dict:
 
 
 def run_all(sess, inputs: Dict[str, np.ndarray], batch: int = 50) -> Dict[str, np.ndarray]:
-    names = [o.name for o in sess.get_outputs()]
-    n = len(next(iter(inputs.values())))
+    """Every output of ``sess`` over all of ``inputs`` (one sample at a time for a fixed-batch model)."""
+    from xquant.finetune.samples import run_session
+
     fixed = any(isinstance(d, int) for d in sess.get_inputs()[0].shape[:1])
-    step = 1 if fixed else batch
-    parts: Dict[str, list] = {k: [] for k in names}
-    for i in range(0, n, step):
-        outs = sess.run(names, {k: v[i:i + step] for k, v in inputs.items()})
-        for k, v in zip(names, outs):
-            parts[k].append(v)
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return run_session(sess, inputs, [o.name for o in sess.get_outputs()], 1 if fixed else batch)
 
 
 def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repeat: int) -> List[list]:

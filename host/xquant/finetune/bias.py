@@ -16,7 +16,7 @@ from ..export.qdq_writer import write_qdq
 from ..plan.planner import QuantPlan
 from .layers import Layer, initializers, weighted_layers, with_initializers
 from ..calibration.session import make_session, with_outputs
-from .samples import RUN_BATCH, Samples, run_tensors
+from .samples import Samples, run_session, run_tensors
 
 SIGNIFICANCE = 3.0
 FIT_SAMPLES = 64  # measured: the same SNR as 100-256 samples within 0.25 dB, at half the time
@@ -48,14 +48,6 @@ def biases_as_inputs(qdq: onnx.ModelProto, biases: List[str], outputs: List[str]
     return model
 
 
-def _run(sess, feeds: Dict[str, np.ndarray], biases: Dict[str, np.ndarray], name: str, batch: int) -> np.ndarray:
-    total = int(next(iter(feeds.values())).shape[0])
-    step = batch or RUN_BATCH
-    parts = [sess.run([name], {**{k: v[i:i + step] for k, v in feeds.items()}, **biases})[0]
-             for i in range(0, total, step)]
-    return np.concatenate(parts)
-
-
 def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams],
                    samples: Samples, device: str) -> Tuple[onnx.ModelProto, int]:
     """(copy of ``model`` with corrected biases, number of layers whose bias changed)."""
@@ -75,7 +67,8 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
     changed = 0
     for layer in layers:
         bias = layer.bias or ""
-        got = _run(sess, fit, feeds, names[layer.output], samples.fixed_batch)
+        name = names[layer.output]
+        got = run_session(sess, fit, [name], samples.fixed_batch, feeds)[name]
         if got.ndim < 2 or got.shape[1] != feeds[bias].shape[0]:
             continue
         shift = systematic_shift(got - ref[layer.output])

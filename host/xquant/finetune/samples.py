@@ -3,7 +3,7 @@ every pass must not make worse (the worst output's noise power / signal power on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -84,18 +84,25 @@ def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationDat
     return Samples(_whole_batches(fit, batch), _whole_batches(held, batch), batch)
 
 
-def run_tensors(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
-                device: str = "cpu") -> Dict[str, np.ndarray]:
-    """``names`` of ``model`` (exposed when intermediate) over all samples of ``feeds``, concatenated."""
-    sess = make_session(with_outputs(model, names), device, "model for fine-tuning")
+def run_session(sess, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
+                constants: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """``names`` from ``sess`` over all samples of ``feeds`` in batches, concatenated; ``constants`` are
+    fed whole with every batch."""
     total = int(next(iter(feeds.values())).shape[0])
     step = batch or RUN_BATCH
     parts: Dict[str, List[np.ndarray]] = {n: [] for n in names}
     for start in range(0, total, step):
-        values = sess.run(list(names), {k: v[start:start + step] for k, v in feeds.items()})
-        for name, value in zip(names, values):
+        chunk = {k: v[start:start + step] for k, v in feeds.items()}
+        for name, value in zip(names, sess.run(list(names), {**chunk, **(constants or {})})):
             parts[name].append(value)
     return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def run_tensors(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
+                device: str = "cpu") -> Dict[str, np.ndarray]:
+    """``names`` of ``model`` (exposed when intermediate) over all samples of ``feeds``, concatenated."""
+    sess = make_session(with_outputs(model, names), device, "model for fine-tuning")
+    return run_session(sess, feeds, names, batch)
 
 
 class Scorer:
