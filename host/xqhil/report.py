@@ -104,6 +104,15 @@ def _latency_md(lat: dict) -> List[str]:
             f"- INT8 speedup over FP32 (p50): **{_fmt(lat['speedup'], 'x')}**{mark}", ""]
 
 
+def summary_line(report: dict) -> str:
+    """The one line ``quantize-and-verify`` prints: verdict, board, accuracy, speedup, report paths."""
+    acc, lat = report["accuracy"], report["latency"]
+    return (f"xqhil: {report['verdict'].upper()} on {report['board']['name']}: chip INT8 {acc['measure']} "
+            f"{_fmt(acc['chip_int8'], '%')} (PC INT8 {_fmt(acc['pc_int8'], '%')}), INT8 speedup "
+            f"{_fmt(lat['speedup'], 'x')}{' (emulated)' if lat['emulated'] else ''}; reports: "
+            f"{report['reports']['md']}, {report['reports']['json']}")
+
+
 def render_markdown(report: dict) -> str:
     board, device, model = report["board"], report["device"] or {}, report["model"]
     lines = [f"# xqhil verify: {model['name']} on {board['name']} -> {report['verdict'].upper()}", ""]

@@ -126,7 +126,8 @@ CONFIG_FAULTS = [
     ConfigFault("label-99", "eval_labels.txt' line 1: class 99 is not one of the model's 10 classes (0-9, from the "
                 "FP32 model's output shape); 24 label(s) out of range", labels="99\n" * 24),
     ConfigFault("label-minus-1", "eval_labels.txt' line 3: class -1 is negative", labels="1\n2\n-1\n" + "0\n" * 21),
-    ConfigFault("labels-too-long", "eval_labels.txt' line 25: label 25 has no sample: the data list", setup=_long_labels),
+    ConfigFault("labels-too-long", "eval_labels.txt' line 25: label 25 has no sample: the data list",
+                setup=_long_labels),
     ConfigFault("labels-too-short", "eval_labels.txt' ends at line 5 with 5 label(s), but the data list",
                 labels="1\n2\n3\n4\n5\n"),
     ConfigFault("classes-from-pc-outputs", "line 24: class 10 is not one of the model's 10 classes (0-9, from the "
