@@ -45,14 +45,17 @@ def _num(value: Optional[float], spec: str) -> str:
 
 
 def _fidelity_md(fidelity: dict) -> List[str]:
-    rows = []
+    """One row per output and comparison; a "NaN/Inf left out" column only when some were."""
+    rows, left_out = [], False
     for name, pairs in fidelity["outputs"].items():
         for pair, metrics in pairs.items():
             rows.append([name, pair.replace("_", " "), _num(metrics["cosine"], ".6f"), _num(metrics["snr_db"], ".1f"),
                          _num(metrics["max_abs"], ".4g"), metrics.get("nonfinite", 0)])
-    table = tabulate(rows, headers=["output", "comparison", "cosine", "SNR dB", "max abs", "NaN/Inf left out"],
-                     tablefmt="github")
-    return ["## Output fidelity", "", table, ""]
+            left_out = left_out or bool(metrics.get("nonfinite"))
+    headers = ["output", "comparison", "cosine", "SNR dB", "max abs", "NaN/Inf left out"]
+    if not left_out:
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    return ["## Output fidelity", "", tabulate(rows, headers=headers, tablefmt="github"), ""]
 
 
 def _runtime_md(runtime: Optional[dict]) -> List[str]:
