@@ -279,7 +279,10 @@ def fixed_batch_axis(dims, batch):
 
 
 def probed_batch_axis(shape_one, shape_two):
-    """The sample axis from one output's shapes for 1 and 2 samples: the one axis that grows from 1 to 2."""
+    """The sample axis from one output's shapes for 1 and 2 samples: the one axis that grows from 1 to 2; None
+    when the shape does not change (no sample axis: only batches of 1 give one value set per sample)."""
+    if tuple(shape_one) == tuple(shape_two):
+        return None
     if len(shape_one) == len(shape_two):
         grown = [i for i, (a, b) in enumerate(zip(shape_one, shape_two)) if (a, b) == (1, 2)]
         changed = [i for i, (a, b) in enumerate(zip(shape_one, shape_two)) if a != b]

@@ -99,11 +99,11 @@ def _integrity(names: List[str], runs: Dict[str, Optional[list]], latency: dict)
     """Chip results that cannot be compared or trusted: a wrong output count or shape, NaN/Inf values."""
     shapes = shape_problems(names, runs)
     nonfinite = nonfinite_summary(names, runs)
-    slow = [f"the chip's {what.upper()} latency holds NaN/Inf in {', '.join(fields)}"
+    latencies = [f"the chip's {what.upper()} latency holds NaN/Inf in {', '.join(fields)}"
             for what, fields in latency.get("nonfinite", {}).items()]
     return {"output_shapes": shapes, "nonfinite_outputs": nonfinite,
             "broken": {"output-shape": list(shapes.values()), "nonfinite-output": nonfinite_reasons(nonfinite),
-                       "nonfinite-latency": slow}}
+                       "nonfinite-latency": latencies}}
 
 
 def _compare(params: VerifyParams, data: VerifyData, names: List[str], runs: Dict[str, Optional[list]],

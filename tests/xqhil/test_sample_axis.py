@@ -65,8 +65,9 @@ def test_sample_axis_rules():
     assert agent.declared_batch_axis(["unk", 10], "batch") == agent.UNKNOWN
     assert agent.declared_batch_axis([], 1) == agent.UNKNOWN  # no declared shape: a run tells
     assert agent.probed_batch_axis((6, 1, 5), (6, 2, 5)) == 1
+    assert agent.probed_batch_axis((), ()) is None  # a scalar per run: per sample only in batches of 1
     with pytest.raises(ValueError, match="cannot tell which axis"):
-        agent.probed_batch_axis((6, 5), (6, 5))
+        agent.probed_batch_axis((6, 1, 5), (6, 2, 10))
     joined = agent.join_samples(np, [np.zeros((6, 2, 5)), np.ones((6, 1, 5))], 1)
     assert joined.shape == (3, 6, 5) and joined[2].min() == 1.0
     assert agent.join_samples(np, [np.zeros(10), np.ones(10)], None).shape == (2, 10)
