@@ -34,7 +34,8 @@ Response (JSON object, written atomically)::
     agent_sha256 checksum of this file as the board sees it
     models       {model_id: {"ok", "error", "load_ms", "providers", "inputs", "outputs"}}
     tasks        {task_id: {"ok", "error", "model", "mode", "batch_size",
-                  accuracy: "samples", "total_ms", "output": {"file", "sha256", "names"}  (npz keys out0, ...),
+                  accuracy: "samples", "total_ms", "output": {"file", "sha256", "names"}  (npz keys out0, ...,
+                            each [N, ...]: samples first, joined on whichever axis the model puts them),
                   performance: "latency": {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
                                            "max_ms", "std_ms", "samples_ms": [...]}}}
     duration_s, stage (the last stage reached)
@@ -57,12 +58,13 @@ import time
 import traceback
 
 PROTOCOL = 1
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = "0.1.1"
 VENDOR_PROVIDERS = ("SpaceMITExecutionProvider",)
 VENDOR_MODULES = ("spacemit_ort",)  # imported when present: they register the vendor provider
 STDERR_NOISE = ("Schema error: Trying to register schema",)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 EXIT_OK, EXIT_BAD_REQUEST, EXIT_CRASH, EXIT_DEADLINE = 0, 2, 3, 4
+UNKNOWN = "unknown"  # declared_batch_axis: the declared shapes do not tell
 
 
 class AgentError(Exception):
@@ -252,21 +254,90 @@ def feed_for(session, names, arrays):
     return {n: arrays[names.index(n)] for n in wanted}
 
 
+def declared_batch_axis(declared, input_batch):
+    """Which axis of an output holds the samples, from declared shapes alone.
+
+    ``declared``: the output's dims as the model declares them (ints, names, None; None for no shape at all);
+    ``input_batch``: axis 0 of the first input (int when fixed, else a name or None). Returns the axis, None
+    when the output has no sample axis (batch fixed at 1 and no axis of size 1: one value set per sample),
+    or UNKNOWN when the declared shapes cannot tell (a free batch with no output dim of the same name).
+    """
+    dims = list(declared or [])
+    if not dims:  # no declared shape (a declared scalar is rare; a run shows it)
+        return UNKNOWN
+    if isinstance(input_batch, str) and dims.count(input_batch) == 1:
+        return dims.index(input_batch)
+    if isinstance(input_batch, int) and input_batch > 0 and all(isinstance(d, int) for d in dims):
+        return fixed_batch_axis(dims, input_batch)
+    return UNKNOWN
+
+
+def fixed_batch_axis(dims, batch):
+    """For a batch fixed at ``batch`` and static ``dims``: the first axis of that size, None when none is."""
+    dims = list(dims)
+    return dims.index(batch) if batch in dims else None
+
+
+def probed_batch_axis(shape_one, shape_two):
+    """The sample axis from one output's shapes for 1 and 2 samples: the one axis that grows from 1 to 2; None
+    when the shape does not change (no sample axis: only batches of 1 give one value set per sample)."""
+    if tuple(shape_one) == tuple(shape_two):
+        return None
+    if len(shape_one) == len(shape_two):
+        grown = [i for i, (a, b) in enumerate(zip(shape_one, shape_two)) if (a, b) == (1, 2)]
+        changed = [i for i, (a, b) in enumerate(zip(shape_one, shape_two)) if a != b]
+        if len(grown) == 1 and changed == grown:
+            return grown[0]
+    raise ValueError("cannot tell which axis holds the samples: the output has shape %s for 1 sample and %s "
+                     "for 2" % (tuple(shape_one), tuple(shape_two)))
+
+
+def output_batch_axes(np, session, names, arrays):
+    """The sample axis of every output (see declared_batch_axis); free batches are probed with 1 and 2 samples
+    when the declared shapes do not tell."""
+    first = session.get_inputs()[0].shape
+    input_batch = first[0] if first else None
+    axes = [declared_batch_axis(o.shape, input_batch) for o in session.get_outputs()]
+    if UNKNOWN not in axes:
+        return axes
+
+    def shapes(count):
+        feed = [a[:count] if count <= a.shape[0] else np.concatenate([a[:1]] * count) for a in arrays]
+        return [np.shape(o) for o in session.run(None, feed_for(session, names, feed))]
+
+    if isinstance(input_batch, int):  # a fixed batch: the actual shapes of one run are static shapes
+        actual = shapes(input_batch)
+        return [fixed_batch_axis(actual[i], input_batch) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
+    one, two = shapes(1), shapes(2)
+    return [probed_batch_axis(one[i], two[i]) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
+
+
+def join_samples(np, parts, axis):
+    """One output's per-run parts joined on its sample axis and returned samples-first ([N, ...])."""
+    if axis is None:
+        return np.stack([np.asarray(p) for p in parts], axis=0)
+    return np.moveaxis(np.concatenate(parts, axis=axis), axis, 0)
+
+
 def run_accuracy(np, session, names, arrays, batch_size):
-    """Run every sample; return (list of output arrays concatenated on axis 0, total milliseconds)."""
-    collected = None
-    start = time.perf_counter()
-    for chunk in batches(np, arrays, batch_size):
-        outs = session.run(None, feed_for(session, names, chunk))
-        outs = [np.asarray(o)[None] if np.ndim(o) == 0 else np.asarray(o) for o in outs]
-        if collected is None:
-            collected = [[] for _ in outs]
-        for slot, out in zip(collected, outs):
-            slot.append(out)
-    total_ms = (time.perf_counter() - start) * 1000.0
-    if collected is None:
+    """Run every sample; return (outputs samples-first, [N, ...] whatever axis the model puts them on,
+    total milliseconds)."""
+    if not arrays or int(arrays[0].shape[0]) == 0:
         raise ValueError("no input samples to run")
-    return [np.concatenate(slot, axis=0) for slot in collected], total_ms
+    axes = output_batch_axes(np, session, names, arrays)
+    size = max(1, int(batch_size or 1))
+    if None in axes and size > 1:
+        free = [o.name for o, axis in zip(session.get_outputs(), axes) if axis is None]
+        raise ValueError("output(s) %s have no sample axis, so batches of %d cannot be split into samples"
+                         % (free, size))
+    collected = [[] for _ in axes]
+    start = time.perf_counter()
+    for chunk in batches(np, arrays, size):
+        outs = session.run(None, feed_for(session, names, chunk))
+        for slot, out in zip(collected, outs):
+            slot.append(np.asarray(out))
+    total_ms = (time.perf_counter() - start) * 1000.0
+    return [join_samples(np, slot, axis) for slot, axis in zip(collected, axes)], total_ms
 
 
 def run_performance(np, session, names, arrays, batch_size, warmup, repeat):

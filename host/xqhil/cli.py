@@ -92,12 +92,10 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args))
+    from .report import summary_line
+
     report = quantize_and_verify(opts)
-    acc, lat = report["accuracy"], report["latency"]
-    print(f"xqhil: {report['verdict'].upper()} on {report['board']['name']}: chip INT8 "
-          f"{acc['measure']} {acc['chip_int8']}% (PC INT8 {acc['pc_int8']}%), INT8 speedup "
-          f"{lat['speedup']}x{' (emulated)' if lat['emulated'] else ''}; reports: {report['reports']['md']}, "
-          f"{report['reports']['json']}")
+    print(summary_line(report))
     for reason in report["reasons"]:
         print(f"  - {reason}")
     from .history import format_summary

@@ -18,6 +18,7 @@ RESPONSE_FILE = "response.json"
 INPUTS_FILE = "inputs.npz"
 AGENT_FILE = "xqhil_agent.py"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LATENCY_KEYS = ("first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms")
 
 
 @dataclass(frozen=True)
@@ -109,4 +110,52 @@ def check_response(response: Any, where: str) -> Dict[str, Any]:
     for key in ("models", "tasks", "device"):
         if not isinstance(response.get(key), dict):
             raise HilError(f"the agent on {where} wrote a response without '{key}'.", step="run")
+    for model_id, entry in response["models"].items():
+        if not isinstance(entry, dict):
+            raise HilError(f"the agent on {where} wrote a response whose model '{model_id}' is not a JSON object.",
+                           step="run")
     return response
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _entry_problem(entry: Dict[str, Any], task: Task) -> str:
+    """What a task entry that says ``ok`` lacks (empty when it is complete). NaN numbers are allowed here:
+    they are the chip's answer and the verdict judges them."""
+    if task.mode == "accuracy":
+        output = entry.get("output")
+        if not isinstance(output, dict):
+            return "no 'output' entry"
+        if not isinstance(output.get("sha256"), str):
+            return "no output 'sha256'"
+        names = output.get("names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            return "no list of output 'names'"
+        return ""
+    latency = entry.get("latency")
+    if not isinstance(latency, dict):
+        return "no 'latency' entry"
+    missing = [k for k in LATENCY_KEYS if not _is_number(latency.get(k))]
+    if missing:
+        return f"latency without numeric {', '.join(missing)}"
+    samples = latency.get("samples_ms")
+    if not isinstance(samples, list) or not all(_is_number(v) for v in samples):
+        return "latency 'samples_ms' that is not a list of numbers"
+    return ""
+
+
+def check_task_entry(entry: Any, task: Task, where: str) -> Dict[str, Any]:
+    """A task's entry in the response: a dict; when ``ok``, with what its mode promises (else HilError)."""
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict):
+        raise HilError(f"the agent on {where} wrote a response whose task '{task.id}' is not a JSON object.",
+                       step="run")
+    problem = _entry_problem(entry, task) if entry.get("ok") else ""
+    if problem:
+        raise HilError(f"the agent on {where} reported {task.mode} task '{task.id}' as ok but with {problem}: "
+                       "a malformed response.", "Deploy the device/xqhil_agent.py that ships with this xqhil.",
+                       step="run")
+    return entry

@@ -42,6 +42,23 @@ def run_on_pc(model_path: str, what: str, names: Sequence[str], arrays: Sequence
     return outputs, [o.name for o in session.get_outputs()]
 
 
+def static_classes(model_path: str) -> Optional[int]:
+    """Values per sample of the model's first output (the classes top-1 picks from) when its declared shape
+    fixes them; None when it does not (the PC's FP32 outputs tell, before the board run)."""
+    from xquant.model_io import graph_inputs, graph_outputs
+
+    model = onnx.load(model_path, load_external_data=False)
+    inputs, outputs = graph_inputs(model), graph_outputs(model)
+    if not inputs or not outputs:
+        return None
+    dims = list(outputs[0].shape)
+    axis = agent_module().declared_batch_axis(dims, inputs[0].shape[0] if inputs[0].shape else None)
+    if axis == agent_module().UNKNOWN:
+        return None
+    rest = [d for i, d in enumerate(dims) if i != axis]
+    return int(np.prod(rest)) if all(isinstance(d, int) and d > 0 for d in rest) else None
+
+
 def leading_dims(model_path: str) -> Dict[str, Optional[int]]:
     """Per graph input: the fixed size of axis 0, or None when it is free (symbolic or unknown)."""
     model = onnx.load(model_path, load_external_data=False)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from tabulate import tabulate
 from xquant.model_io import write_text_atomic as write_atomic
 
+log = logging.getLogger(__name__)
 SCHEMA = "xqhil.verify/1"
 LATENCY_KEYS = ("first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms")
 
@@ -37,14 +40,59 @@ def _accuracy_md(acc: dict) -> List[str]:
     return lines
 
 
+def _num(value: Optional[float], spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _fidelity_md(fidelity: dict) -> List[str]:
-    rows = []
+    """One row per output and comparison; a "NaN/Inf left out" column only when some were."""
+    rows, left_out = [], False
     for name, pairs in fidelity["outputs"].items():
         for pair, metrics in pairs.items():
-            rows.append([name, pair.replace("_", " "), f"{metrics['cosine']:.6f}", f"{metrics['snr_db']:.1f}",
-                         f"{metrics['max_abs']:.4g}"])
-    table = tabulate(rows, headers=["output", "comparison", "cosine", "SNR dB", "max abs"], tablefmt="github")
-    return ["## Output fidelity", "", table, ""]
+            rows.append([name, pair.replace("_", " "), _num(metrics["cosine"], ".6f"), _num(metrics["snr_db"], ".1f"),
+                         _num(metrics["max_abs"], ".4g"), metrics.get("nonfinite", 0)])
+            left_out = left_out or bool(metrics.get("nonfinite"))
+    headers = ["output", "comparison", "cosine", "SNR dB", "max abs", "NaN/Inf left out"]
+    if not left_out:
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    return ["## Output fidelity", "", tabulate(rows, headers=headers, tablefmt="github"), ""]
+
+
+def _runtime_md(runtime: Optional[dict]) -> List[str]:
+    """Chip INT8 against PC INT8 directly (compare/runtime.py)."""
+    if not runtime:
+        return []
+    lines = [f"## Chip INT8 vs PC INT8 ({runtime['provider']})", ""]
+    agree = runtime.get("agreement")
+    if agree:
+        lines.append(f"- top-1 disagreement: **{agree['disagreement_points']:.2f} points** "
+                     f"({agree['samples_differing']} of {agree['samples']} samples) -> **{agree['status']}** "
+                     f"(tolerance {agree['tolerance']}, bug threshold {agree['bug_threshold']})")
+    dep = runtime.get("departure")
+    if dep:
+        warn = "any difference" if dep["warn_snr_db"] is None else f"SNR below {dep['warn_snr_db']} dB"
+        lines.append(f"- worst output '{dep['output']}': SNR {_num(dep['snr_db'], '.1f')} dB, max abs "
+                     f"{_num(dep['max_abs'], '.4g')}{' (bit-identical)' if dep['identical'] else ''} -> "
+                     f"**{dep['status']}** (warn: {warn}; bug: SNR below {dep['fail_snr_db']} dB)")
+    return lines + [""]
+
+
+def _integrity_md(integrity: Optional[dict]) -> List[str]:
+    if not integrity or not (integrity.get("output_shapes") or integrity.get("nonfinite_outputs")):
+        return []
+    lines = ["## Broken outputs", ""]
+    lines += [f"- {run.replace('_', ' ')}: {text}" for run, text in integrity.get("output_shapes", {}).items()]
+    for run, outputs in integrity.get("nonfinite_outputs", {}).items():
+        lines += [f"- {run.replace('_', ' ')} output '{name}': {c['nan']} NaN, {c['inf']} Inf of {c['values']} values"
+                  for name, c in outputs.items()]
+    return lines + [""]
+
+
+def _reasons_md(report: dict) -> List[str]:
+    rules = report.get("rules")
+    if rules:
+        return [f"- **{r['level']}** (rule `{r['rule']}`): {r['reason']}" for r in rules]
+    return [f"- {reason}" for reason in report["reasons"]] or ["- every check passed"]
 
 
 def _latency_md(lat: dict) -> List[str]:
@@ -59,17 +107,27 @@ def _latency_md(lat: dict) -> List[str]:
             f"- INT8 speedup over FP32 (p50): **{_fmt(lat['speedup'], 'x')}**{mark}", ""]
 
 
+def summary_line(report: dict) -> str:
+    """The one line ``quantize-and-verify`` prints: verdict, board, accuracy, speedup, report paths."""
+    acc, lat = report["accuracy"], report["latency"]
+    return (f"xqhil: {report['verdict'].upper()} on {report['board']['name']}: chip INT8 {acc['measure']} "
+            f"{_fmt(acc['chip_int8'], '%')} (PC INT8 {_fmt(acc['pc_int8'], '%')}), INT8 speedup "
+            f"{_fmt(lat['speedup'], 'x')}{' (emulated)' if lat['emulated'] else ''}; reports: "
+            f"{report['reports']['md']}, {report['reports']['json']}")
+
+
 def render_markdown(report: dict) -> str:
     board, device, model = report["board"], report["device"] or {}, report["model"]
     lines = [f"# xqhil verify: {model['name']} on {board['name']} -> {report['verdict'].upper()}", ""]
-    lines += [f"- {reason}" for reason in report["reasons"]] or ["- every check passed"]
+    lines += _reasons_md(report)
     lines += ["", f"- board: {board['kind']} `{board['address'] or board['name']}`, python `{board['python']}`",
               f"- device: {device.get('arch')} {device.get('cpu')}, {device.get('cores')} cores, {device.get('os')}, "
               f"Python {device.get('python')}, numpy {device.get('numpy')}, onnxruntime {device.get('onnxruntime')} "
               f"({device.get('execution_provider')}){', emulated' if device.get('emulated') else ''}",
               f"- models: FP32 `{model['fp32_path']}`, INT8 `{model['int8_path']}`",
               f"- data: {report.get('data', {}).get('source', 'n/a')}", ""]
-    lines += _accuracy_md(report["accuracy"]) + _fidelity_md(report["fidelity"]) + _latency_md(report["latency"])
+    lines += _integrity_md(report.get("integrity")) + _accuracy_md(report["accuracy"])
+    lines += _runtime_md(report.get("runtime")) + _fidelity_md(report["fidelity"]) + _latency_md(report["latency"])
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += [f"Generated {report['created']} in {report['duration_s']:.1f} s.", ""]
@@ -81,6 +139,25 @@ def write_reports(report: dict, out_dir: str, stem: Optional[str] = "verify") ->
     paths = {"md": os.path.abspath(os.path.join(out_dir, f"{stem}.md")),
              "json": os.path.abspath(os.path.join(out_dir, f"{stem}.json"))}
     report["reports"] = paths
+    _null_nonfinite(report, "", report.setdefault("notes", []))
     write_atomic(paths["json"], json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n")
     write_atomic(paths["md"], render_markdown(report))
     return paths
+
+
+def _null_nonfinite(node: Any, where: str, notes: List[str]) -> Any:
+    """Replace any NaN/Inf left in the report (e.g. in the board's device fingerprint) by null, with a note:
+    JSON has no NaN, and a board's bad number must not cost the report. The verdict rules already judged the
+    values that matter (outputs, latencies)."""
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = _null_nonfinite(node[key], f"{where}.{key}" if where else str(key), notes)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            node[i] = _null_nonfinite(item, f"{where}[{i}]", notes)
+    elif isinstance(node, float) and not math.isfinite(node):
+        note = f"non-finite value {node} at {where} written as null"
+        log.warning(note)
+        notes.append(note)
+        return None
+    return node

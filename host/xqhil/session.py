@@ -19,7 +19,7 @@ from .boards.spec import BoardSpec
 from .errors import BadInput, HilError
 from .paths import agent_path
 from .protocol import (AGENT_FILE, INPUTS_FILE, REQUEST_FILE, RESPONSE_FILE, Request, Task, check_response,
-                       sha256_file)
+                       check_task_entry, sha256_file)
 from .transport import Deadlines, Transport, make_transport
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,26 @@ def write_inputs(path: str, arrays: Sequence[np.ndarray]) -> None:
     np.savez(path, **{f"in{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)})
 
 
-def load_outputs(path: str) -> List[np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return [data[f"out{i}"] for i in range(len(data.files))]
+def load_outputs(path: str, where: str = "the board") -> List[np.ndarray]:
+    """The arrays out0, out1, ... of an outputs npz; anything else (object arrays, text, a broken zip) is a
+    malformed response (HilError)."""
+    name = os.path.basename(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = [f"out{i}" for i in range(len(data.files))]
+            if sorted(data.files) != sorted(keys):
+                raise HilError(f"{name} from {where} holds arrays {sorted(data.files)}, not out0..out{len(keys) - 1}.",
+                               step="fetch")
+            arrays = [data[k] for k in keys]
+    except HilError:
+        raise
+    except Exception as exc:  # numpy raises ValueError (object arrays), BadZipFile, OSError, ...
+        raise HilError(f"{name} from {where} is not a numeric outputs file: {type(exc).__name__}: {exc}.",
+                       step="fetch") from exc
+    for key, array in zip(keys, arrays):
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise HilError(f"{name} from {where}: array {key} has dtype {array.dtype}, not numeric.", step="fetch")
+    return arrays
 
 
 def _agent_failure(transport: Transport, code: int, stderr: str) -> HilError:
@@ -129,27 +146,36 @@ class BoardSession:
         local = os.path.join(scratch, RESPONSE_FILE)
         try:
             self._timed("fetch", lambda: self.transport.get(RESPONSE_FILE, local))
+        except (HilError, OSError):
+            raise _agent_failure(self.transport, result.returncode, result.stderr) from None
+        try:
             with open(local, encoding="utf-8") as handle:
                 response = json.load(handle)
-        except (HilError, ValueError, OSError):
-            raise _agent_failure(self.transport, result.returncode, result.stderr) from None
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+            raise HilError(f"the agent on {self.transport.where} wrote a {RESPONSE_FILE} that is not valid JSON "
+                           f"(exit code {result.returncode}): {type(exc).__name__}: {str(exc)[:200]}.",
+                           "Check the board's storage, and that --python runs the agent unchanged.",
+                           step="fetch", stderr=result.stderr) from None
         if result.stderr:
             log.debug("agent stderr on %s:\n%s", self.transport.where, result.stderr)
         return check_response(response, self.transport.where)
 
     def _fetch_outputs(self, response: dict, tasks: Sequence[Task], scratch: str):
-        outputs, names = {}, {}
+        outputs, names, where = {}, {}, self.transport.where
         for task in tasks:
-            entry = response["tasks"].get(task.id) or {}
+            entry = check_task_entry(response["tasks"].get(task.id), task, where)
             if task.mode != "accuracy" or not entry.get("ok"):
                 continue
             local = os.path.join(scratch, task.output_file)
             self._timed("fetch", lambda t=task, p=local: self.transport.get(t.output_file, p))
             if sha256_file(local) != entry["output"]["sha256"]:
-                raise HilError(f"{task.output_file} fetched from {self.transport.where} does not match the "
+                raise HilError(f"{task.output_file} fetched from {where} does not match the "
                                "checksum the agent reported.", "Retry; check the link.", step="fetch")
-            outputs[task.id] = load_outputs(local)
+            outputs[task.id] = load_outputs(local, where)
             names[task.id] = list(entry["output"]["names"])
+            if len(names[task.id]) != len(outputs[task.id]):
+                raise HilError(f"{task.output_file} from {where} holds {len(outputs[task.id])} array(s) but the "
+                               f"response names {len(names[task.id])} output(s).", step="fetch")
         return outputs, names
 
     def _cleanup(self, kill: bool) -> None:

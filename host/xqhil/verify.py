@@ -11,16 +11,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from .boards.spec import BoardSpec
-from .compare import accuracy_summary, decide, fidelity_summary, latency_summary, top1
+from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, latency_summary, nonfinite_reasons,
+                      nonfinite_summary, runtime_summary, shape_problems, top1, verdict_of)
 from .errors import BadInput
 from .progress import Stages
 from .protocol import sha256_file, standard_tasks
-from .reference import choose_batch, run_on_pc
+from .reference import choose_batch, run_on_pc, static_classes
 from .report import SCHEMA, write_reports
 from .session import BoardRun, BoardSession
 from .transport import Deadlines
-from .verify_config import VerifyData, VerifyParams, load_verify_data, parse_verify_params
+from .verify_config import LabelFile, VerifyData, VerifyParams, load_verify_data, parse_verify_params, read_label_file
 
 log = logging.getLogger(__name__)
 STAGES = ("load config", "quantize", "load data", "run on PC", "run on board", "compare", "write report")
@@ -40,12 +43,17 @@ class VerifyOptions:
 
 
 def _load(opts: VerifyOptions):
+    """The config, its verify_parameters and its labels, all checked before anything runs."""
     from xquant.config import load_config
 
     cfg, _ = load_config(opts.config)
     params = parse_verify_params(cfg.extra_sections.get("verify_parameters"), cfg.base_dir,
                                  len(cfg.calibration.input_parameters))
-    return cfg, params
+    labels = read_label_file(params)
+    classes = static_classes(cfg.model.onnx_model) if labels is not None else None
+    if classes is not None:
+        labels.check_classes(classes, "from the FP32 model's output shape")
+    return cfg, params, labels, classes is not None
 
 
 def _quantize(opts: VerifyOptions, cfg) -> str:
@@ -87,12 +95,35 @@ def _board_errors(run: BoardRun) -> Dict[str, str]:
     return errors
 
 
-def _compare(params: VerifyParams, data: VerifyData, names: List[str], runs: Dict[str, Optional[list]]):
-    fidelity = fidelity_summary(names, runs)
-    preds = {k: (top1(v[0]) if v is not None else None) for k, v in runs.items()}
+def _integrity(names: List[str], runs: Dict[str, Optional[list]], latency: dict) -> dict:
+    """Chip results that cannot be compared or trusted: a wrong output count or shape, NaN/Inf values."""
+    shapes = shape_problems(names, runs)
+    nonfinite = nonfinite_summary(names, runs)
+    latencies = [f"the chip's {what.upper()} latency holds NaN/Inf in {', '.join(fields)}"
+            for what, fields in latency.get("nonfinite", {}).items()]
+    return {"output_shapes": shapes, "nonfinite_outputs": nonfinite,
+            "broken": {"output-shape": list(shapes.values()), "nonfinite-output": nonfinite_reasons(nonfinite),
+                       "nonfinite-latency": latencies}}
+
+
+def _compare(params: VerifyParams, data: VerifyData, names: List[str], runs: Dict[str, Optional[list]],
+             provider: str, latency: dict):
+    integrity = _integrity(names, runs, latency)
+    usable = {k: (None if k in integrity["output_shapes"] else v) for k, v in runs.items()}
+    fidelity = fidelity_summary(names, usable)
+    preds = {k: (top1(v[0]) if v is not None else None) for k, v in usable.items()}
     accuracy = accuracy_summary(preds, data.labels, params.accuracy_tolerance, params.bug_threshold)
     accuracy["top1_output"] = names[0]
-    return fidelity, accuracy
+    limits = RuntimeLimits(params.agreement_tolerance, params.agreement_bug_threshold, params.runtime_snr_warn_db,
+                           params.runtime_snr_fail_db)
+    runtime = runtime_summary(accuracy, fidelity, provider, limits)
+    return fidelity, accuracy, runtime, integrity
+
+
+def _check_classes(labels: Optional[LabelFile], known: bool, pc_fp32: list) -> None:
+    """Labels against the classes of the PC FP32 outputs, when the model's declared shape did not tell."""
+    if labels is not None and not known:
+        labels.check_classes(int(np.prod(pc_fp32[0].shape[1:])), "from the PC FP32 outputs")
 
 
 def _device(run: BoardRun, spec: BoardSpec) -> dict:
@@ -127,18 +158,19 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
     stages = Stages(STAGES, opts.quiet)
     try:
         stages.start("load config")
-        cfg, params = _load(opts)
+        cfg, params, labels, classes_known = _load(opts)
         stages.start("quantize")
         int8 = _quantize(opts, cfg)
         fp32 = cfg.model.onnx_model
         stages.start("load data")
-        data = load_verify_data(cfg, params)
+        data = load_verify_data(cfg, params, labels)
         batch, fixed = choose_batch(fp32, int8, params.batch_size)
         if fixed:
             _trim(data, batch)
         threads = opts.threads if opts.threads is not None else (opts.board.threads or params.threads)
         stages.start("run on PC")
         pc_fp32, pc_int8, names = _pc_runs(stages, fp32, int8, data, batch, threads)
+        _check_classes(labels, classes_known, pc_fp32)
         stages.start("run on board")
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
@@ -147,17 +179,19 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}
-        fidelity, accuracy = _compare(params, data, names, runs)
         device = _device(run, opts.board)
         latency = latency_summary(run.task("fp32-performance").get("latency"),
                                   run.task("int8-performance").get("latency"), threads, device["emulated"])
-        verdict, reasons = decide(accuracy, fidelity, _board_errors(run))
+        fidelity, accuracy, runtime, integrity = _compare(params, data, names, runs, device["execution_provider"],
+                                                          latency)
+        findings = judge(accuracy, fidelity, _board_errors(run), runtime=runtime, broken=integrity.pop("broken"))
         stages.start("write report")
         report = {
-            "schema": SCHEMA, "verdict": verdict, "reasons": reasons,
+            "schema": SCHEMA, "verdict": verdict_of(findings), "reasons": [f["reason"] for f in findings],
+            "rules": findings,
             "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 0.0,
             "board": opts.board.public(), "device": device, "model": _model_section(opts, fp32, int8),
-            "accuracy": accuracy, "fidelity": fidelity, "latency": latency,
+            "accuracy": accuracy, "fidelity": fidelity, "runtime": runtime, "integrity": integrity, "latency": latency,
             "data": {"source": data.source, "samples": int(data.arrays[0].shape[0]), "batch_size": batch},
             "harness": {k: round(v, 4) for k, v in run.timings.items()},
             "notes": data.notes + ([] if data.labels is not None else

@@ -1,15 +1,18 @@
 """The ``verify_parameters`` section of the config, and the verification data it names.
 
 Keys: data_list_path (one list per model input, same rules and preprocessing as calibration),
-label_list_path (one integer class per line, aligned with the data lists), max_samples, warmup, repeat,
-threads, accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), batch_size
-(accuracy mode; default: 16 when the model's batch dimension is free, else 1), providers.
-Without a data list the held-back calibration files are used, and the report says so.
+label_list_path (one integer class per line, one line per data-list entry), max_samples, warmup, repeat,
+threads, accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), agreement_tolerance
+(default 0.5 points), agreement_bug_threshold (default 2.0 points), runtime_snr_warn_db and
+runtime_snr_fail_db (default: per execution provider, see compare/runtime.py), batch_size (accuracy mode;
+default: 16 when the model's batch dimension is free, else 1), providers. Every threshold must be a finite
+number of at least 0. Without a data list the held-back calibration files are used, and the report says so.
 """
 from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,7 +24,8 @@ from .errors import BadInput
 log = logging.getLogger(__name__)
 SECTION = "verify_parameters"
 KEYS = ("data_list_path", "label_list_path", "max_samples", "warmup", "repeat", "threads",
-        "accuracy_tolerance", "bug_threshold", "batch_size", "providers")
+        "accuracy_tolerance", "bug_threshold", "agreement_tolerance", "agreement_bug_threshold",
+        "runtime_snr_warn_db", "runtime_snr_fail_db", "batch_size", "providers")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class VerifyParams:
     threads: int = 0
     accuracy_tolerance: float = 0.5
     bug_threshold: float = 2.0
+    agreement_tolerance: float = 0.5  # points of chip INT8 vs PC INT8 top-1 disagreement: above -> warn
+    agreement_bug_threshold: float = 2.0  # ... at or above -> chip-runtime bug
+    runtime_snr_warn_db: Optional[float] = None  # chip INT8 vs PC INT8 SNR; None: the provider's default
+    runtime_snr_fail_db: Optional[float] = None
     batch_size: Optional[int] = None
     providers: Optional[Tuple[str, ...]] = None
 
@@ -54,6 +62,8 @@ def _number(body: dict, key: str, kind: type, default: Any, minimum: float) -> A
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise BadInput(f"{where} must be a{'n integer' if kind is int else ' number'}, got {value!r}.")
+    if not math.isfinite(value):
+        raise BadInput(f"{where} must be a finite number, got {value!r}.", "NaN and Infinity are not thresholds.")
     if value < minimum:
         raise BadInput(f"{where} must be at least {minimum}, got {value!r}.")
     return kind(value)
@@ -99,6 +109,16 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
     bug = _number(body, "bug_threshold", float, 2.0, 0.0)
     if bug < tolerance:
         raise BadInput(f"{SECTION}.bug_threshold ({bug}) must not be below accuracy_tolerance ({tolerance}).")
+    agree = _number(body, "agreement_tolerance", float, 0.5, 0.0)
+    agree_bug = _number(body, "agreement_bug_threshold", float, 2.0, 0.0)
+    if agree_bug < agree:
+        raise BadInput(f"{SECTION}.agreement_bug_threshold ({agree_bug}) must not be below agreement_tolerance "
+                       f"({agree}).")
+    snr_warn = _number(body, "runtime_snr_warn_db", float, None, 0.0)
+    snr_fail = _number(body, "runtime_snr_fail_db", float, None, 0.0)
+    if snr_warn is not None and snr_fail is not None and snr_fail > snr_warn:
+        raise BadInput(f"{SECTION}.runtime_snr_fail_db ({snr_fail}) must not be above runtime_snr_warn_db "
+                       f"({snr_warn}).")
     providers = body.get("providers")
     if providers is not None and (not isinstance(providers, list) or not all(isinstance(p, str) for p in providers)):
         raise BadInput(f"{SECTION}.providers must be a list of execution provider names.")
@@ -108,15 +128,34 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
         label_list_path=_path(labels, base_dir, f"{SECTION}.label_list_path") if labels else None,
         max_samples=_number(body, "max_samples", int, 200, 1), warmup=_number(body, "warmup", int, 5, 0),
         repeat=_number(body, "repeat", int, 20, 1), threads=_number(body, "threads", int, 0, 0),
-        accuracy_tolerance=tolerance, bug_threshold=bug,
+        accuracy_tolerance=tolerance, bug_threshold=bug, agreement_tolerance=agree,
+        agreement_bug_threshold=agree_bug, runtime_snr_warn_db=snr_warn, runtime_snr_fail_db=snr_fail,
         batch_size=_number(body, "batch_size", int, None, 1) if batch is not None else None,
         providers=tuple(providers) if providers else None,
     )
 
 
-def read_labels(path: str, count: int) -> np.ndarray:
-    """The first ``count`` integer labels of ``path`` (blank lines ignored)."""
-    values = []
+@dataclass(frozen=True)
+class LabelFile:
+    """The label list: one integer class per data-list entry, with the line each came from."""
+
+    path: str
+    values: np.ndarray  # int64
+    lines: Tuple[int, ...]
+
+    def check_classes(self, classes: int, how: str) -> None:
+        """Every label is a class of the model (0 .. classes-1); ``how`` says where the count came from."""
+        bad = np.flatnonzero((self.values < 0) | (self.values >= classes))
+        if bad.size:
+            i = int(bad[0])
+            raise BadInput(f"{SECTION}.label_list_path '{self.path}' line {self.lines[i]}: class "
+                           f"{int(self.values[i])} is not one of the model's {classes} classes (0-{classes - 1}, "
+                           f"{how}); {bad.size} label(s) out of range.",
+                           "Labels are 0-based class indices of the model's first output.")
+
+
+def _parse_labels(path: str) -> Tuple[List[int], List[int]]:
+    values, lines = [], []
     with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             text = line.strip()
@@ -127,10 +166,34 @@ def read_labels(path: str, count: int) -> np.ndarray:
             except ValueError:
                 raise BadInput(f"{SECTION}.label_list_path '{path}' line {number}: {text!r} is not an integer "
                                "class index.", "Put one integer class per line.") from None
-    if len(values) < count:
-        raise BadInput(f"{SECTION}.label_list_path '{path}' has {len(values)} label(s) for {count} sample(s).",
-                       "Labels must align line by line with the data list.")
-    return np.asarray(values[:count], dtype=np.int64)
+            lines.append(number)
+    return values, lines
+
+
+def read_label_file(params: VerifyParams) -> Optional[LabelFile]:
+    """The labels, checked before anything runs: integers, none negative, exactly one per data-list entry."""
+    if not params.label_list_path or not params.data_list_path:
+        return None
+    from xquant.data import read_list_file
+
+    path, data_list = params.label_list_path, params.data_list_path[0]
+    values, lines = _parse_labels(path)
+    entries = len(read_list_file(data_list))
+    if len(values) > entries:
+        raise BadInput(f"{SECTION}.label_list_path '{path}' line {lines[entries]}: label {entries + 1} has no "
+                       f"sample: the data list '{data_list}' has {entries} entries, the label list "
+                       f"{len(values)}.", "Labels must align line by line with the data list.")
+    if len(values) < entries:
+        where = f"ends at line {lines[-1]}" if lines else "is empty"
+        raise BadInput(f"{SECTION}.label_list_path '{path}' {where} with {len(values)} label(s), but the data list "
+                       f"'{data_list}' has {entries} entries.", "Labels must align line by line with the data list.")
+    labels = LabelFile(path, np.asarray(values, dtype=np.int64), tuple(lines))
+    negative = np.flatnonzero(labels.values < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise BadInput(f"{SECTION}.label_list_path '{path}' line {lines[i]}: class {values[i]} is negative.",
+                       "Labels are 0-based class indices of the model's first output.")
+    return labels
 
 
 def _files(cfg: Any, params: VerifyParams) -> Tuple[Dict[str, List[str]], str, List[str]]:
@@ -156,7 +219,7 @@ def _files(cfg: Any, params: VerifyParams) -> Tuple[Dict[str, List[str]], str, L
     return files, "calibration files (none held back)", [note]
 
 
-def load_verify_data(cfg: Any, params: VerifyParams) -> VerifyData:
+def load_verify_data(cfg: Any, params: VerifyParams, labels: Optional[LabelFile] = None) -> VerifyData:
     """Preprocess the verification samples exactly as calibration does (xquant.data)."""
     from xquant.data import load_input_batch
 
@@ -168,5 +231,6 @@ def load_verify_data(cfg: Any, params: VerifyParams) -> VerifyData:
                            f"'{missing[0]}'.", "Entries are relative to the list file's folder.")
     arrays = [load_input_batch(p, files[p.input_name]) for p in cfg.calibration.input_parameters]
     count = int(arrays[0].shape[0])
-    labels = read_labels(params.label_list_path, count) if params.label_list_path else None
-    return VerifyData([p.input_name for p in cfg.calibration.input_parameters], arrays, labels, source, notes)
+    labels = labels or read_label_file(params)
+    return VerifyData([p.input_name for p in cfg.calibration.input_parameters], arrays,
+                      None if labels is None else labels.values[:count], source, notes)

@@ -42,24 +42,28 @@ def load_model(model: Union[str, "os.PathLike[str]", onnx.ModelProto]) -> onnx.M
         raise ModelError(f"Cannot read ONNX model '{path}': {exc}.", "Is it an .onnx file?") from exc
 
 
+def _value_info(value: "onnx.ValueInfoProto") -> GraphInput:
+    tensor_type = value.type.tensor_type
+    dims: list = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return GraphInput(value.name, tuple(dims), ONNX_TO_NAME.get(tensor_type.elem_type, "unknown"))
+
+
 def graph_inputs(model: onnx.ModelProto) -> List[GraphInput]:
     """The model's real inputs (graph inputs that are not initializers), in order."""
     initializers = {init.name for init in model.graph.initializer}
-    result = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor_type = value.type.tensor_type
-        dims: list = []
-        for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
-                dims.append(int(dim.dim_value))
-            elif dim.HasField("dim_param"):
-                dims.append(dim.dim_param)
-            else:
-                dims.append(None)
-        result.append(GraphInput(value.name, tuple(dims), ONNX_TO_NAME.get(tensor_type.elem_type, "unknown")))
-    return result
+    return [_value_info(v) for v in model.graph.input if v.name not in initializers]
+
+
+def graph_outputs(model: onnx.ModelProto) -> List[GraphInput]:
+    """The model's outputs as declared, in order (same record as an input: name, dims, dtype)."""
+    return [_value_info(v) for v in model.graph.output]
 
 
 def _write_atomic(path: str, suffix: str, write: Callable[[str], None]) -> None:

@@ -95,3 +95,81 @@ def test_latency_speedup_uses_medians():
     assert latency_summary(fp32, int8, 2, True) == {"emulated": True, "threads": 2, "fp32": fp32, "int8": int8,
                                                     "speedup": 2.5}
     assert latency_summary(fp32, None, 0, False)["speedup"] is None
+
+
+def test_tensor_metrics_leave_out_nonfinite_positions():
+    ref = np.array([[1.0, 2.0, 3.0]], np.float32)
+    chip = np.array([[np.nan, 2.0, 3.0]], np.float32)
+    assert tensor_metrics(ref, chip) == {"cosine": 1.0, "snr_db": 200.0, "max_abs": 0.0, "nonfinite": 1}
+    assert tensor_metrics(ref, np.full_like(ref, np.inf)) == {"cosine": None, "snr_db": None, "max_abs": None,
+                                                              "nonfinite": 3}
+
+
+def test_nonfinite_reasons_count_only_beyond_the_pc():
+    from xqhil.compare import nonfinite_reasons, nonfinite_summary
+
+    pc = [np.zeros((4, 3), np.float32)]
+    chip = [pc[0].copy()]
+    chip[0][0, :2] = np.nan
+    chip[0][1, 0] = -np.inf
+    found = nonfinite_summary(["y"], {"pc_int8": pc, "chip_int8": chip, "chip_fp32": None})
+    assert found == {"chip_int8": {"y": {"nan": 2, "inf": 1, "values": 12}}}
+    assert nonfinite_reasons(found) == ["chip INT8 output 'y' holds 2 NaN and 1 infinite value(s) of 12 (the PC's: "
+                                        "0 NaN, 0 infinite)"]
+    assert nonfinite_reasons({"pc_int8": found["chip_int8"], "chip_int8": found["chip_int8"]}) == []
+
+
+def test_shape_problems_name_the_shape():
+    from xqhil.compare import shape_problems
+
+    pc = [np.zeros((32, 10), np.float32)]
+    assert shape_problems(["logits"], {"pc_int8": pc, "chip_int8": [pc[0][:1]]}) == {
+        "chip_int8": "chip INT8 output 'logits' has shape (1, 10) where the PC's has (32, 10) (32 samples first)"}
+    assert "returned 0 output(s), the PC's 1" in shape_problems(["y"], {"pc_fp32": pc, "chip_fp32": []})["chip_fp32"]
+
+
+def runtime_for(snr, max_abs, provider, **limits):
+    from xqhil.compare import RuntimeLimits, runtime_summary
+
+    fidelity = {"outputs": {"y": {"chip_int8_vs_pc_int8": {"cosine": 1.0, "snr_db": snr, "max_abs": max_abs}}}}
+    accuracy = {"top1_agreement": {"chip_int8_vs_pc_int8": 100.0}, "samples_differing": 0, "samples": 100}
+    return runtime_summary(accuracy, fidelity, provider, RuntimeLimits(**limits))["departure"]
+
+
+@pytest.mark.parametrize("snr, max_abs, provider, status", [
+    (200.0, 0.0, "CPUExecutionProvider", "pass"),  # bit-identical
+    (150.0, 1e-6, "CPUExecutionProvider", "warn"),  # any difference on the CPU provider
+    (39.9, 0.1, "CPUExecutionProvider", "bug"),
+    (35.0, 0.1, "SpaceMITExecutionProvider", "pass"),
+    (25.0, 0.1, "SpaceMITExecutionProvider", "warn"),
+    (19.9, 0.1, "SpaceMITExecutionProvider", "bug"),
+    (None, None, "SpaceMITExecutionProvider", "bug"),  # no finite value to compare
+])
+def test_int8_runtime_limits_per_provider(snr, max_abs, provider, status):
+    assert runtime_for(snr, max_abs, provider)["status"] == status
+
+
+def test_int8_runtime_limits_can_be_overridden():
+    assert runtime_for(150.0, 1e-6, "CPUExecutionProvider", snr_warn_db=100.0)["status"] == "pass"
+    assert runtime_for(45.0, 0.1, "SpaceMITExecutionProvider", snr_fail_db=50.0)["status"] == "bug"
+
+
+@pytest.mark.parametrize("agree, differing, status", [(100.0, 0, "pass"), (99.5, 1, "pass"), (99.0, 2, "warn"),
+                                                      (98.0, 4, "bug"), (50.0, 1, "warn")])
+def test_agreement_rule_uses_the_seed_manual_numbers(agree, differing, status):
+    from xqhil.compare import runtime_summary
+
+    accuracy = {"top1_agreement": {"chip_int8_vs_pc_int8": agree}, "samples_differing": differing, "samples": 200}
+    runtime = runtime_summary(accuracy, {"outputs": {}}, "CPUExecutionProvider")
+    assert runtime["agreement"]["status"] == status and runtime["agreement"]["disagreement_points"] == 100.0 - agree
+    verdict, reasons = decide(acc_with("pass"), fid(1.0), {}, runtime=runtime)
+    assert verdict == {"pass": "pass", "warn": "warn", "bug": "fail"}[status]
+    assert all("disagrees with PC INT8" in r for r in reasons)
+
+
+def test_nonfinite_latency_is_nulled_and_listed():
+    nan = float("nan")
+    fp32 = {"p50_ms": 10.0, "samples_ms": [10.0]}
+    lat = latency_summary(fp32, {"p50_ms": nan, "mean_ms": 4.0, "samples_ms": [4.0, nan]}, 1, False)
+    assert lat["int8"] == {"p50_ms": None, "mean_ms": 4.0, "samples_ms": [4.0, None]} and lat["speedup"] is None
+    assert lat["nonfinite"] == {"int8": ["p50_ms", "samples_ms (1 of 2)"]}

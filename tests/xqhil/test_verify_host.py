@@ -91,7 +91,7 @@ def test_short_label_list_is_bad_input(tmp_path):
     config = make_project(tmp_path / "p")
     (config.parent / "eval_labels.txt").write_text("1\n2\n")
     code, _, _, stderr = verify(config, "host", tmp_path / "out")
-    assert code == 2 and "2 label(s) for 24 sample(s)" in stderr
+    assert code == 2 and "eval_labels.txt' ends at line 2 with 2 label(s)" in stderr and "has 24 entries" in stderr
 
 
 def test_missing_config_and_qmodel_are_bad_input(tmp_path, project):
@@ -113,10 +113,16 @@ def test_perturbed_int8_runtime_fails_the_verdict(quantized, tmp_path):
 
 
 def test_slight_perturbation_warns_but_does_not_fail(quantized, tmp_path):
-    python = fault_python(sys.executable, "perturb-int8:0.02")
+    """Noise of 0.1 % of the output's spread (SNR about 60 dB): on CPUExecutionProvider, where PC and chip
+    INT8 are expected bit-identical, a warning that names the runtime difference, not a failure. (This used
+    2 % noise before the int8-runtime rule; 2 % is about 34 dB, now a chip-runtime bug.)"""
+    python = fault_python(sys.executable, "perturb-int8:0.001")
     code, report, _, _ = verify(quantized["config"], "host", tmp_path / "out", "--qmodel",
                                 str(quantized["qmodel"]), "--python", python)
-    assert code == 0 and report["verdict"] in ("warn", "pass")
+    assert code == 0 and report["verdict"] == "warn"
+    assert [r["rule"] for r in report["rules"]] == ["int8-runtime"]
+    assert "expected to give PC and chip INT8 outputs that are bit-identical" in report["reasons"][0]
+    assert 40.0 < report["runtime"]["departure"]["snr_db"] < 200.0
     assert report["fidelity"]["outputs"]["logits"]["chip_int8_vs_pc_int8"]["cosine"] < 1.0
 
 

@@ -10,12 +10,28 @@ PAIRS = (("chip_int8_vs_pc_int8", "pc_int8", "chip_int8"), ("chip_fp32_vs_pc_fp3
          ("pc_int8_vs_pc_fp32", "pc_fp32", "pc_int8"))
 
 
-def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> Dict[str, float]:
-    """Metrics of ``test`` against ``reference`` (same shape)."""
+def tensor_metrics(reference: np.ndarray, test: np.ndarray) -> Dict[str, Optional[float]]:
+    """Metrics of ``test`` against ``reference`` (same shape), over the positions where both are finite.
+
+    When some are not, ``nonfinite`` counts the positions left out; with none left, the metrics are None.
+    """
     if reference.shape != test.shape:
         raise ValueError(f"shape mismatch: {reference.shape} vs {test.shape}")
     ref = reference.astype(np.float64).ravel()
     out = test.astype(np.float64).ravel()
+    finite = np.isfinite(ref) & np.isfinite(out)
+    left_out = int(finite.size - np.count_nonzero(finite))
+    if left_out:
+        ref, out = ref[finite], out[finite]
+    metrics: Dict[str, Optional[float]] = {"cosine": None, "snr_db": None, "max_abs": None}
+    if ref.size or not left_out:
+        metrics = _finite_metrics(ref, out)
+    if left_out:
+        metrics["nonfinite"] = left_out
+    return metrics
+
+
+def _finite_metrics(ref: np.ndarray, out: np.ndarray) -> Dict[str, Optional[float]]:
     noise = float(np.sum((ref - out) ** 2))
     signal = float(np.sum(ref ** 2))
     norms = float(np.linalg.norm(ref) * np.linalg.norm(out))
@@ -46,9 +62,11 @@ def fidelity_summary(names: Sequence[str], runs: Dict[str, Optional[List[np.ndar
     return {"outputs": outputs}
 
 
-def worst(fidelity: Dict[str, dict], pair: str) -> Optional[Dict[str, object]]:
-    """The output with the lowest cosine for ``pair``: {"output", "cosine", ...}; None when absent."""
-    found = [(m[pair]["cosine"], name, m[pair]) for name, m in fidelity["outputs"].items() if pair in m]
+def worst(fidelity: Dict[str, dict], pair: str, key: str = "cosine") -> Optional[Dict[str, object]]:
+    """The output with the lowest ``key`` (cosine or snr_db) for ``pair``: {"output", "cosine", ...}; None when
+    absent. An output whose metric could not be computed (no finite values) counts as the worst."""
+    found = [(m[pair][key] if m[pair][key] is not None else -np.inf, name, m[pair])
+             for name, m in fidelity["outputs"].items() if pair in m]
     if not found:
         return None
     _, name, metrics = min(found, key=lambda item: item[0])
