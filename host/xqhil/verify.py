@@ -13,6 +13,9 @@ from typing import Dict, List, Optional, Sequence
 
 from .boards.spec import BoardSpec
 from .compare import accuracy_summary, decide, fidelity_summary, latency_summary, top1
+from xquant.errors import ModelError
+from xquant.model_io import check_writable, load_model
+
 from .errors import BadInput
 from .progress import Stages
 from .protocol import sha256_file, standard_tasks
@@ -23,7 +26,8 @@ from .transport import Deadlines
 from .verify_config import VerifyData, VerifyParams, load_verify_data, parse_verify_params
 
 log = logging.getLogger(__name__)
-STAGES = ("load config", "quantize", "load data", "run on PC", "run on board", "compare", "write report")
+# the data is read before quantizing, so a bad data or label file costs no quantization
+STAGES = ("load config", "load data", "quantize", "run on PC", "run on board", "compare", "write report")
 
 
 @dataclass
@@ -45,15 +49,29 @@ def _load(opts: VerifyOptions):
     cfg, _ = load_config(opts.config)
     params = parse_verify_params(cfg.extra_sections.get("verify_parameters"), cfg.base_dir,
                                  len(cfg.calibration.input_parameters))
+    # where results go, before any work
+    check_writable(opts.out or cfg.model.working_dir, "--out" if opts.out else
+                   "model_parameters.working_dir (reports; or pass --out)", folder=True)
+    if opts.qmodel:
+        _check_qmodel(opts.qmodel)
+    else:
+        check_writable(cfg.model.output_model, "the quantized model (model_parameters.working_dir)")
     return cfg, params
+
+
+def _check_qmodel(qmodel: str) -> None:
+    path = os.path.abspath(qmodel)
+    if not os.path.isfile(path):
+        raise BadInput(f"--qmodel '{qmodel}' not found (resolved to '{path}').")
+    try:
+        load_model(path, load_external_data=False)
+    except ModelError as exc:
+        raise BadInput(f"--qmodel: {exc.one_line()}") from None
 
 
 def _quantize(opts: VerifyOptions, cfg) -> str:
     if opts.qmodel:
-        path = os.path.abspath(opts.qmodel)
-        if not os.path.isfile(path):
-            raise BadInput(f"--qmodel '{opts.qmodel}' not found (resolved to '{path}').")
-        return path
+        return os.path.abspath(opts.qmodel)
     import xquant
 
     xquant.quantize_onnx_model(opts.config)
@@ -128,11 +146,11 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
     try:
         stages.start("load config")
         cfg, params = _load(opts)
+        stages.start("load data")
+        data = load_verify_data(cfg, params)
         stages.start("quantize")
         int8 = _quantize(opts, cfg)
         fp32 = cfg.model.onnx_model
-        stages.start("load data")
-        data = load_verify_data(cfg, params)
         batch, fixed = choose_batch(fp32, int8, params.batch_size)
         if fixed:
             _trim(data, batch)

@@ -8,14 +8,16 @@ Without a data list the held-back calibration files are used, and the report say
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+from xquant.model_io import read_text
+from xquant.suggest import did_you_mean
 
+from .boards.spec import check_providers
 from .errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,9 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
         raise BadInput(f"{SECTION} must be a JSON object, got {type(body).__name__}.")
     for key in body:
         if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
+            close = did_you_mean(key, KEYS)
             log.warning("unknown key '%s' in %s is ignored%s", key, SECTION,
-                        f"; did you mean '{close[0]}'?" if close else "")
+                        f"; did you mean '{close}'?" if close else "")
     lists = _lists(body.get("data_list_path"), base_dir, inputs)
     labels = body.get("label_list_path")
     if labels and not lists:
@@ -110,23 +112,22 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
         repeat=_number(body, "repeat", int, 20, 1), threads=_number(body, "threads", int, 0, 0),
         accuracy_tolerance=tolerance, bug_threshold=bug,
         batch_size=_number(body, "batch_size", int, None, 1) if batch is not None else None,
-        providers=tuple(providers) if providers else None,
+        providers=check_providers(providers, f"{SECTION}.providers") if providers else None,
     )
 
 
 def read_labels(path: str, count: int) -> np.ndarray:
     """The first ``count`` integer labels of ``path`` (blank lines ignored)."""
     values = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                values.append(int(text))
-            except ValueError:
-                raise BadInput(f"{SECTION}.label_list_path '{path}' line {number}: {text!r} is not an integer "
-                               "class index.", "Put one integer class per line.") from None
+    for number, line in enumerate(read_text(path, f"{SECTION}.label_list_path").splitlines(), 1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            values.append(int(text))
+        except ValueError:
+            raise BadInput(f"{SECTION}.label_list_path '{path}' line {number}: {text!r} is not an integer "
+                           "class index.", "Put one integer class per line.") from None
     if len(values) < count:
         raise BadInput(f"{SECTION}.label_list_path '{path}' has {len(values)} label(s) for {count} sample(s).",
                        "Labels must align line by line with the data list.")
