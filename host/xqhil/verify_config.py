@@ -167,7 +167,7 @@ def load_verify_data(cfg: Any, params: VerifyParams) -> VerifyData:
         if missing:
             raise BadInput(f"verification input '{name}': {len(missing)} listed file(s) not found, first "
                            f"'{missing[0]}'.", "Entries are relative to the list file's folder.")
+    count = len(next(iter(files.values())))
+    labels = read_labels(params.label_list_path, count) if params.label_list_path else None  # before the slow part
     arrays = [load_input_batch(p, files[p.input_name]) for p in cfg.calibration.input_parameters]
-    count = int(arrays[0].shape[0])
-    labels = read_labels(params.label_list_path, count) if params.label_list_path else None
     return VerifyData([p.input_name for p in cfg.calibration.input_parameters], arrays, labels, source, notes)

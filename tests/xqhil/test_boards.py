@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from xqhil.boards import load_inventory, resolve_board
-from xqhil.boards.spec import check_remote_dir
-from xqhil.errors import BadInput
+from xqhil.boards.spec import check_remote_dir, check_usable
+from xqhil.errors import BadInput, HilError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,9 +46,10 @@ def test_bad_board_strings_are_bad_input(text, words):
         resolve_board(text)
 
 
-def test_missing_explicit_rootfs_is_bad_input(tmp_path):
-    with pytest.raises(BadInput, match="build-rootfs.sh"):
-        resolve_board(f"qemu:{tmp_path / 'nothing'}")
+def test_missing_explicit_rootfs_is_an_infrastructure_error_when_used(tmp_path):
+    spec = resolve_board(f"qemu:{tmp_path / 'nothing'}")  # parsing never looks at the disk
+    with pytest.raises(HilError, match="build-rootfs.sh"):
+        check_usable(spec)
 
 
 def test_empty_python_is_rejected():
