@@ -57,6 +57,13 @@ def set_working_dir(path: str) -> Callable[[Path], None]:
     return change
 
 
+def set_verify(tmp: Path, **values: object) -> None:
+    config = tmp / "proj" / "cfg.json"
+    cfg = json.loads(config.read_text())
+    cfg["verify_parameters"].update(values)
+    config.write_text(json.dumps(cfg))
+
+
 def prepend_bytes(name: str, data: bytes) -> Callable[[Path], None]:
     def change(tmp: Path) -> None:
         path = tmp / "proj" / name
@@ -122,6 +129,8 @@ ROWS: Dict[str, Row] = {
                                 prepend_bytes("eval_labels.txt", b"\xff\xfe")),
     "verify data list not UTF-8": Row(QV, "eval_list.txt' is not UTF-8 text",
                                       append_bytes("eval_list.txt", b"\xff\xfe.npy\n")),
+    "verify_parameters.providers typo": Row(QV, "verify_parameters.providers: 'CPUExecutionprovider'",
+                                            lambda tmp: set_verify(tmp, providers=["CPUExecutionprovider"])),
     "--ssh-key missing": Row(QV[:3] + ["--board", SSH, "--ssh-key", "{tmp}/nokey", "-q"], "ssh key file '{tmp}/nokey'"),
     "--known-hosts missing": Row(QV[:3] + ["--board", SSH, "--known-hosts", "{tmp}/nokh", "-q"],
                                  "known_hosts file '{tmp}/nokh'"),
@@ -251,3 +260,14 @@ def test_ctrl_c_exits_130_in_both(cli, bad_project):
             proc.communicate()
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == f"{cli}: interrupted" and "Traceback" not in err
+
+
+def test_provider_the_board_lacks_is_exit_3_with_a_full_stop_before_the_hint(bad_project):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA: the host board does not lack the provider")
+    code, out, err = run_in_process(["xqhil", "run", str(bad_project / "proj" / "tiny.onnx"), "--board", "host",
+                                     "--providers", "CUDAExecutionProvider", "-q"])
+    assert code == 3 and out == "" and err.count("\n") == 1, err
+    assert "(ProviderUnavailable)" in err and "CPUExecutionProvider. Pick a provider the board has" in err
