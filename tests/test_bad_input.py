@@ -146,6 +146,10 @@ ROWS: Dict[str, Row] = {
                           "--repeat: must be 1 or more, got 0"),
     "run --out impossible": Row(["xqhil", "run", "{proj}/tiny.onnx", "--board", "host", "--out", "/proc/nope", "-q"],
                                 "--out '/proc/nope' cannot be written"),
+    "run --inputs not an archive": Row(["xqhil", "run", "{proj}/tiny.onnx", "--board", "host", "--inputs",
+                                        "{tmp}/x.npz", "-q"], "--inputs '{tmp}/x.npz' is not a readable .npz",
+                                       write_file("x.npz", b"junk")),
+    "subcommand typo": Row(["xqhil", "quantise-and-verify", "{cfg}"], "Did you mean 'quantize-and-verify'?"),
     "history --limit -3": Row(["xqhil", "history", "--limit", "-3"], "--limit: must be 1 or more, got -3"),
 }
 

@@ -32,7 +32,14 @@ def read_inputs(model: str, path: Optional[str]) -> Tuple[List[str], List[np.nda
         return names, [rng.standard_normal(shape).astype(np.float32) for _, shape in inputs]
     if not os.path.isfile(path):
         raise BadInput(f"--inputs '{path}' not found.")
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--inputs '{path}' is not a readable .npz file: {str(exc).rstrip('.')}.",
+                       "Save the arrays with numpy.savez.") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise BadInput(f"--inputs '{path}' holds one array, not an .npz archive.", "Save it with numpy.savez.")
+    with data:
         keys = list(data.files)
         if all(n in keys for n in names):
             return names, [data[n] for n in names]

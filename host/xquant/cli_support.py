@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import traceback
 from typing import Callable, NoReturn, Tuple, Type
+
+from .suggest import did_you_mean
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -20,7 +23,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}. See: {self.prog} --help\n")
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        close = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2))) if choice else None
+        hint = f" Did you mean '{close}'?" if close else ""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}.{hint} See: {self.prog} --help\n")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
