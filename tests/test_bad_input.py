@@ -150,6 +150,9 @@ ROWS: Dict[str, Row] = {
                                         "{tmp}/x.npz", "-q"], "--inputs '{tmp}/x.npz' is not a readable .npz",
                                        write_file("x.npz", b"junk")),
     "subcommand typo": Row(["xqhil", "quantise-and-verify", "{cfg}"], "Did you mean 'quantize-and-verify'?"),
+    "inventory nested too deep": Row(["xqhil", "boards", "--inventory", "{tmp}/deep.json"],
+                                     "inventory '{tmp}/deep.json' nests tables or arrays too deeply",
+                                     write_file("deep.json", b"[" * 100000)),
     "history --limit -3": Row(["xqhil", "history", "--limit", "-3"], "--limit: must be 1 or more, got -3"),
 }
 

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .boards.spec import BoardSpec
-from .compare import accuracy_summary, decide, fidelity_summary, latency_summary, top1
 from xquant.errors import ModelError
 from xquant.model_io import check_writable, load_model
 
+from .boards.spec import BoardSpec
+from .compare import accuracy_summary, decide, fidelity_summary, latency_summary, top1
 from .errors import BadInput
 from .progress import Stages
 from .protocol import sha256_file, standard_tasks
