@@ -107,6 +107,8 @@ ROWS: Dict[str, Row] = {
     "xquant -o impossible": Row(["xquant", "-c", "{cfg}", "-o", "/proc/xq/m.q.onnx"], "'/proc/xq/m.q.onnx'"),
     "xquant working_dir impossible": Row(["xquant", "-c", "{cfg}"], "'/proc/xq/tiny.q.onnx'",
                                          set_working_dir("/proc/xq")),
+    "xquant working_dir is a file": Row(["xquant", "-c", "{cfg}"], "'{proj}/tiny.onnx' is a file, not a folder",
+                                        set_working_dir("tiny.onnx")),
     "xquant config not UTF-8": Row(["xquant", "-c", "{cfg}"], "cfg.json' is not UTF-8 text: byte 0xff on line 1",
                                    prepend_bytes("cfg.json", b"\xff\xfe")),
     "xquant config nested too deep": Row(["xquant", "-c", "{cfg}"], "cfg.json' nests arrays or objects too deeply",
