@@ -2,7 +2,9 @@
 
 Each subcommand has one ``add_*`` function that declares it and one ``cmd_*`` function that runs it;
 ``build_parser()`` assembles them, so more subcommands can be added the same way. Only ``main`` maps
-errors to exit codes: 0 ok (pass or warn), 1 verification failed, 2 bad input, 3 board/infrastructure.
+errors to exit codes: 0 ok (pass or warn), 1 verification failed, 2 bad input, 3 board/infrastructure (or an
+internal error), 130 interrupted. Bad input is found before any work: flags at parse time, files and
+output folders in ``board_from_args`` / the commands' first step.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import os
 import sys
 from typing import List, Optional
 
+from xquant.cli_support import OneLineParser, int_at_least, positive_seconds, run_guarded
+
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, BadInput, XqhilError
+from .errors import EXIT_FAILED, EXIT_OK, BadInput, XqhilError
 
 log = logging.getLogger(__name__)
 
@@ -32,41 +36,44 @@ def add_board_options(parser: argparse.ArgumentParser, required: bool = True) ->
     group.add_argument("--accept-unknown-host-key", action="store_true", default=None,
                        help="accept a host key that is not in known_hosts (a changed key is still refused)")
     group.add_argument("--remote-dir", help="folder on the board under which the work folder is made")
-    group.add_argument("--step-timeout", type=float, default=1800.0, help="deadline of the agent run, s")
-    group.add_argument("--connect-timeout", type=float, default=20.0, help="deadline to connect, s")
-    group.add_argument("--retries", type=int, default=2, help="retries of connect and transfers")
-    group.add_argument("--threads", type=int, help="intra-op threads on the board and the PC")
+    group.add_argument("--step-timeout", type=positive_seconds, default=1800.0, help="deadline of the agent run, s")
+    group.add_argument("--connect-timeout", type=positive_seconds, default=20.0, help="deadline to connect, s")
+    group.add_argument("--retries", type=int_at_least(0), default=2, help="retries of connect and transfers")
+    group.add_argument("--threads", type=int_at_least(0),
+                       help="intra-op threads on the board and the PC (0: the runtime's default)")
     group.add_argument("--providers", help="comma-separated execution providers (default: vendor, else CPU)")
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only (for CI)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", "--debug", action="store_true",
+                        help="debug logging, and the traceback of an internal error")
 
 
 def board_from_args(args: argparse.Namespace):
-    from .boards import load_inventory, resolve_board
+    """The board to use, with what this machine needs for it checked now, before any work."""
+    from .boards import check_usable, load_inventory, resolve_board
 
     inventory = load_inventory(args.inventory) if args.inventory else None
-    return resolve_board(args.board, inventory, args.inventory, python=args.python,
+    spec = resolve_board(args.board, inventory, args.inventory, python=args.python,
                          ssh_key=os.path.abspath(args.ssh_key) if args.ssh_key else None,
                          known_hosts=os.path.abspath(args.known_hosts) if args.known_hosts else None,
                          accept_unknown_host_key=args.accept_unknown_host_key, workdir=args.remote_dir)
+    return check_usable(spec)
 
 
 def deadlines_from_args(args: argparse.Namespace):
     from .transport import Deadlines
 
-    for name in ("step_timeout", "connect_timeout"):
-        if getattr(args, name) <= 0:
-            raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if args.retries < 0:
-        raise BadInput(f"--retries must be 0 or more, got {args.retries}.")
     return Deadlines(connect=args.connect_timeout, run=args.step_timeout)
 
 
 def providers_from_args(args: argparse.Namespace) -> Optional[List[str]]:
-    return [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    from .boards import check_providers
+
+    if not args.providers:
+        return None
+    return list(check_providers([p.strip() for p in args.providers.split(",") if p.strip()], "--providers"))
 
 
 # ----------------------------------------------------------------------------------------- quantize-and-verify
@@ -114,8 +121,8 @@ def add_run(sub) -> None:
     parser.add_argument("model", help="ONNX model")
     parser.add_argument("--inputs", help=".npz whose arrays (in graph input order, or named) are [N, ...] "
                                          "samples (default: one random sample of the model's input shape)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--warmup", type=int_at_least(0), default=5, help="untimed runs before timing")
+    parser.add_argument("--repeat", type=int_at_least(1), default=20, help="timed runs")
     parser.add_argument("--out", help="folder for response.json and outputs.npz")
     add_board_options(parser)
     add_common(parser)
@@ -159,8 +166,9 @@ def cmd_boards(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xqhil", description="Hardware-in-the-loop validation of INT8 ONNX "
-                                     "models on RISC-V boards (host, QEMU riscv64, SSH).")
+    parser = OneLineParser(prog="xqhil", description="Hardware-in-the-loop validation of INT8 ONNX "
+                           "models on RISC-V boards (host, QEMU riscv64, SSH). Exit 0 ok, 1 verification "
+                           "failed, 2 bad input, 3 board/infrastructure or internal error, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"xqhil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -168,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
         add(sub)
+    for name in ("history", "dashboard"):  # the same -q/-v/--debug (before a history subcommand)
+        add_common(sub.choices[name])
     return parser
 
 
@@ -186,23 +196,8 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
-    try:
-        return int(args.func(args))
-    except XqhilError as exc:
-        print(f"xqhil: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("xqhil: interrupted", file=sys.stderr)
-        return EXIT_INFRA
-    except Exception as exc:  # noqa: BLE001 - the one place that turns any error into one line
-        try:
-            from xquant.errors import XQuantError
-        except ImportError:  # pragma: no cover
-            XQuantError = ()  # type: ignore[assignment,misc]
-        if XQuantError and isinstance(exc, XQuantError):
-            print(f"xqhil: error: {exc.one_line()}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        log.debug("unexpected error", exc_info=True)
-        print(f"xqhil: internal error: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
-        return EXIT_INFRA
+    verbose = getattr(args, "verbose", False)
+    setup_logging(getattr(args, "quiet", False), verbose)
+    from xquant.errors import XQuantError  # the quantizer's bad-input errors (exit 2)
+
+    return run_guarded("xqhil", lambda: args.func(args), verbose, (XqhilError, XQuantError))

@@ -106,7 +106,8 @@ def check_response(response: Any, where: str) -> Dict[str, Any]:
             "DeadlineExceeded": "Raise --step-timeout, or use fewer samples (verify_parameters.max_samples).",
             "ProviderUnavailable": "Pick a provider the board has (see `xqhil boards --probe`).",
         }
-        raise HilError(f"the agent on {where} failed ({kind}): {text}", hints.get(kind, ""), step="run")
+        raise HilError(f"the agent on {where} failed ({kind}): {str(text).rstrip('.')}.", hints.get(kind, ""),
+                       step="run")
     for key in ("models", "tasks", "device"):
         if not isinstance(response.get(key), dict):
             raise HilError(f"the agent on {where} wrote a response without '{key}'.", step="run")

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import onnx
+from xquant.model_io import graph_inputs, load_model
 
 from .errors import BadInput
 from .paths import agent_path
@@ -45,9 +45,9 @@ def run_on_pc(model_path: str, what: str, names: Sequence[str], arrays: Sequence
 def static_classes(model_path: str) -> Optional[int]:
     """Values per sample of the model's first output (the classes top-1 picks from) when its declared shape
     fixes them; None when it does not (the PC's FP32 outputs tell, before the board run)."""
-    from xquant.model_io import graph_inputs, graph_outputs
+    from xquant.model_io import graph_outputs
 
-    model = onnx.load(model_path, load_external_data=False)
+    model = load_model(model_path, load_external_data=False)
     inputs, outputs = graph_inputs(model), graph_outputs(model)
     if not inputs or not outputs:
         return None
@@ -61,14 +61,10 @@ def static_classes(model_path: str) -> Optional[int]:
 
 def leading_dims(model_path: str) -> Dict[str, Optional[int]]:
     """Per graph input: the fixed size of axis 0, or None when it is free (symbolic or unknown)."""
-    model = onnx.load(model_path, load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
     dims: Dict[str, Optional[int]] = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        shape = value.type.tensor_type.shape.dim
-        dims[value.name] = int(shape[0].dim_value) if shape and shape[0].dim_value > 0 else None
+    for gi in graph_inputs(load_model(model_path, load_external_data=False)):
+        first = gi.shape[0] if gi.shape else None
+        dims[gi.name] = first if isinstance(first, int) and first > 0 else None
     return dims
 
 

@@ -6,6 +6,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from xquant.model_io import check_writable, graph_inputs, load_model
 
 from .boards.spec import BoardSpec
 from .errors import BadInput
@@ -17,12 +18,9 @@ from .transport import Deadlines
 
 
 def _model_inputs(model: str) -> List[Tuple[str, List[int]]]:
-    import onnx
-
-    proto = onnx.load(model, load_external_data=False)
-    inits = {i.name for i in proto.graph.initializer}
-    return [(v.name, [d.dim_value if d.dim_value > 0 else 1 for d in v.type.tensor_type.shape.dim])
-            for v in proto.graph.input if v.name not in inits]
+    """Input names and shapes, free dimensions as 1; an unreadable file is bad input naming it."""
+    return [(gi.name, [d if isinstance(d, int) and d > 0 else 1 for d in gi.shape])
+            for gi in graph_inputs(load_model(model, load_external_data=False))]
 
 
 def read_inputs(model: str, path: Optional[str]) -> Tuple[List[str], List[np.ndarray]]:
@@ -34,7 +32,14 @@ def read_inputs(model: str, path: Optional[str]) -> Tuple[List[str], List[np.nda
         return names, [rng.standard_normal(shape).astype(np.float32) for _, shape in inputs]
     if not os.path.isfile(path):
         raise BadInput(f"--inputs '{path}' not found.")
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--inputs '{path}' is not a readable .npz file: {str(exc).rstrip('.')}.",
+                       "Save the arrays with numpy.savez.") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise BadInput(f"--inputs '{path}' holds one array, not an .npz archive.", "Save it with numpy.savez.")
+    with data:
         keys = list(data.files)
         if all(n in keys for n in names):
             return names, [data[n] for n in names]
@@ -48,6 +53,8 @@ def run_model(model: str, spec: BoardSpec, deadlines: Deadlines, retries: int, i
               out: Optional[str]) -> Dict[str, object]:
     if not os.path.isfile(model):
         raise BadInput(f"model '{model}' not found.")
+    if out:
+        check_writable(out, "--out", folder=True)
     names, arrays = read_inputs(model, inputs)
     fixed = [d for d in leading_dims(model).values() if d]
     batch = fixed[0] if fixed else 1

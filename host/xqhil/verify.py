@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from xquant.errors import ModelError
+from xquant.model_io import check_writable, load_model
 
 from .boards.spec import BoardSpec
 from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, latency_summary, nonfinite_reasons,
@@ -26,7 +28,8 @@ from .transport import Deadlines
 from .verify_config import LabelFile, VerifyData, VerifyParams, load_verify_data, parse_verify_params, read_label_file
 
 log = logging.getLogger(__name__)
-STAGES = ("load config", "quantize", "load data", "run on PC", "run on board", "compare", "write report")
+# the data is read before quantizing, so a bad data or label file costs no quantization
+STAGES = ("load config", "load data", "quantize", "run on PC", "run on board", "compare", "write report")
 
 
 @dataclass
@@ -53,15 +56,29 @@ def _load(opts: VerifyOptions):
     classes = static_classes(cfg.model.onnx_model) if labels is not None else None
     if classes is not None:
         labels.check_classes(classes, "from the FP32 model's output shape")
+    # where results go, before any work
+    check_writable(opts.out or cfg.model.working_dir, "--out" if opts.out else
+                   "model_parameters.working_dir (reports; or pass --out)", folder=True)
+    if opts.qmodel:
+        _check_qmodel(opts.qmodel)
+    else:
+        check_writable(cfg.model.output_model, "the quantized model (model_parameters.working_dir)")
     return cfg, params, labels, classes is not None
+
+
+def _check_qmodel(qmodel: str) -> None:
+    path = os.path.abspath(qmodel)
+    if not os.path.isfile(path):
+        raise BadInput(f"--qmodel '{qmodel}' not found (resolved to '{path}').")
+    try:
+        load_model(path, load_external_data=False)
+    except ModelError as exc:
+        raise BadInput(f"--qmodel: {exc.one_line()}") from None
 
 
 def _quantize(opts: VerifyOptions, cfg) -> str:
     if opts.qmodel:
-        path = os.path.abspath(opts.qmodel)
-        if not os.path.isfile(path):
-            raise BadInput(f"--qmodel '{opts.qmodel}' not found (resolved to '{path}').")
-        return path
+        return os.path.abspath(opts.qmodel)
     import xquant
 
     xquant.quantize_onnx_model(opts.config)
@@ -159,11 +176,11 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
     try:
         stages.start("load config")
         cfg, params, labels, classes_known = _load(opts)
+        stages.start("load data")
+        data = load_verify_data(cfg, params, labels)
         stages.start("quantize")
         int8 = _quantize(opts, cfg)
         fp32 = cfg.model.onnx_model
-        stages.start("load data")
-        data = load_verify_data(cfg, params, labels)
         batch, fixed = choose_batch(fp32, int8, params.batch_size)
         if fixed:
             _trim(data, batch)

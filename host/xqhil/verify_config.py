@@ -10,7 +10,6 @@ number of at least 0. Without a data list the held-back calibration files are us
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import os
@@ -18,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+from xquant.model_io import read_text
+from xquant.suggest import did_you_mean
 
+from .boards.spec import check_providers
 from .errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -98,9 +100,9 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
         raise BadInput(f"{SECTION} must be a JSON object, got {type(body).__name__}.")
     for key in body:
         if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
+            close = did_you_mean(key, KEYS)
             log.warning("unknown key '%s' in %s is ignored%s", key, SECTION,
-                        f"; did you mean '{close[0]}'?" if close else "")
+                        f"; did you mean '{close}'?" if close else "")
     lists = _lists(body.get("data_list_path"), base_dir, inputs)
     labels = body.get("label_list_path")
     if labels and not lists:
@@ -131,7 +133,7 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
         accuracy_tolerance=tolerance, bug_threshold=bug, agreement_tolerance=agree,
         agreement_bug_threshold=agree_bug, runtime_snr_warn_db=snr_warn, runtime_snr_fail_db=snr_fail,
         batch_size=_number(body, "batch_size", int, None, 1) if batch is not None else None,
-        providers=tuple(providers) if providers else None,
+        providers=check_providers(providers, f"{SECTION}.providers") if providers else None,
     )
 
 
@@ -156,17 +158,16 @@ class LabelFile:
 
 def _parse_labels(path: str) -> Tuple[List[int], List[int]]:
     values, lines = [], []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                values.append(int(text))
-            except ValueError:
-                raise BadInput(f"{SECTION}.label_list_path '{path}' line {number}: {text!r} is not an integer "
-                               "class index.", "Put one integer class per line.") from None
-            lines.append(number)
+    for number, line in enumerate(read_text(path, f"{SECTION}.label_list_path").splitlines(), 1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            values.append(int(text))
+        except ValueError:
+            raise BadInput(f"{SECTION}.label_list_path '{path}' line {number}: {text!r} is not an integer "
+                           "class index.", "Put one integer class per line.") from None
+        lines.append(number)
     return values, lines
 
 

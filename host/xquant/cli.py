@@ -1,4 +1,8 @@
-"""``python -m xquant -c cfg.json [-i in.onnx] [-o out.q.onnx]`` (the vendor tool's command line)."""
+"""``python -m xquant -c cfg.json [-i in.onnx] [-o out.q.onnx]`` (the vendor tool's command line).
+
+Exit codes: 0 written, 2 bad input (config, data, model, output path), 3 internal error (a bug: rerun with
+--debug and report it), 130 interrupted (Ctrl-C).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,19 +10,21 @@ import logging
 import sys
 from typing import List, Optional
 
+from .cli_support import OneLineParser, run_guarded
 from .errors import XQuantError
 
 log = logging.getLogger("xquant")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m xquant", description="Quantize an FP32 ONNX model to INT8 (QDQ).")
+    parser = OneLineParser(prog="python -m xquant", description="Quantize an FP32 ONNX model to INT8 (QDQ). "
+                           "Exit 0 written, 2 bad input, 3 internal error, 130 interrupted.")
     parser.add_argument("-c", "--config", required=True, help="XQuant JSON config")
     parser.add_argument("-i", "--input", help="FP32 ONNX model (overrides model_parameters.onnx_model)")
     parser.add_argument("-o", "--output", help="quantized model path (overrides the config's output)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     return parser
 
 
@@ -53,21 +59,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(args.quiet, args.verbose)
     from .quantize import run_quantization
 
-    try:
-        result = run_quantization(args.config, args.input, args.output, show_progress=False if args.quiet else None,
-                                  summary=not args.quiet)
-    except XQuantError as exc:
-        print(f"xquant: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("xquant: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: one line unless --debug
-        if args.debug:
-            raise
-        print(f"xquant: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-              file=sys.stderr)
-        return 3
-    if not args.quiet:
-        print_summary(result)
-    return 0
+    def work() -> int:
+        result = run_quantization(args.config, args.input, args.output,
+                                  show_progress=False if args.quiet else None, summary=not args.quiet)
+        if not args.quiet:
+            print_summary(result)
+        return 0
+
+    return run_guarded("xquant", work, args.debug, (XQuantError,))

@@ -1,14 +1,15 @@
-"""Reading models and writing them atomically."""
+"""Reading models and text files, checking output paths up front, and writing files atomically."""
 from __future__ import annotations
 
+import codecs
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Type, Union
 
 import onnx
 
-from .errors import ModelError
+from .errors import ConfigError, DataError, ModelError, XQuantError
 
 ONNX_TO_NAME = {
     onnx.TensorProto.FLOAT: "float32",
@@ -30,16 +31,20 @@ class GraphInput:
     dtype: str
 
 
-def load_model(model: Union[str, "os.PathLike[str]", onnx.ModelProto]) -> onnx.ModelProto:
+def load_model(model: Union[str, "os.PathLike[str]", onnx.ModelProto],
+               load_external_data: bool = True) -> onnx.ModelProto:
+    """The one way xquant and xqhil read an ONNX file: a missing or unparsable file is a ``ModelError``
+    (exit 2) naming it. ``load_external_data=False`` reads the graph only (enough for its inputs)."""
     if isinstance(model, onnx.ModelProto):
         return model
     path = os.fspath(model)
     if not os.path.exists(path):
         raise ModelError(f"Model file not found: '{path}' (resolved to '{os.path.abspath(path)}').")
     try:
-        return onnx.load(path)
+        return onnx.load(path, load_external_data=load_external_data)
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"Cannot read ONNX model '{path}': {exc}.", "Is it an .onnx file?") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"Cannot read ONNX model '{path}': {reason}.", "Is it an .onnx file?") from exc
 
 
 def _value_info(value: "onnx.ValueInfoProto") -> GraphInput:
@@ -64,6 +69,48 @@ def graph_inputs(model: onnx.ModelProto) -> List[GraphInput]:
 def graph_outputs(model: onnx.ModelProto) -> List[GraphInput]:
     """The model's outputs as declared, in order (same record as an input: name, dims, dtype)."""
     return [_value_info(v) for v in model.graph.output]
+
+
+def read_text(path: str, what: str, error: Type[XQuantError] = DataError) -> str:
+    """The UTF-8 text of ``path`` (a BOM is dropped); an unreadable or non-UTF-8 file is one ``error``
+    naming ``what``, the file and the line of the first bad byte."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise error(f"Cannot read {what} '{path}': {exc.strerror}.") from exc
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        raise error(f"{what} '{path}' is not UTF-8 text: byte 0x{data[exc.start]:02x} on line {line}.",
+                    "It starts with a UTF-16 byte-order mark: save it as UTF-8." if utf16
+                    else "Save it as UTF-8.") from None
+
+
+def check_writable(path: str, what: str, folder: bool = False) -> None:
+    """Raise ``ConfigError`` unless a file (or, with ``folder``, files inside a folder) can be written at
+    ``path``. Nothing is left behind: the nearest existing folder is probed with a temporary file."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path) and not folder:
+        raise ConfigError(f"{what} '{path}' is a folder, not a file.",
+                          f"Give a file path, e.g. '{os.path.join(path, 'model.q.onnx')}'.")
+    target = path if folder else os.path.dirname(path)
+    existing = target
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{what} '{path}' cannot be written: '{existing}' is a file, not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".xquant-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what} '{path}' cannot be written: {exc.strerror} in '{existing}'.",
+                          "Choose a folder you can write to.") from exc
 
 
 def _write_atomic(path: str, suffix: str, write: Callable[[str], None]) -> None:

@@ -18,7 +18,7 @@ from .config import XQuantConfig, load_config
 from .config.loader import ConfigSource, ModelSource
 from .data import CalibrationData
 from .errors import ModelError
-from .model_io import save_model_atomic
+from .model_io import check_writable, save_model_atomic
 from .plan.planner import QuantPlan
 from .plan.policy import plan_model
 from .prepare import prepare_model
@@ -82,11 +82,20 @@ def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: Calibrat
     return compare_outputs(run_both(fp32, qdq, batches, device))
 
 
+def check_outputs(cfg: XQuantConfig) -> None:
+    """Before any work: the quantized model (and the analysis report) can be written where asked."""
+    where = "Output model (-o, or model_parameters.working_dir/output_prefix)"
+    check_writable(cfg.model.output_model, where)
+    if cfg.quantization.analysis_enable:
+        check_writable(f"{cfg.report_stem}_report.md", "Analysis report (model_parameters.working_dir)")
+
+
 def run_quantization(config: ConfigSource, model: ModelSource = None, output: Optional[str] = None,
                      show_progress: Optional[bool] = None, summary: bool = True) -> QuantizationResult:
     timings: Dict[str, float] = {}
     start = time.perf_counter()
     cfg, proto = load_config(config, model, output)
+    check_outputs(cfg)
     data = CalibrationData(cfg)
     fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
     timings["prepare_s"] = time.perf_counter() - start

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from xqhil.boards import load_inventory, resolve_board
-from xqhil.boards.spec import check_remote_dir
-from xqhil.errors import BadInput
+from xqhil.boards.spec import check_remote_dir, check_usable
+from xqhil.errors import BadInput, HilError
+from xqhil_testlib import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,15 +41,18 @@ def test_python_override_and_key_never_public(tmp_path):
     ("ssh://alice@127.0.0.1:22; rm -rf /", "not an SSH address"),
     ("qemu:", "needs a rootfs"),
     ("hots", "Did you mean 'host'"),
+    ("ssh://root@127.0.0.1\n", "not a valid host"),  # $ matched before a final newline
+    ("ssh://root\n@127.0.0.1:2222", "user name"),
 ])
 def test_bad_board_strings_are_bad_input(text, words):
     with pytest.raises(BadInput, match=words.replace("(", r"\(")):
         resolve_board(text)
 
 
-def test_missing_explicit_rootfs_is_bad_input(tmp_path):
-    with pytest.raises(BadInput, match="build-rootfs.sh"):
-        resolve_board(f"qemu:{tmp_path / 'nothing'}")
+def test_missing_explicit_rootfs_is_an_infrastructure_error_when_used(tmp_path):
+    spec = resolve_board(f"qemu:{tmp_path / 'nothing'}")  # parsing never looks at the disk
+    with pytest.raises(HilError, match="build-rootfs.sh"):
+        check_usable(spec)
 
 
 def test_empty_python_is_rejected():
@@ -60,6 +64,18 @@ def test_empty_python_is_rejected():
 def test_remote_dir_must_be_a_plain_absolute_path(path):
     with pytest.raises(BadInput):
         check_remote_dir(path, "--remote-dir")
+
+
+def test_example_inventory_lists_and_resolves_without_a_rootfs(tmp_path):
+    # a copy, so its relative rootfs points at a folder that does not exist on any machine
+    (tmp_path / "configs").mkdir()
+    copy = tmp_path / "configs" / "boards.example.toml"
+    copy.write_text((REPO / "configs" / "boards.example.toml").read_text())
+    for extra in ([], ["--board", "k1"]):
+        code, out, err = run_cli(["boards", "--inventory", str(copy), *extra])
+        assert code == 0, err
+        assert f"rv64-qemu\tqemu\t{tmp_path / 'ci' / '.cache' / 'riscv64-rootfs'}" in out
+    assert resolve_board("k1", load_inventory(str(copy))).address == "ssh://bianbu@192.0.2.10"
 
 
 def test_example_inventory_parses():
@@ -88,6 +104,8 @@ def test_json_inventory_and_named_lookup(tmp_path):
     ({"kind": "serial"}, "kind must be one of"),
     ({"kind": "host", "pyhton": "x"}, "Did you mean 'python'"),
     ({"kind": "ssh", "address": "ci@127.0.0.1", "threads": "four"}, "threads must be int"),
+    ({"ikdn": "host"}, "Did you mean 'kind'"),  # xquant.suggest: two swaps; difflib found nothing
+    ({"kind": "host", "providers": ["CPUExecutionProvidr"]}, "Did you mean 'CPUExecutionProvider'"),
 ])
 def test_inventory_errors_name_the_entry(tmp_path, entry, words):
     path = tmp_path / "boards.json"

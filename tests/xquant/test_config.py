@@ -235,3 +235,22 @@ def test_empty_model_path_asks_for_one(tiny_cnn):
     raw["model_parameters"]["onnx_model"] = ""
     with pytest.raises(ConfigError, match="-i/--input"):
         load_config(raw)
+
+
+def test_relative_working_dir_is_the_config_folders_even_when_cwd_has_one(tiny_cnn, tmp_path, monkeypatch):
+    """An output folder never falls back to the current directory: a config in X/proj with working_dir "work",
+    run from X where X/work exists, writes to X/proj/work (it wrote to X/work)."""
+    from xquant.cli import main
+
+    raw = tiny_cnn()
+    raw["model_parameters"]["working_dir"] = "work"
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "work").mkdir()
+    config = tmp_path / "proj" / "cfg.json"
+    config.write_text(json.dumps(raw))
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = load_config(str(config))
+    assert cfg.model.working_dir == str(tmp_path / "proj" / "work")
+    assert main(["-c", str(config), "-q"]) == 0
+    assert (tmp_path / "proj" / "work" / "tiny_op17.q.onnx").is_file()
+    assert list((tmp_path / "work").iterdir()) == []

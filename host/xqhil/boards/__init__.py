@@ -3,6 +3,6 @@
 Transports (``xqhil.transport``) act on these descriptions.
 """
 from .inventory import load_inventory
-from .spec import KINDS, BoardSpec, resolve_board
+from .spec import KINDS, BoardSpec, check_providers, check_usable, resolve_board
 
-__all__ = ["BoardSpec", "KINDS", "load_inventory", "resolve_board"]
+__all__ = ["BoardSpec", "KINDS", "check_providers", "check_usable", "load_inventory", "resolve_board"]

@@ -3,17 +3,19 @@
 Each entry is ``[boards.NAME]`` with ``kind`` (host, qemu, ssh) and the fields of ``BoardSpec``:
 ``address`` (ssh), ``rootfs`` (qemu), ``python``, ``ssh_key``, ``known_hosts``, ``accept_unknown_host_key``,
 ``workdir``, ``providers``, ``threads``, ``emulated``. Relative paths are read against the file's folder.
+Files an entry names (rootfs, keys) are checked when that board is used (``spec.check_usable``), not here.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import replace
 from typing import Any, Dict
 
+from xquant.suggest import did_you_mean
+
 from ..errors import BadInput
-from .spec import KINDS, BoardSpec, builtin_board, check_remote_dir, split_python
+from .spec import KINDS, BoardSpec, builtin_board, check_providers, check_remote_dir, split_python
 
 FIELDS = ("kind", "address", "rootfs", "python", "ssh_key", "known_hosts", "accept_unknown_host_key",
           "workdir", "providers", "threads", "emulated", "description")
@@ -37,6 +39,8 @@ def _read(path: str) -> Dict[str, Any]:
         raise
     except (ValueError, OSError) as exc:
         raise BadInput(f"board inventory '{path}' cannot be parsed: {exc}.") from exc
+    except RecursionError:
+        raise BadInput(f"board inventory '{path}' nests tables or arrays too deeply to be read.") from None
 
 
 def _typed(entry: Dict[str, Any], key: str, kind: type, where: str) -> Any:
@@ -57,8 +61,8 @@ def _board(name: str, entry: Any, base: str, where: str) -> BoardSpec:
         raise BadInput(f"{where} must be a table of settings.")
     for key in entry:
         if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
-            raise BadInput(f"{where}: unknown setting {key!r}." + (f" Did you mean {close[0]!r}?" if close else ""))
+            close = did_you_mean(key, FIELDS)
+            raise BadInput(f"{where}: unknown setting {key!r}." + (f" Did you mean {close!r}?" if close else ""))
     kind = entry.get("kind")
     if kind not in KINDS:
         raise BadInput(f"{where}.kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -80,7 +84,7 @@ def _board(name: str, entry: Any, base: str, where: str) -> BoardSpec:
         known_hosts=_path(_typed(entry, "known_hosts", str, where), base),
         accept_unknown_host_key=bool(_typed(entry, "accept_unknown_host_key", bool, where)),
         workdir=check_remote_dir(workdir, f"{where}.workdir") if workdir else None,
-        providers=tuple(str(p) for p in providers) if providers else None,
+        providers=check_providers([str(p) for p in providers], f"{where}.providers") if providers else None,
         threads=_typed(entry, "threads", int, where),
         emulated=_typed(entry, "emulated", bool, where) if "emulated" in entry else spec.emulated,
     )

@@ -1,24 +1,30 @@
-"""The board resource: a frozen description, parsed from ``--board`` or a named inventory entry."""
+"""The board resource: a frozen description, parsed from ``--board`` or a named inventory entry.
+
+Parsing checks only the text; what this machine needs to use a board (key files, a qemu rootfs) is
+checked by ``check_usable`` when the board is picked, so an inventory loads on any machine."""
 from __future__ import annotations
 
-import difflib
 import getpass
 import os
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
-from ..errors import BadInput
+from xquant.suggest import did_you_mean, edit_distance
+
+from ..errors import BadInput, HilError
 from ..paths import default_rootfs
 
 KINDS = ("host", "qemu", "ssh")
-HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]{1,63})*$")
-USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
-REMOTE_DIR_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+# \Z, not $: $ also matches before a final newline ("root\n" would pass)
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9-]{1,63})*\Z")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
+REMOTE_DIR_RE = re.compile(r"^/[A-Za-z0-9._/-]*\Z")
 SSH_URL_RE = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/@\[\]]+)"
-                        r"(?::(?P<port>\d{1,5}))?/?$")
+                        r"(?::(?P<port>\d{1,5}))?/?\Z")
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,6 @@ def builtin_board(text: str, where: str = "--board") -> Optional[BoardSpec]:
         if text.startswith("qemu:") and not explicit:
             raise BadInput(f"{where}: 'qemu:' needs a rootfs path after the colon.", "Example: qemu:/srv/rv64")
         rootfs = os.path.abspath(os.path.expanduser(explicit)) if explicit else default_rootfs()
-        if explicit and not os.path.isdir(rootfs):
-            raise BadInput(f"{where}: riscv64 rootfs {explicit!r} not found (resolved to '{rootfs}').",
-                           "Build one with: bash ci/build-rootfs.sh")
         return BoardSpec("qemu", "qemu", rootfs=rootfs, python=qemu_python(rootfs), emulated=True)
     if text.startswith("ssh://"):
         user, host, port = parse_ssh_url(text, where)
@@ -116,8 +119,8 @@ def resolve_board(text: str, inventory: Optional[Dict[str, BoardSpec]] = None,
     if spec is None:
         boards = inventory or {}
         if text not in boards:
-            close = difflib.get_close_matches(text, list(boards) + ["host", "qemu"], n=1, cutoff=0.5)
-            hint = f"Did you mean '{close[0]}'? " if close else ""
+            close = did_you_mean(text, list(boards) + ["host", "qemu"])
+            hint = f"Did you mean '{close}'? " if close else ""
             source = f"inventory '{inventory_path}'" if inventory_path else "no inventory (--inventory FILE)"
             raise BadInput(f"--board {text!r} is not host, qemu, qemu:ROOTFS, ssh://user@host[:port] or a "
                            f"board of {source}.", f"{hint}Known boards: {', '.join(sorted(boards)) or 'none'}.")
@@ -128,3 +131,50 @@ def resolve_board(text: str, inventory: Optional[Dict[str, BoardSpec]] = None,
     if changes.get("workdir"):
         changes["workdir"] = check_remote_dir(str(changes["workdir"]), "--remote-dir")
     return replace(spec, **changes) if changes else spec
+
+
+def check_qemu(rootfs: str) -> None:
+    """A qemu board needs a riscv64 rootfs with python3 and qemu-riscv64-static (else exit 3)."""
+    if not os.path.isfile(os.path.join(rootfs, "usr", "bin", "python3")):
+        raise HilError(f"no riscv64 rootfs with python3 at '{rootfs}'.",
+                       "Build it with: bash ci/build-rootfs.sh (or pass --board qemu:ROOTFS).", step="open")
+    if shutil.which("qemu-riscv64-static") is None:
+        raise HilError("qemu-riscv64-static is not installed.",
+                       "Install it with: bash ci/install-system-deps.sh", step="open")
+
+
+def check_usable(spec: BoardSpec) -> BoardSpec:
+    """Before any work, what this machine must hold to use ``spec``: its key and known_hosts files
+    (bad input, exit 2) and, for qemu, the rootfs and qemu (infrastructure, exit 3)."""
+    for what, path in (("ssh key", spec.ssh_key), ("known_hosts", spec.known_hosts)):
+        if path and not os.path.isfile(path):
+            raise BadInput(f"{what} file '{path}' of board '{spec.name}' not found.",
+                           "Check --ssh-key / --known-hosts or the inventory entry.")
+    if spec.kind == "qemu":
+        check_qemu(spec.rootfs or "")
+    return spec
+
+
+def known_providers() -> Tuple[str, ...]:
+    """Execution providers onnxruntime knows of (built here or not), and the vendor ones the agent prefers."""
+    import onnxruntime
+
+    from ..reference import agent_module
+
+    return tuple(onnxruntime.get_all_providers()) + tuple(agent_module().VENDOR_PROVIDERS)
+
+
+def check_providers(names: Sequence[str], where: str) -> Tuple[str, ...]:
+    """Reject what cannot be a provider name, or is one typo away from a known one (exit 2). Other
+    ``*ExecutionProvider`` names pass: a vendor build may have its own; the board says if it lacks one."""
+    known = known_providers()
+    for name in names:
+        if name in known:
+            continue
+        close = did_you_mean(name, known)
+        typo = close is not None and edit_distance(name.lower(), close.lower()) <= 2
+        if typo or not name.endswith("ExecutionProvider"):
+            hint = (f"Did you mean '{close}'?" if close else "Names end in 'ExecutionProvider', e.g. "
+                    "CPUExecutionProvider; 'xqhil boards --probe --board B' lists the board's.")
+            raise BadInput(f"{where}: {name!r} is not an execution provider name.", hint)
+    return tuple(names)

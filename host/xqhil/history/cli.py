@@ -17,6 +17,8 @@ import logging
 import sys
 from typing import Any, Callable
 
+from xquant.cli_support import int_at_least
+
 from xqhil.history import text
 from xqhil.history.errors import HistoryError
 from xqhil.history.store import ENV_DB, RunStore, default_db_path
@@ -39,7 +41,7 @@ def _filters(parser: argparse.ArgumentParser, nested: bool = False) -> None:
     parser.add_argument("--runtime", default=default, metavar="VERSION",
                         help="only runs with this chip runtime (onnxruntime) version")
     parser.add_argument("--verdict", default=default, choices=["pass", "warn", "fail"])
-    parser.add_argument("--limit", default=default, type=int, metavar="N", help="only the newest N runs")
+    parser.add_argument("--limit", default=default, type=int_at_least(1), metavar="N", help="only the newest N runs")
     parser.add_argument("--json", default=argparse.SUPPRESS if nested else False, action="store_true",
                         help="print JSON instead of a table")
 

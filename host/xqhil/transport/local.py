@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from typing import Dict, Optional, Sequence
 
+from ..boards.spec import check_qemu
 from ..errors import HilError, StepTimeout
 from ..protocol import AGENT_FILE, REQUEST_FILE, check_name
 from .base import Deadlines, ExecResult, Transport, clean_stderr
@@ -93,12 +94,7 @@ class QemuTransport(LocalTransport):
         self.rootfs = rootfs
 
     def open(self) -> None:
-        if not os.path.isfile(os.path.join(self.rootfs, "usr", "bin", "python3")):
-            raise HilError(f"no riscv64 rootfs with python3 at '{self.rootfs}'.",
-                           "Build it with: bash ci/build-rootfs.sh (or pass --board qemu:ROOTFS).", step="open")
-        if shutil.which("qemu-riscv64-static") is None:
-            raise HilError("qemu-riscv64-static is not installed.",
-                           "Install it with: bash ci/install-system-deps.sh", step="open")
+        check_qemu(self.rootfs)
 
     def env(self) -> Optional[Dict[str, str]]:
         keep = {k: v for k, v in os.environ.items() if k in ("HOME", "TMPDIR", "TZ")}

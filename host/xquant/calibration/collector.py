@@ -12,6 +12,7 @@ import onnx
 
 from ..data.source import CalibrationData
 from ..errors import ModelError
+from ..model_io import graph_inputs
 from .session import make_session, with_outputs
 from .stats import TensorStats
 
@@ -22,9 +23,8 @@ MAX_BATCH = 32
 
 def batch_size_for(model: onnx.ModelProto, cfg_batch: int, tensors: Sequence[str]) -> int:
     """The configured batch when the model's batch is fixed; otherwise as many samples as fit a memory budget."""
-    graph_input = next(v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer})
-    dims = graph_input.type.tensor_type.shape.dim
-    if not dims or dims[0].HasField("dim_value"):
+    dims = graph_inputs(model)[0].shape
+    if not dims or isinstance(dims[0], int):
         return cfg_batch
     sizes = {}
     for value in model.graph.value_info:

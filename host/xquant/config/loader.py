@@ -15,7 +15,7 @@ import onnx
 
 from ..errors import ConfigError, DataError
 from ..suggest import closest, did_you_mean
-from ..model_io import GraphInput, graph_inputs, load_model, model_stem
+from ..model_io import GraphInput, graph_inputs, load_model, model_stem, read_text
 from . import schema
 from .paths import optional_str, resolve_path
 
@@ -52,11 +52,7 @@ def read_raw_config(config: ConfigSource) -> Tuple[dict, Optional[str]]:
     resolved = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(resolved):
         raise ConfigError(f"Config file not found: '{path}' (resolved to '{resolved}').")
-    try:
-        with open(resolved, encoding="utf-8-sig") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file '{resolved}': {exc.strerror}.") from exc
+    text = read_text(resolved, "Config file", ConfigError)
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -64,6 +60,9 @@ def read_raw_config(config: ConfigSource) -> Tuple[dict, Optional[str]]:
             f"Invalid JSON in '{resolved}' at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
             "Fix the JSON syntax (comments and trailing commas are not allowed).",
         ) from exc
+    except RecursionError:
+        raise ConfigError(f"Config '{resolved}' nests arrays or objects too deeply to be read.",
+                          "An XQuant config needs a few levels; check the file is the config you meant.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"Config '{resolved}' must be a JSON object at the top level.")
     return raw, resolved

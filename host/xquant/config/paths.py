@@ -8,13 +8,16 @@ from ..errors import ConfigError
 
 
 def resolve_path(written: str, base_dir: str, what: str, must_exist: bool = True) -> str:
-    """Absolute path of ``written``: relative paths are read against ``base_dir`` (the config's folder),
-    falling back to the current directory when only that one exists (XQuant samples assume the latter)."""
+    """Absolute path of ``written``: relative paths are read against ``base_dir`` (the config's folder).
+    An input (``must_exist``) falls back to the current directory when only that one exists (XQuant samples
+    assume the latter); an output folder never does, so where it goes does not depend on what exists."""
     expanded = os.path.expanduser(written)
     if os.path.isabs(expanded):
         candidates = [expanded]
-    else:
+    elif must_exist:
         candidates = [os.path.join(base_dir, expanded), os.path.join(os.getcwd(), expanded)]
+    else:
+        return os.path.abspath(os.path.join(base_dir, expanded))
     for candidate in candidates:
         if os.path.exists(candidate):
             return os.path.abspath(candidate)

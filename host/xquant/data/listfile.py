@@ -7,15 +7,12 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..model_io import read_text
 
 
 def read_list_file(path: str) -> List[str]:
     """Absolute paths of the files a list names, blank lines ignored, order kept."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            lines = handle.read().splitlines()
-    except OSError as exc:
-        raise DataError(f"Cannot read list file '{path}': {exc.strerror}.") from exc
+    lines = read_text(path, "List file").splitlines()
     folder = os.path.dirname(os.path.abspath(path))
     result = []
     for line in lines:
@@ -27,8 +24,7 @@ def read_list_file(path: str) -> List[str]:
 
 
 def count_lines(path: str) -> int:
-    with open(path, encoding="utf-8-sig") as handle:
-        return len(handle.read().splitlines())
+    return len(read_text(path, "List file").splitlines())
 
 
 def read_aligned_lists(list_paths: Dict[str, str]) -> Dict[str, List[str]]:

@@ -1,0 +1,77 @@
+"""What both command lines (``python -m xquant`` and ``xqhil``) share: one error path.
+
+* ``OneLineParser``: an argument error is one line and exit 2 (argparse prints the usage too).
+* ``int_at_least`` / ``positive_seconds``: numbers checked at parse time.
+* ``run_guarded``: errors the user can act on print one line and their own exit code; Ctrl-C exits 130;
+  anything else is a bug: one line and exit 3, with the traceback above it under ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import traceback
+from typing import Callable, NoReturn, Tuple, Type
+
+from .suggest import did_you_mean
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        close = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2))) if choice else None
+        hint = f" Did you mean '{close}'?" if close else ""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}.{hint} See: {self.prog} --help\n")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def run_guarded(prog: str, func: Callable[[], int], debug: bool,
+                user_errors: Tuple[Type[BaseException], ...]) -> int:
+    """``func()``'s exit code; ``user_errors`` carry ``exit_code`` and ``one_line()``."""
+    try:
+        return int(func())
+    except user_errors as exc:
+        print(f"{prog}: error: {exc.one_line()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place that turns any other error into one line
+        return _internal(prog, exc, debug)
+
+
+def _internal(prog: str, exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    text = " ".join(str(exc).split())[:300]
+    print(f"{prog}: internal error: {type(exc).__name__}: {text} (rerun with --debug and report it)",
+          file=sys.stderr)
+    return EXIT_INTERNAL
