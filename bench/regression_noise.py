@@ -18,9 +18,10 @@ import numpy as np
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers (history_testlib)
 
 from xqhil.history.regression import check_latency
-from xqhil.history.synthetic import timed_samples
+from history_testlib import timed_samples
 
 
 def _doc(samples: list) -> dict:

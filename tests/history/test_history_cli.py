@@ -3,8 +3,8 @@ import json
 
 import pytest
 from xqhil.history import record_and_check
-from xqhil.history.cli import main
-from xqhil.history.synthetic import make_doc
+from xqhil.cli import main
+from history_testlib import make_doc
 
 
 @pytest.fixture

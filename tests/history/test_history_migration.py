@@ -4,7 +4,7 @@ import sqlite3
 
 from xqhil.history import RunStore, record_and_check
 from xqhil.history.schema import CURRENT_VERSION
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 # The version-1 schema exactly as the first release wrote it (raw SQL, independent of the code under test).
 V1 = """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from xqhil.history import RunStore, check_run, record_and_check, stats
 from xqhil.history import regression as R
-from xqhil.history.synthetic import make_doc, timed_samples
+from history_testlib import make_doc, timed_samples
 
 
 def _lat(samples):

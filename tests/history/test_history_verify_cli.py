@@ -9,7 +9,7 @@ import io
 import json
 
 import pytest
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 cli = pytest.importorskip("xqhil.cli")
 

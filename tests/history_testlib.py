@@ -1,4 +1,4 @@
-"""Synthetic but plausible ``verify.json`` documents, for tests and the dashboard demo.
+"""Synthetic but plausible ``verify.json`` documents, for the history tests and bench/ (not installed).
 
 Latency samples follow what boards show: log-normal jitter around the median, a few large outliers
 (interrupts, page faults) and an optional run-level offset (thermal state, background load).
