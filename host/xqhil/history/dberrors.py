@@ -15,7 +15,7 @@ from xqhil.errors import EXIT_BAD_INPUT, EXIT_INFRA
 from xqhil.history.errors import HistoryError
 
 FULL_BELOW_BYTES = 1 << 20  # an I/O error with less than this free is a full disk
-ELSEWHERE = "pass --db PATH (or set XQHIL_DB) to use another file"
+ELSEWHERE = "pass --db PATH or set XQHIL_DB to use another file"
 
 
 def existing_folder(path: Path) -> Path:
@@ -54,10 +54,10 @@ def db_error(path: Path, exc: BaseException) -> HistoryError:
     name = str(getattr(exc, "sqlite_errorname", ""))
     if "malformed" in text or name.startswith("SQLITE_CORRUPT"):
         return HistoryError(f"history database {path} is corrupt: database disk image is malformed; restore "
-                            f"a backup, or move it aside to start a new history ({ELSEWHERE})")
+                            f"a backup, or move it aside to start a new history; {ELSEWHERE}")
     if "not a database" in text or name == "SQLITE_NOTADB":
-        return HistoryError(f"{path} is not a readable xqhil history database: file is not a database "
-                            f"({ELSEWHERE})")
+        return HistoryError(f"{path} is not a readable xqhil history database: file is not a database; "
+                            f"{ELSEWHERE}")
     free = free_bytes(path)
     io_error = "I/O error" in text or name.startswith("SQLITE_IOERR") or "unable to open" in text
     nearly_full = free is not None and free < FULL_BELOW_BYTES

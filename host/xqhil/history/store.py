@@ -152,8 +152,14 @@ class RunStore:
             raise db_error(self.path, exc) from exc
         if not row or row[0] != "ok":
             raise db_error(self.path, sqlite3.DatabaseError(f"database disk image is malformed ({row and row[0]})"))
-        with self.write():
-            pass
+        try:  # a write that is rolled back: SQLite opens a read-only file without a word until then
+            _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                self.conn.execute("UPDATE schema_version SET version = version")
+            finally:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise db_error(self.path, exc) from exc
 
     def close(self) -> None:
         self.conn.close()
