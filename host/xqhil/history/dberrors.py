@@ -68,8 +68,8 @@ def db_error(path: Path, exc: BaseException) -> HistoryError:
     reason = readonly_reason(path)
     denied = "readonly" in text or "Read-only" in text or "Permission denied" in text
     if reason and (denied or name.startswith("SQLITE_READONLY") or io_error):
-        return HistoryError(f"cannot write history database {path}: {reason} ({text}); 'xqhil history' and "
-                            f"'xqhil dashboard' can still read it; {ELSEWHERE}")
+        readable = "'xqhil history' and 'xqhil dashboard' can still read it; " if path.is_file() else ""
+        return HistoryError(f"cannot write history database {path}: {reason} ({text}); {readable}{ELSEWHERE}")
     if "locked" in text or name.startswith("SQLITE_BUSY"):
         return HistoryError(f"history database {path} stayed locked by another process: {text}", EXIT_INFRA)
     if io_error:
