@@ -273,6 +273,17 @@ def test_full_disk_is_named_before_the_run(name, code, tiny_disk, project, tmp_p
     assert not (tmp_path / "run" / "verify.json").exists()
 
 
+@pytest.mark.parametrize("name, fragment", [("history", "k1-lab-01"), ("show", "verdict"),
+                                            ("dashboard", "dashboard written")])
+def test_full_disk_can_still_be_read(name, fragment, tiny_disk, project, tmp_path):
+    db = valid(tiny_disk)
+    fill(tiny_disk)
+    before = snapshot(db)
+    code, out, err = xqhil(*command(name, db, project, tmp_path))
+    assert code == 0 and fragment in out, err
+    assert snapshot(db) == before
+
+
 @pytest.mark.parametrize("name, verdict_code", [("verify", 0), ("verify-fail", 1)])
 def test_disk_filling_during_the_write_keeps_the_verdict(name, verdict_code, tiny_disk, project, tmp_path):
     """The check before the run passes; the disk is full when the run is recorded (another process keeps

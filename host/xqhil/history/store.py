@@ -23,7 +23,7 @@ from typing import Any, Callable, TypeVar, Union
 
 from xqhil.history import doc as docs
 from xqhil.history import schema
-from xqhil.history.dberrors import db_error, readonly_reason
+from xqhil.history.dberrors import FULL_BELOW_BYTES, db_error, free_bytes, readonly_reason
 from xqhil.history.errors import HistoryError
 
 log = logging.getLogger(__name__)
@@ -335,7 +335,8 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 
 def _connect_readonly(db: Path) -> sqlite3.Connection:
-    """``mode=ro``; on read-only media, where SQLite cannot make a WAL file's ``-shm``, ``immutable=1``."""
+    """``mode=ro``; where SQLite cannot make a WAL file's ``-shm`` (read-only media, a full disk: no
+    writer can change the file there either), ``immutable=1``."""
     uri = db.resolve().as_uri()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
@@ -343,7 +344,8 @@ def _connect_readonly(db: Path) -> sqlite3.Connection:
         return conn
     except sqlite3.OperationalError as exc:
         conn.close()
-        if readonly_reason(db) is None:
+        free = free_bytes(db)
+        if readonly_reason(db) is None and (free is None or free >= FULL_BELOW_BYTES):
             raise
         log.debug("%s: %s; reading it as immutable (read-only media)", db, exc)
     return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
