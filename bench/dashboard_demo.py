@@ -16,11 +16,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers (history_testlib)
 
 from xqhil.dashboard import render_dashboard
-from xqhil.dashboard.browser import find_chromium, screenshot
+from browser_testlib import find_chromium, screenshot
 from xqhil.history import format_summary, record_and_check
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 RELEASES = ["1.19.2", "1.20.0", "1.20.1", "1.21.0", "1.21.1", "1.22.0", "1.22.1"]
 MODELS = {  # model: (board, board kind, INT8 ms, FP32 ms, PC INT8 %, emulated)

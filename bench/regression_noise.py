@@ -5,12 +5,25 @@ offset, relative). For each setting and seed: two runs from the same distributio
 baseline against a run 20% slower (detected?); with "history", the medians of 8 earlier runs measure
 run-to-run noise as the store does.
 
+``--loaded-demo RUNS`` measures instead the false alarms of real runs: the demo model (configs/demo.json,
+quantized once) verified RUNS times in a row on ``--board host`` into a temporary history, while
+``--hogs`` busy-loop processes load every core. Nothing changes between the runs, so every latency
+regression reported is a false alarm. The same documents are replayed with the absolute floor alone
+(``latency_needs_change`` off) and with neither rule, to show what each removes. Exit 1 if the default
+policy raised any false alarm.
+
     python bench/regression_noise.py [--seeds 1000]
+    python bench/regression_noise.py --loaded-demo 8 [--hogs 2]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from itertools import product
 from pathlib import Path
 
@@ -18,9 +31,13 @@ import numpy as np
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers (history_testlib)
 
-from xqhil.history.regression import check_latency
-from xqhil.history.synthetic import timed_samples
+from xqhil.history import record_and_check
+from xqhil.history.regression import Policy, check_latency
+from xqhil.history.stats import successive_noise
+from xqhil.history.store import RunStore
+from history_testlib import timed_samples
 
 
 def _doc(samples: list) -> dict:
@@ -39,10 +56,88 @@ def rates(n: int, jitter: float, offset: float, history: bool, seeds: int) -> tu
     return false / seeds, hits / seeds
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_config(work: Path) -> Path:
+    """configs/demo.json with absolute paths, writing into ``work`` (fine-tuning off: latency only)."""
+    cfg = json.loads((REPO / "configs" / "demo.json").read_text())
+    base = REPO / "configs"
+    cfg["model_parameters"].update(onnx_model=str((base / cfg["model_parameters"]["onnx_model"]).resolve()),
+                                   working_dir=str(work / "q"))
+    for item in cfg["calibration_parameters"]["input_parametres"]:
+        item["data_list_path"] = str((base / item["data_list_path"]).resolve())
+    verify = cfg["verify_parameters"]
+    verify["data_list_path"] = [str((base / p).resolve()) for p in verify["data_list_path"]]
+    verify["label_list_path"] = str((base / verify["label_list_path"]).resolve())
+    cfg["quantization_parameters"].update(analysis_enable=False, finetune_level=0)
+    path = work / "demo.json"
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def verify_runs(config: Path, qmodel: Path, db: Path, work: Path, runs: int) -> list:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "host"))
+    for i in range(runs):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "xqhil", "quantize-and-verify", str(config), "--board", "host",
+                               "--qmodel", str(qmodel), "--db", str(db), "--out", str(work / f"run{i}"), "-q"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        print(f"run {i + 1}/{runs}: exit {done.returncode} in {time.monotonic() - started:.0f} s", flush=True)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"quantize-and-verify failed: {done.stderr.strip()[-500:]}")
+    with RunStore.open(db, readonly=True) as store:
+        return [(run.doc, store.regressions(run.id)) for run in store.list()]
+
+
+def loaded_demo(runs: int, hogs: int) -> int:
+    import xquant
+
+    with tempfile.TemporaryDirectory(prefix="xqhil-noise-") as tmp:
+        work = Path(tmp)
+        config = demo_config(work)
+        xquant.quantize_onnx_model(str(config))
+        qmodel = work / "q" / "fashion_cnn.q.onnx"
+        load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
+        try:
+            recorded = verify_runs(config, qmodel, work / "history.sqlite3", work, runs)
+        finally:
+            for proc in load:
+                proc.kill()
+                proc.wait()
+        policies = {"default": None, "floor only": Policy(latency_needs_change=False),
+                    "neither": Policy(latency_needs_change=False, latency_min_absolute_ms=0.0)}
+        rows, alarms = [], dict.fromkeys(policies, 0)
+        for doc, _ in recorded:
+            row = [len(rows) + 1, f"{doc['latency']['int8']['p50_ms'] * 1000:.1f}",
+                   f"{doc['latency']['fp32']['p50_ms'] * 1000:.1f}"]
+            for name, policy in policies.items():
+                found = record_and_check(doc, work / f"{name}.sqlite3", *([policy] if policy else []))
+                latency = [f for f in found["regressions"] if f["kind"] == "latency"]
+                alarms[name] += bool(latency)
+                row.append("; ".join(f"{f['metric'].split('.')[1]} +{(f['current'] - f['baseline']) * 1000:.1f} us"
+                                     for f in latency) or "-")
+            rows.append(row)
+        medians = [doc["latency"]["int8"]["p50_ms"] * 1000 for doc, _ in recorded]
+    print(tabulate(rows, headers=["run", "INT8 p50 us", "FP32 p50 us", "latency alarm (default)",
+                                  "floor 20 us only", "neither rule"], tablefmt="github"))
+    compared = max(len(rows) - 1, 1)
+    print(f"INT8 run medians {min(medians):.1f}-{max(medians):.1f} us, run-to-run sigma "
+          f"{successive_noise(medians):.1f} us; {hogs} busy-loop process(es) on {os.cpu_count()} core(s)")
+    print("false alarms over " + f"{compared} compared runs: " +
+          ", ".join(f"{name} {count}/{compared}" for name, count in alarms.items()))
+    alarms = alarms["default"]
+    return 1 if alarms else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1000)
+    parser.add_argument("--loaded-demo", type=int, metavar="RUNS", help="real demo runs on a loaded machine")
+    parser.add_argument("--hogs", type=int, default=os.cpu_count() or 2, help="busy-loop processes (default: cores)")
     args = parser.parse_args()
+    if args.loaded_demo:
+        return loaded_demo(args.loaded_demo, args.hogs)
     rows = []
     for n, jitter, offset, history in product((5, 10, 30, 100), (0.01, 0.05, 0.15), (0.0, 0.01), (False, True)):
         false, hits = rates(n, jitter, offset, history, args.seeds)

@@ -94,8 +94,11 @@ def add_quantize_and_verify(sub) -> None:
 
 
 def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
+    from .history import format_summary
+    from .history.reporting import check_history_db, record_verify_report
     from .verify import VerifyOptions, quantize_and_verify
 
+    db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
     opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args))
@@ -105,12 +108,10 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     print(summary_line(report))
     for reason in report["reasons"]:
         print(f"  - {reason}")
-    from .history import format_summary
-    from .history.reporting import record_verify_report
-
-    history = record_verify_report(report, args.db)
-    print(format_summary(history))
-    if report["verdict"] == "fail" or (history["regressions"] and args.fail_on_regression):
+    history = record_verify_report(report, db)  # a failure here is a warning: the verdict's exit code stands
+    if history["recorded"]:
+        print(format_summary(history))
+    if report["verdict"] == "fail" or (history.get("regressions") and args.fail_on_regression):
         return EXIT_FAILED
     return EXIT_OK
 

@@ -18,7 +18,7 @@ def history_db(tmp_path):
     Each run's verify.md exists under tmp_path/runs/N/, so report links can be checked.
     """
     from xqhil.history import record_and_check
-    from xqhil.history.synthetic import make_doc
+    from history_testlib import make_doc
 
     db = tmp_path / "history.sqlite3"
     plan = [("mobilenet_v2", "k1-lab-01", "1.20.1", {}), ("mobilenet_v2", "k1-lab-01", "1.20.1", {}),

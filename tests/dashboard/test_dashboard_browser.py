@@ -5,7 +5,7 @@ import struct
 
 import pytest
 from xqhil.dashboard import render_dashboard
-from xqhil.dashboard.browser import find_chromium, load, screenshot
+from browser_testlib import find_chromium, load, screenshot
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="no Chromium installed (ci/install-system-deps.sh installs it)")

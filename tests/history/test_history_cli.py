@@ -3,8 +3,8 @@ import json
 
 import pytest
 from xqhil.history import record_and_check
-from xqhil.history.cli import main
-from xqhil.history.synthetic import make_doc
+from xqhil.cli import main
+from history_testlib import make_doc
 
 
 @pytest.fixture
@@ -131,3 +131,22 @@ def test_bad_arguments_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["history", "show", "not-a-number"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["history", "-q"], ["history", "-v", "--json"], ["history", "show", "1", "-q"],
+                                  ["history", "-q", "show", "1", "-v"], ["dashboard", "-v", "--out", "DASH"]])
+def test_quiet_and_verbose_as_on_the_other_commands(db, capsys, tmp_path, argv):
+    argv = [str(tmp_path / "dash") if a == "DASH" else a for a in argv]
+    import logging
+
+    code, _, _ = _run(capsys, *argv, "--db", str(db))
+    assert code == 0
+    expected = logging.DEBUG if "-v" in argv else logging.WARNING if "-q" in argv else logging.INFO
+    assert logging.getLogger().level == expected
+
+
+def test_the_installed_package_holds_no_test_only_code():
+    import importlib.util
+
+    for name in ("xqhil.history.synthetic", "xqhil.dashboard.browser", "xqhil.history.__main__"):
+        assert importlib.util.find_spec(name) is None, name

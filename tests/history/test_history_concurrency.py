@@ -3,7 +3,7 @@ import multiprocessing
 import sqlite3
 
 from xqhil.history import RunStore, record_and_check
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 PROCESSES = 6
 RECORDS = 20

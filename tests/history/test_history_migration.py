@@ -4,7 +4,7 @@ import sqlite3
 
 from xqhil.history import RunStore, record_and_check
 from xqhil.history.schema import CURRENT_VERSION
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 # The version-1 schema exactly as the first release wrote it (raw SQL, independent of the code under test).
 V1 = """
@@ -96,4 +96,20 @@ def test_reopening_is_idempotent(tmp_path):
             assert len(store.list()) == 3
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT_VERSION,)]
+    conn.close()
+
+
+def test_reading_an_old_database_leaves_the_file_as_it_was(tmp_path):
+    """Read commands never write: an old history is read through a migrated copy in memory."""
+    db = tmp_path / "v1.sqlite3"
+    docs = _old_docs()
+    _v1_database(db, docs)
+    before = db.read_bytes()
+    with RunStore.open(db, readonly=True) as store:
+        assert store.schema_version == CURRENT_VERSION
+        assert [r.id for r in store.list(runtime="1.20.1")] == [2, 3] and store.regressions() == []
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["v1.sqlite3"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     conn.close()

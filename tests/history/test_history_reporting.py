@@ -2,7 +2,7 @@
 import json
 
 from xqhil.history.reporting import MD_HEADING, record_verify_report
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 
 def _written_report(folder, **kw):

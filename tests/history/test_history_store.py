@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 from xqhil.history import HistoryError, RunStore, default_db_path
 from xqhil.history.schema import CURRENT_VERSION
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import io
 import json
 
 import pytest
-from xqhil.history.synthetic import make_doc
+from history_testlib import make_doc
 
-cli = pytest.importorskip("xqhil.cli")
+import xqhil.cli as cli
 
 
 def _xqhil(*argv):
@@ -86,12 +86,23 @@ def test_default_database_comes_from_the_environment(fake_verify, tmp_path, monk
     assert (tmp_path / "env.sqlite3").is_file()
 
 
-def test_unusable_database_is_exit_2_with_one_line(fake_verify, tmp_path):
+def test_unusable_database_is_exit_2_with_one_line_before_the_run(fake_verify, tmp_path):
     bad = tmp_path / "bad.sqlite3"
     bad.write_text("not sqlite " * 200)
     fake_verify.append(make_doc())
-    code, _, err = _verify(bad)
+    code, out, err = _verify(bad)
     assert code == 2 and err.strip().count("\n") == 0 and "not a readable xqhil history database" in err
+    assert len(fake_verify) == 1 and out == ""  # refused before quantize_and_verify ran
+
+
+def test_each_regression_is_printed_once(fake_verify, tmp_path):
+    db = tmp_path / "h.sqlite3"
+    fake_verify += [make_doc(seed=1), make_doc(runtime="1.21.0", int8_ms=14.6, seed=2)]
+    _xqhil("quantize-and-verify", "cfg.json", "--board", "host", "--db", str(db))
+    code, out, err = _xqhil("quantize-and-verify", "cfg.json", "--board", "host", "--db", str(db))
+    assert code == 0
+    assert (out + err).count("latency regression on k1-lab-01") == 1 and out.count("REGRESSION:") == 1
+    assert "recorded run" not in err  # the summary line is the only report of the recording
 
 
 def test_history_and_dashboard_are_xqhil_subcommands(fake_verify, tmp_path):

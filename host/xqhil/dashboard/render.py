@@ -257,7 +257,7 @@ def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike
                      title: str = "xqhil run history") -> Path:
     """Write ``out_dir/index.html`` from the history database; return its path."""
     out = Path(out_dir)
-    with RunStore.open(db_path, create=False) as store:
+    with RunStore.open(db_path, readonly=True) as store:
         html = page(build(store, out), title)
     try:
         write_text_atomic(str(out / "index.html"), html)

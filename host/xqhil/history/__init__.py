@@ -1,7 +1,8 @@
 """Run history: every quantize-and-verify run in SQLite, and regression checks against baselines.
 
 ``record_and_check(doc, db_path)`` is the entry point for quantize-and-verify; ``RunStore`` the store;
-:mod:`xqhil.history.regression` the pure checks; :mod:`xqhil.history.cli` the ``history`` command.
+:mod:`xqhil.history.regression` the pure checks; :mod:`xqhil.history.cli` the ``xqhil history`` and
+``xqhil dashboard`` subcommands.
 """
 from xqhil.history.check import check_run, format_summary, record_and_check
 from xqhil.history.errors import HistoryError

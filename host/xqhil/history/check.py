@@ -46,7 +46,7 @@ def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_
                                "baseline_pinned": False, "baseline_runtime_version": None,
                                "regressions": []}
     if baseline is None:
-        log.info("run %d: no baseline yet for %s", run.id, run.key.label())
+        log.debug("run %d: no baseline yet for %s", run.id, run.key.label())
         return summary
     summary.update(baseline_run=baseline.id, baseline_runtime_version=baseline.runtime_version,
                    baseline_pinned=store.pinned_baseline(run.key) == baseline.id)
@@ -77,17 +77,20 @@ def record_and_check(doc: Mapping[str, Any], db_path: PathLike | None = None,
     "regressions": [{kind, metric, baseline, current, threshold, runtime_version, appeared_run,
     message}]}``; raises HistoryError (exit code 2) for a document or database it cannot use.
     """
-    with RunStore.open(db_path) as store:
+    with RunStore.open(db_path) as store, store.write():  # one transaction: the run and its findings, or nothing
         run_id = store.record(doc)
         summary = check_run(store, run_id, policy)
         store.save_regressions(run_id, summary["baseline_run"], summary["regressions"])
     for item in summary["regressions"]:
-        log.info("%s", item["message"])
+        log.debug("%s", item["message"])
     return summary
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A few human lines for the terminal and verify.md."""
+    if summary.get("recorded") is False:
+        return (f"history: run NOT recorded in {summary.get('db')}: {summary.get('error')} "
+                "(the verdict stands)")
     head = f"history: run {summary.get('run_id')} recorded in {summary.get('db')}"
     if summary.get("baseline_run") is None:
         return head + "; no baseline yet for this model, board and config"

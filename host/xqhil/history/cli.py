@@ -1,8 +1,9 @@
 """``xqhil history`` and ``xqhil dashboard``: argparse subcommands for the xqhil front end.
 
 ``add_history_commands(subparsers)`` adds both to an existing ``add_subparsers()`` object; each parser
-sets ``func`` to a handler ``(args) -> exit code``. Exit codes: 0 ok, 2 bad input (unknown run id,
-missing or unreadable database), 3 infrastructure (the output folder cannot be written).
+sets ``func`` to a handler ``(args) -> exit code``; ``xqhil.cli.main`` maps errors to exit codes: 0 ok,
+2 bad input (unknown run id, missing, empty, corrupt or foreign database), 3 infrastructure (the output
+folder cannot be written, a full disk). Read commands (list, show, dashboard) open the database read-only.
 
     xqhil history [--db PATH] [--model M] [--board B] [--runtime V] [--verdict V] [--limit N] [--json]
     xqhil history show RUN [--json]        everything recorded about one run
@@ -14,18 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-from typing import Any, Callable
+from typing import Any
 
 from xquant.cli_support import int_at_least
 
 from xqhil.history import text
-from xqhil.history.errors import HistoryError
 from xqhil.history.store import ENV_DB, RunStore, default_db_path
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def _db_option(parser: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -46,9 +43,17 @@ def _filters(parser: argparse.ArgumentParser, nested: bool = False) -> None:
                         help="print JSON instead of a table")
 
 
+def _verbosity(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    """-q/-v as on the other xqhil commands (nested: never overwrite one given before the subcommand)."""
+    default = argparse.SUPPRESS if nested else False
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+
+
 def _run_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=int, metavar="RUN", help="run id (see 'xqhil history')")
     _db_option(parser, nested=True)
+    _verbosity(parser, nested=True)
 
 
 def add_history_commands(subparsers: Any) -> None:
@@ -57,11 +62,13 @@ def add_history_commands(subparsers: Any) -> None:
                                  description="Runs recorded by quantize-and-verify, oldest first.")
     _db_option(hist)
     _filters(hist)
+    _verbosity(hist)
     hist.set_defaults(func=cmd_list)
     sub = hist.add_subparsers(dest="history_command", metavar="{list,show,pin,unpin}")
     listing = sub.add_parser("list", help="list runs (the default)")
     _db_option(listing, nested=True)
     _filters(listing, nested=True)
+    _verbosity(listing, nested=True)
     listing.set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="everything recorded about one run")
     _run_argument(show)
@@ -76,27 +83,15 @@ def add_history_commands(subparsers: Any) -> None:
     _db_option(dash)
     dash.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/index.html)")
     dash.add_argument("--title", default="xqhil run history", help="page title")
+    _verbosity(dash)
     dash.set_defaults(func=cmd_dashboard)
 
 
-def _guard(handler: Handler) -> Handler:
-    """Map HistoryError to its one-line message and exit code."""
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except HistoryError as exc:
-            print(f"xqhil: error: {exc.one_line()}", file=sys.stderr)
-            return exc.exit_code
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
+def _open(args: argparse.Namespace, readonly: bool = True) -> RunStore:
+    """The history given by --db; read commands open it read-only, pin/unpin never create it."""
+    return RunStore.open(getattr(args, "db", None) or default_db_path(), create=False, readonly=readonly)
 
 
-def _open(args: argparse.Namespace) -> RunStore:
-    return RunStore.open(getattr(args, "db", None) or default_db_path(), create=False)
-
-
-@_guard
 def cmd_list(args: argparse.Namespace) -> int:
     with _open(args) as store:
         runs = store.list(model=getattr(args, "model", None), board=getattr(args, "board", None),
@@ -111,7 +106,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
 def cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as store:
         run = store.get(args.run)
@@ -125,42 +119,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
 def cmd_pin(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with _open(args, readonly=False) as store:
         run = store.pin_baseline(args.run)
     print(f"run {run.id} is now the baseline of {run.key.label()}")
     return 0
 
 
-@_guard
 def cmd_unpin(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with _open(args, readonly=False) as store:
         run = store.get(args.run)
         removed = store.unpin_baseline(run.id)
     print(f"{'unpinned' if removed else 'nothing pinned for'} {run.key.label()}")
     return 0
 
 
-@_guard
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from xqhil.dashboard import render_dashboard
 
     index = render_dashboard(getattr(args, "db", None) or default_db_path(), args.out, title=args.title)
     print(f"dashboard written to {index}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xqhil", description="xqhil run history and dashboard")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    add_history_commands(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone front end (``python -m xqhil.history``) with the same subcommands."""
-    args = build_parser().parse_args(argv)
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))

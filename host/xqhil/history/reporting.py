@@ -1,5 +1,11 @@
-"""After quantize-and-verify: record its report in the history, check it against the baseline, and add
-the outcome to the run's verify.json (key ``history``) and verify.md (section ``## History``)."""
+"""quantize-and-verify and the history: check the database before the run, then record the report, check
+it against the baseline, and add the outcome to the run's verify.json (key ``history``) and verify.md
+(section ``## History``).
+
+A database that cannot be used is refused before the run (:func:`check_history_db`: exit 2, or 3 for a
+full disk), not after minutes of work. A problem after the verdict (the disk fills while writing) never
+hides the verdict: the run is reported as not recorded, with the reason, and the exit code stays the
+verdict's."""
 from __future__ import annotations
 
 import json
@@ -8,8 +14,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from pathlib import Path
+
 from xqhil.history.check import format_summary, record_and_check
-from xqhil.history.store import PathLike
+from xqhil.history.errors import HistoryError
+from xqhil.history.store import PathLike, RunStore, default_db_path
 from xqhil.report import write_atomic
 
 log = logging.getLogger(__name__)
@@ -35,8 +44,26 @@ def add_to_reports(report: dict, summary: Mapping[str, Any]) -> None:
         write_atomic(md, f"{text}\n\n{history_markdown(summary)}")
 
 
+def check_history_db(db_path: PathLike | None = None) -> Path:
+    """Open (creating it if needed) and check the history before a run; raise HistoryError if unusable."""
+    with RunStore.open(db_path) as store:
+        store.check()
+    return store.path
+
+
 def record_verify_report(report: dict, db_path: PathLike | None = None) -> dict[str, Any]:
-    """Record ``report`` (a verify.json document already written) and return the regression summary."""
-    summary = record_and_check(report, db_path)
-    add_to_reports(report, summary)
+    """Record ``report`` (a verify.json document already written) and return the regression summary.
+
+    Never raises for the database or the report files: a failure is logged as a warning and returned as
+    ``{"recorded": False, "db", "error"}``, which also goes into verify.json and verify.md."""
+    try:
+        summary = {"recorded": True, **record_and_check(report, db_path)}
+    except HistoryError as exc:
+        summary = {"recorded": False, "db": str(db_path or default_db_path()), "error": exc.one_line()}
+        log.warning("%s", format_summary(summary))
+    try:
+        add_to_reports(report, summary)
+    except OSError as exc:
+        log.warning("history: could not add the history outcome to %s: %s",
+                    (report.get("reports") or {}).get("json"), exc)
     return summary

@@ -19,6 +19,7 @@ import sqlite3
 from typing import Callable
 
 from xqhil.history import doc as docs
+from xqhil.history.errors import HistoryError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,35 @@ def _v3(conn: sqlite3.Connection) -> None:
 
 MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 CURRENT_VERSION = MIGRATIONS[-1][0]
+
+
+RUNS_V1_COLUMNS = ("id", "created", "board", "model", "config_sha256", "verdict", "doc")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+
+
+def identify(conn: sqlite3.Connection, path: object) -> int:
+    """The schema version of an xqhil history (0: an empty database, no table at all); read-only.
+
+    Raises HistoryError (exit 2) for a database of another application, before anything is changed:
+    xqhil's tables are ``schema_version(version)`` with one row and ``runs`` with the version-1 columns.
+    """
+    tables = sorted(str(r[0]) for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall())
+    if not tables:
+        return 0
+    ours = ("schema_version" in tables and "runs" in tables
+            and _columns(conn, "schema_version") == ["version"]
+            and set(RUNS_V1_COLUMNS) <= set(_columns(conn, "runs")))
+    version = read_version(conn) if ours else 0
+    if not ours or version < 1:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise HistoryError(f"{path} is not an xqhil history database (another application's SQLite file, "
+                           f"tables: {shown}); it was left unchanged: pass --db PATH to a history file "
+                           "or to a new path")
+    return version
 
 
 def read_version(conn: sqlite3.Connection) -> int:

@@ -1,4 +1,4 @@
-"""Synthetic but plausible ``verify.json`` documents, for tests and the dashboard demo.
+"""Synthetic but plausible ``verify.json`` documents, for the history tests and bench/ (not installed).
 
 Latency samples follow what boards show: log-normal jitter around the median, a few large outliers
 (interrupts, page faults) and an optional run-level offset (thermal state, background load).
@@ -62,8 +62,9 @@ def make_doc(model: str = "mobilenet_v2", board: str = "k1-lab-01", runtime: str
         "schema": "xqhil.verify/1", "verdict": verdict, "reasons": list(reasons),
         "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 41.5,
         "board": {"kind": board_kind, "name": board, "address": None if board_kind == "host" else "127.0.0.1",
-                  "python": "3.11.2"},
-        "device": {"arch": "riscv64", "cpu": "SpacemiT X60", "cores": 8, "os": "Linux 6.6", "python": "3.11.2",
+                  "python": "python3"},  # the interpreter command (BoardSpec.public()), not a version
+        "device": {"arch": "riscv64", "cpu": "SpacemiT X60", "cores": 8, "os": "Debian GNU/Linux 13 (trixie)",
+                   "kernel": "6.6.36", "python": "3.11.2",
                    "numpy": "1.26.4", "onnxruntime": runtime, "providers": ["CPUExecutionProvider"],
                    "execution_provider": "CPUExecutionProvider", "emulated": emulated},
         "model": {"name": model, "fp32_path": f"models/{model}.onnx", "int8_path": f"models/{model}.q.onnx",
@@ -74,9 +75,14 @@ def make_doc(model: str = "mobilenet_v2", board: str = "k1-lab-01", runtime: str
                      "chip_int8": chip_int8, "drop_points": round((pc_int8 or 0) - (chip_int8 or 0), 3),
                      "top1_agreement": {"chip_int8_vs_pc_int8": 99.6, "chip_fp32_vs_pc_fp32": 100.0,
                                         "pc_int8_vs_pc_fp32": 97.8},
-                     "status": status, "tolerance": 0.5, "bug_threshold": 2.0},
+                     "samples_differing": 2, "measure": "labelled accuracy" if labelled else
+                     "top-1 agreement with PC FP32", "status": status, "tolerance": 0.5, "bug_threshold": 2.0,
+                     "top1_output": "logits"},
         "fidelity": _fidelity(["logits"], snr_db, fp32_snr_db),
         "latency": {"emulated": emulated, "threads": 4, "fp32": latency_entry(fp32), "int8": latency_entry(int8),
                     "speedup": round(float(np.median(fp32) / np.median(int8)), 3)},
+        "data": {"source": "verify_parameters.data_list_path (eval_list.txt)", "samples": 500, "batch_size": 1},
+        "harness": {"connect_s": 0.4, "upload_s": 1.2, "run_s": 38.0, "fetch_s": 0.3, "cleanup_s": 0.1},
+        "notes": [],
         "reports": {"md": f"{base}/verify.md", "json": f"{base}/verify.json"},
     }

@@ -1,5 +1,5 @@
 """Drive a headless Chromium over a local dashboard page: the DOM after scripts ran, console messages,
-and a screenshot. Used by the browser test and the README screenshot script; the page itself never
+and a screenshot. Used by the browser test and bench/dashboard_demo.py (not installed); the page never
 needs a browser to be written.
 
 Chromium runs without network (every host name resolves to nothing) and with a throw-away profile.
