@@ -96,14 +96,13 @@ def add_quantize_and_verify(sub) -> None:
 def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     from .history import format_summary
     from .history.reporting import check_history_db, record_verify_report
+    from .report import summary_line
     from .verify import VerifyOptions, quantize_and_verify
 
-    db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
     opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args))
-    from .report import summary_line
-
+    db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
     report = quantize_and_verify(opts)
     print(summary_line(report))
     for reason in report["reasons"]:
