@@ -139,6 +139,8 @@ class SshTransport(Transport):
         with Watchdog(seconds, self._drop) as dog:
             try:
                 return action()
+            except LinkError:
+                raise
             except Exception as exc:
                 if dog.expired:
                     raise LinkError(f"{self.where} stopped answering {doing}: no end within the deadline of "

@@ -48,7 +48,7 @@ class QuietTransport(paramiko.Transport):
         if isinstance(cause, socket.timeout):
             return f"no SSH banner within {self.banner_timeout:g} s (the peer accepted the connection, then " \
                    "stayed silent)"
-        if isinstance(cause, EOFError):
+        if isinstance(cause, (EOFError, ConnectionResetError, BrokenPipeError)):
             return "the peer closed the connection before sending an SSH banner"
         return str(exc)
 
