@@ -45,6 +45,7 @@ class Fault:
     model: bool = False  # `xqhil run` a 300 kB model instead of `boards --probe`
     max_s: float = 60.0
     quiet: bool = True
+    left_named: bool = False  # the board cannot be reached to clean up: the folder left must be named
 
 
 @dataclass
@@ -110,6 +111,8 @@ TABLE = [
     # D2a: the link drops mid-upload: named as lost; cleanup reconnects; a retry uses a new connection
     Fault("drop-mid-upload", 3, "lost while uploading xqhil_agent.py", peer="proxy",
           proxy=dict(rate=100_000, fault="drop", fault_after=20_000, fault_on={0})),
+    Fault("drop-then-board-unreachable", 3, "lost while uploading xqhil_agent.py", peer="proxy", left_named=True,
+          proxy=dict(rate=100_000, fault="drop", fault_after=20_000, max_connections=1)),
     Fault("drop-mid-upload-retried", 0, "", peer="proxy", args=["--retries", "1"],
           proxy=dict(rate=100_000, fault="drop", fault_after=20_000, fault_on={0})),
     # D4: a frozen link: one deadline per whole transfer, every retry on a new connection, bounded cleanup
@@ -241,5 +244,21 @@ def test_board_fault(row: Fault, sshd, tmp_path, tmpfs_mount):
         errors = [line for line in err.splitlines() if line.startswith("xqhil: error:")]
         assert len(errors) == 1 and row.message in errors[0], err
     left = sorted(p.name for p in remote.glob("xqhil.*"))
-    assert left == [] or all(name in err for name in left), f"{left} left and not named: {err}"
+    if row.left_named:
+        assert len(left) == 1 and f"{remote}/{left[0]} was left on" in err, err
+    assert left == [] or row.left_named, f"{left} left on the board: {err}"
     wait_for(lambda: not processes_mentioning(str(remote)), 10, "the end of every agent process")
+
+
+def test_remote_dir_root_leaves_no_folder_at_the_root(sshd, tmp_path):
+    """D12: mktemp under '/' prints '//xqhil.X'; the path is normalised and the folder removed."""
+    before = set(Path("/").glob("xqhil.*"))
+    try:
+        code, out, err, _ = xqhil(["boards", "--probe", "--board", sshd.url, "--ssh-key", str(sshd.key),
+                                   "--known-hosts", str(sshd.known_hosts), "--python", sys.executable,
+                                   "--remote-dir", "/", "--retries", "0", "-q"], {}, None, 90)
+        assert code == 0, err
+        assert set(Path("/").glob("xqhil.*")) == before
+    finally:
+        for path in set(Path("/").glob("xqhil.*")) - before:
+            subprocess.run(["rm", "-rf", "--", str(path)], check=False)

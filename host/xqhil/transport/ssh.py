@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_STDOUT = 1 << 20
 EXIT_NO_SPACE = 5  # the agent (or its wrapper) could not write in the work folder: disk full
+SHELL_JOB_REPORT = re.compile(r"^\S+: line \d+: +\d+ ")
 DURING = {"run": "while the agent ran", "workdir": "while making the work folder", "cleanup": "during cleanup"}
 
 
@@ -264,8 +265,9 @@ class SshTransport(Transport):
                    f"{interpreter} {shlex.quote(self._remote(AGENT_FILE))} "
                    f"{shlex.quote(self._remote(REQUEST_FILE))}; exit $?")  # not the last command: no exec
         result = self.exec(command, timeout, "run")
-        if 128 < result.returncode < 128 + 65:
-            return ExecResult(128 - result.returncode, result.stdout, result.stderr)
+        if 128 < result.returncode < 128 + 65:  # the shell's own "line 1: PID Killed COMMAND" is noise
+            stderr = "\n".join(ln for ln in result.stderr.splitlines() if not SHELL_JOB_REPORT.match(ln))
+            return ExecResult(128 - result.returncode, result.stdout, stderr)
         if result.returncode == -1:
             raise HilError(f"the agent on {self.where} (or its shell) was killed by a signal that did not come "
                            "back over SSH.", "Check the board's memory (OOM killer) and its kernel log.",
