@@ -80,7 +80,8 @@ def with_retries(action: Callable[[], T], what: str, retries: int, transient: Ca
             if not transient(exc):
                 raise
             last = exc
-            log.info("%s failed (attempt %d of %d): %s", what, attempt + 1, retries + 1, explain(exc))
+            again = "; retrying on a new connection" if before_retry and attempt < retries else ""
+            log.info("%s failed (attempt %d of %d): %s%s", what, attempt + 1, retries + 1, explain(exc), again)
             if attempt < retries:
                 time.sleep(delay * (2 ** attempt))
                 if before_retry is not None:

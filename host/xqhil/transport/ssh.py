@@ -108,7 +108,7 @@ class SshTransport(Transport):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             close_quietly(client)
             if dog.expired or not link_alive(client):
-                raise LinkError(f"connection to {self.where} lost while opening SFTP ({describe(exc)})") from exc
+                raise LinkError(f"connection lost to {self.where} while opening SFTP ({describe(exc)})") from exc
             raise HilError(f"cannot open SFTP on {self.where}: {exc}.",
                            "Enable the sftp subsystem in the board's sshd_config.", step="connect") from None
         sftp.get_channel().settimeout(self.deadlines.transfer)
@@ -147,7 +147,7 @@ class SshTransport(Transport):
                     raise LinkError(f"{self.where} stopped answering {doing}: no end within the deadline of "
                                     f"{seconds:g} s") from exc
                 if not link_alive(client):
-                    raise LinkError(f"connection to {self.where} lost {doing} ({describe(exc)})") from exc
+                    raise LinkError(f"connection lost to {self.where} {doing} ({describe(exc)})") from exc
                 raise
 
     # ------------------------------------------------------------------ commands
@@ -190,7 +190,7 @@ class SshTransport(Transport):
         code = chan.recv_exit_status()  # -1: no exit status came back (the link dropped, or a signal)
         chan.close()
         if code == -1 and not transport.is_active():
-            raise LinkError(f"connection to {self.where} lost {DURING.get(step, 'during step ' + step)}")
+            raise LinkError(f"connection lost to {self.where} {DURING.get(step, 'during step ' + step)}")
         return ExecResult(code, out.decode("utf-8", "replace"), clean_stderr(err.decode("utf-8", "replace")))
 
     def make_workdir(self) -> str:
