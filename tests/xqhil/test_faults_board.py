@@ -47,6 +47,7 @@ class Fault:
     max_s: float = 60.0
     quiet: bool = True
     left_named: bool = False  # the board cannot be reached to clean up: the folder left must be named
+    log: str = ""  # a fragment stderr must also hold (e.g. why a retry happened)
 
 
 @dataclass
@@ -115,14 +116,17 @@ TABLE = [
     Fault("drop-then-board-unreachable", 3, "connection lost to ssh:// ... while uploading", peer="proxy",
           left_named=True,
           proxy=dict(rate=100_000, fault="drop", fault_after=20_000, max_connections=1)),
-    Fault("drop-mid-upload-retried", 0, "", peer="proxy", args=["--retries", "1"],
+    Fault("drop-mid-upload-retried", 0, "", peer="proxy", args=["--retries", "1"], quiet=False,
+          log="(attempt 1 of 2): connection lost to ssh://",
           proxy=dict(rate=100_000, fault="drop", fault_after=20_000, fault_on={0})),
     # D4: a frozen link: one deadline per whole transfer, every retry on a new connection, bounded cleanup
     Fault("freeze-every-connection", 3, "stopped answering while uploading xqhil_agent.py: no end within "
           "the deadline of 3 s", peer="proxy", env=FAST, args=["--retries", "1"], max_s=45,
           proxy=dict(rate=100_000, fault="freeze", fault_after=20_000, fault_on={0, 1})),
     Fault("sshd-sessions-stopped-retried", 0, "", peer="proxy", env=FAST, args=["--retries", "1"], max_s=45,
-          proxy=dict(rate=20_000), during=when(UPLOADING, signal_sessions(signal.SIGSTOP))),
+          quiet=False, log="stopped answering while uploading ... no end within the deadline of 3 s; retrying on a "
+          "new connection",
+          proxy=dict(rate=10_000), during=when(UPLOADING, signal_sessions(signal.SIGSTOP))),
     # D2b/D3: the link drops while the agent runs; a killed agent is named with its real signal
     Fault("drop-while-agent-runs", 3, "connection lost to ssh:// ... while the agent ran", agent_fault="sleep:30",
           during=when(AGENT_STARTED, signal_sessions(signal.SIGKILL))),
@@ -134,6 +138,11 @@ TABLE = [
     Fault("disk-full-agent-response", 3, "disk full on the board: the agent", tmpfs="256k",
           agent_fault="fill-disk:1048576"),
 ]
+
+
+def pattern(fragments: str) -> str:
+    """'a ... b' -> a regex for a, then b later on the same line."""
+    return ".*".join(map(re.escape, fragments.split(" ... ")))
 
 
 def big_model(path: Path) -> None:
@@ -244,7 +253,8 @@ def test_board_fault(row: Fault, sshd, tmp_path, tmpfs_mount):
     assert seconds < row.max_s, f"took {seconds:.1f} s: {err}"
     if row.code:
         errors = [line for line in err.splitlines() if line.startswith("xqhil: error:")]
-        assert len(errors) == 1 and re.search(".*".join(map(re.escape, row.message.split(" ... "))), errors[0]), err
+        assert len(errors) == 1 and re.search(pattern(row.message), errors[0]), err
+    assert re.search(pattern(row.log), err), err
     left = sorted(p.name for p in remote.glob("xqhil.*"))
     if row.left_named:
         assert len(left) == 1 and f"{remote}/{left[0]} was left on" in err, err
