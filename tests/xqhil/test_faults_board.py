@@ -98,7 +98,13 @@ def kill_agent(sig: int) -> Callable[[Ctx], None]:
     return act
 
 
+def full_pid_file(ctx: Ctx) -> None:
+    """agent.pid made a link to /dev/full, which answers every write with ENOSPC, as a full disk does."""
+    os.symlink("/dev/full", next(ctx.remote.glob("xqhil.*")) / "agent.pid")
+
+
 AGENT_STARTED = (lambda ctx: work_file(ctx, "agent.pid"))
+FOLDER_MADE = (lambda ctx: list(ctx.remote.glob("xqhil.*")))
 UPLOADING = (lambda ctx: work_file(ctx, "xqhil_agent.py", 8000))
 FAST = {"XQHIL_TRANSFER_TIMEOUT": "3"}
 
@@ -135,6 +141,8 @@ TABLE = [
     # D14: a full disk on the board is named, not retried
     Fault("disk-full-upload", 3, "disk full on the board: uploading model.onnx", tmpfs="96k", model=True,
           args=["--retries", "2"], max_s=45),
+    Fault("disk-full-agent-pid", 3, "disk full on the board: the agent ... agent.pid", peer="proxy",
+          proxy=dict(rate=20_000), during=when(FOLDER_MADE, full_pid_file)),
     Fault("disk-full-agent-response", 3, "disk full on the board: the agent", tmpfs="256k",
           agent_fault="fill-disk:1048576"),
 ]

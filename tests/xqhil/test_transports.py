@@ -116,3 +116,13 @@ def test_missing_key_file_is_bad_input(tmp_path):
     code, _, err = probe("ssh://nobody@127.0.0.1:1", "--ssh-key", str(tmp_path / "nokey"), "--known-hosts",
                          str(tmp_path / "known_hosts"), "--retries", "0")
     assert code == 2 and "--ssh-key" in err
+
+
+def test_transfer_deadline_from_the_environment_is_checked(tmp_path, monkeypatch):
+    from xqhil.transport import Deadlines
+
+    monkeypatch.setenv("XQHIL_TRANSFER_TIMEOUT", "2.5")
+    assert Deadlines().transfer == 2.5
+    monkeypatch.setenv("XQHIL_TRANSFER_TIMEOUT", "soon")
+    code, _, err = probe("host", "--remote-dir", str(tmp_path))
+    assert code == 2 and "$XQHIL_TRANSFER_TIMEOUT must be a positive number" in err and err.count("\n") == 1

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_STDOUT = 1 << 20
 EXIT_NO_SPACE = 5  # the agent (or its wrapper) could not write in the work folder: disk full
-SHELL_JOB_REPORT = re.compile(r"^\S+: line \d+: +\d+ ")
+SHELL_JOB_REPORT = re.compile(r"^(\S+: line \d+: +\d+ .*|Killed|Terminated)$")
 DURING = {"run": "while the agent ran", "workdir": "while making the work folder", "cleanup": "during cleanup"}
 
 
@@ -261,7 +261,8 @@ class SshTransport(Transport):
         """The agent runs under a POSIX shell that records its process group (agent.pid) and, since paramiko
         drops SSH exit-signal messages, reports a killing signal as the shell's 128+N exit status."""
         interpreter = " ".join(shlex.quote(p) for p in python)
-        command = (f"cd {shlex.quote(self.workdir)} || exit 3; echo $$ > agent.pid || exit {EXIT_NO_SPACE}; "
+        command = (f"cd {shlex.quote(self.workdir)} || exit 3; "
+                   f"echo $$ > agent.pid || {{ echo 'xqhil: cannot write agent.pid' >&2; exit {EXIT_NO_SPACE}; }}; "
                    f"{interpreter} {shlex.quote(self._remote(AGENT_FILE))} "
                    f"{shlex.quote(self._remote(REQUEST_FILE))}; exit $?")  # not the last command: no exec
         result = self.exec(command, timeout, "run")
