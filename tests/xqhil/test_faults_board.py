@@ -272,6 +272,8 @@ def test_board_fault(row: Fault, sshd, tmp_path, tmpfs_mount):
 
 def test_remote_dir_root_leaves_no_folder_at_the_root(sshd, tmp_path):
     """D12: mktemp under '/' prints '//xqhil.X'; the path is normalised and the folder removed."""
+    if not os.access("/", os.W_OK):
+        pytest.skip("the loopback board's user cannot write in '/'")
     before = set(Path("/").glob("xqhil.*"))
     try:
         code, out, err, _ = xqhil(["boards", "--probe", "--board", sshd.url, "--ssh-key", str(sshd.key),
