@@ -55,13 +55,10 @@ def load_outputs(path: str) -> List[np.ndarray]:
         return [data[f"out{i}"] for i in range(len(data.files))]
 
 
-AGENT_NO_SPACE = 5  # the agent's exit code when it cannot write in its work folder (docs/protocol.md)
-
-
 def _agent_failure(transport: Transport, code: int, stderr: str) -> HilError:
     tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
     detail = f": {' | '.join(tail)}" if tail else ""
-    if code == AGENT_NO_SPACE or "No space left on device" in stderr:
+    if code == 5 or "No space left on device" in stderr:  # 5: the agent's "no space" exit (docs/protocol.md)
         return HilError(f"disk full on the board: the agent on {transport.where} could not write in its work "
                         f"folder {transport.workdir}{detail}.",
                         "Free space on the board or pass --remote-dir on a bigger disk.", step="run", stderr=stderr)

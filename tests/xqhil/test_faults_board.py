@@ -103,6 +103,14 @@ def full_pid_file(ctx: Ctx) -> None:
     os.symlink("/dev/full", next(ctx.remote.glob("xqhil.*")) / "agent.pid")
 
 
+def fill_disk(ctx: Ctx) -> None:
+    """Fill the (small tmpfs) remote folder while the agent sleeps: its response cannot be written."""
+    with open(ctx.remote / "filler", "wb", buffering=0) as handle:
+        with contextlib.suppress(OSError):
+            for _ in range(1024):
+                handle.write(b"\0" * 4096)
+
+
 AGENT_STARTED = (lambda ctx: work_file(ctx, "agent.pid"))
 FOLDER_MADE = (lambda ctx: list(ctx.remote.glob("xqhil.*")))
 UPLOADING = (lambda ctx: work_file(ctx, "xqhil_agent.py", 8000))
@@ -143,8 +151,8 @@ TABLE = [
           args=["--retries", "2"], max_s=45),
     Fault("disk-full-agent-pid", 3, "disk full on the board: the agent ... agent.pid", peer="proxy",
           proxy=dict(rate=20_000), during=when(FOLDER_MADE, full_pid_file)),
-    Fault("disk-full-agent-response", 3, "disk full on the board: the agent", tmpfs="256k",
-          agent_fault="fill-disk:1048576"),
+    Fault("disk-full-agent-response", 3, "disk full on the board: the agent ... cannot write the response",
+          tmpfs="256k", agent_fault="sleep:4", during=when(AGENT_STARTED, fill_disk)),
 ]
 
 

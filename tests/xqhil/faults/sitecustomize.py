@@ -4,7 +4,6 @@ Put this folder on the board Python's PYTHONPATH (``--python "env PYTHONPATH=DIR
     perturb-int8:SCALE   INT8 models (file name int8.onnx) return outputs + SCALE * std(output) noise
     kill-after:N         the process SIGKILLs itself on its N-th inference (like the OOM killer, mid-run)
     sleep:SECONDS        sleep before anything runs (a board that hangs)
-    fill-disk:BYTES      write up to BYTES into the current folder (the work folder) until its disk is full
 The agent itself is not modified: only the runtime underneath it is.
 """
 import os
@@ -16,13 +15,6 @@ KIND, _, ARG = FAULT.partition(":")
 
 if KIND == "sleep":
     time.sleep(float(ARG))
-elif KIND == "fill-disk":  # bounded: a test points it at a small tmpfs
-    with open("fill", "wb", buffering=0) as _handle:
-        try:
-            for _ in range(int(ARG) // 4096):
-                _handle.write(b"\0" * 4096)
-        except OSError:
-            pass
 elif KIND in ("perturb-int8", "kill-after"):
     import numpy as np
     import onnxruntime
