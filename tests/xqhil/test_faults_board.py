@@ -122,8 +122,8 @@ TABLE = [
     Fault("peer-closes", 3, "closed the connection before sending an SSH banner", peer="close"),
     Fault("peer-closes-not-quiet", 3, "closed the connection before sending an SSH banner", peer="close",
           quiet=False),
-    Fault("peer-silent", 3, "no SSH banner within 2 s", peer="silent", max_s=30),
-    Fault("peer-silent-not-quiet", 3, "no SSH banner within 2 s", peer="silent", max_s=30, quiet=False),
+    Fault("peer-silent", 3, "no SSH banner within 2 s", peer="silent", max_s=45),
+    Fault("peer-silent-not-quiet", 3, "no SSH banner within 2 s", peer="silent", max_s=45, quiet=False),
     Fault("peer-not-ssh", 3, "'HTTP/1.1 400 Bad Request' instead of an SSH banner", peer="http", quiet=False),
     # D2a: the link drops mid-upload: named as lost; cleanup reconnects; a retry uses a new connection
     Fault("drop-mid-upload", 3, "connection lost to ssh:// ... while uploading xqhil_agent.py", peer="proxy",
