@@ -14,7 +14,9 @@ Invocations::
 Request (JSON object; every file name is a plain name inside the request's folder, never a path)::
 
     protocol     int, must equal PROTOCOL; otherwise the response says "protocol mismatch" and exit code is 2
-    deadline_s   float, the agent's own deadline: past it, it writes an error response and exits with 4
+    deadline_s   number > 0, the agent's own deadline: past it, it writes an error response and exits with 4;
+                 null: DEFAULT_DEADLINE_S; more than MAX_DEADLINE_S is cut to MAX_DEADLINE_S (a deadline is
+                 always kept)
     files        {name: sha256}, verified before anything runs (upload integrity is checked on the board)
     providers    [str] or null: null picks a vendor provider (e.g. SpaceMITExecutionProvider) when present,
                  then CPUExecutionProvider; a named provider the board lacks is an error
@@ -40,12 +42,15 @@ Response (JSON object, written atomically)::
                                            "max_ms", "std_ms", "samples_ms": [...]}}}
     duration_s, stage (the last stage reached)
 
-Exit codes: 0 the response was written (look at ok and tasks), 2 bad request, 4 deadline exceeded,
-3 the agent itself crashed (the response still says why when it could be written).
+Exit codes: 0 the response was written (look at ok and tasks), 2 bad request (a field of the wrong type or
+value, an unreadable request or inputs file), 4 deadline exceeded, 3 the agent itself crashed (the response
+still says why when it could be written), 5 no space left in the work folder (error type DiskFull in the
+response when it could still be written; a one-line reason on stderr when not).
 Errors are data: a model that fails to load or run is reported with onnxruntime's message, never raised.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -56,6 +61,7 @@ import tempfile
 import threading
 import time
 import traceback
+import zipfile
 
 PROTOCOL = 1
 AGENT_VERSION = "0.1.1"
@@ -63,7 +69,9 @@ VENDOR_PROVIDERS = ("SpaceMITExecutionProvider",)
 VENDOR_MODULES = ("spacemit_ort",)  # imported when present: they register the vendor provider
 STDERR_NOISE = ("Schema error: Trying to register schema",)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-EXIT_OK, EXIT_BAD_REQUEST, EXIT_CRASH, EXIT_DEADLINE = 0, 2, 3, 4
+EXIT_OK, EXIT_BAD_REQUEST, EXIT_CRASH, EXIT_DEADLINE, EXIT_NO_SPACE = 0, 2, 3, 4, 5
+DEFAULT_DEADLINE_S, MAX_DEADLINE_S = 3600.0, 86400.0
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 UNKNOWN = "unknown"  # declared_batch_axis: the declared shapes do not tell
 
 
@@ -185,6 +193,62 @@ def safe_path(folder, name):
     if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
         raise AgentError("BadRequest", "file name %r is not a plain file name of the work folder" % (name,))
     return os.path.join(folder, name)
+
+
+def _bad(field, expected, value):
+    return AgentError("BadRequest", "request field %s must be %s, got %s" % (field, expected, repr(value)[:80]))
+
+
+def _is_int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check(mapping, field, ok, expected, label=None):
+    value = mapping.get(field)
+    if value is not None and not ok(value):
+        raise _bad(label or field, expected, value)
+
+
+def _names_map(value):
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _str_list(value):
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def deadline_of(request):
+    """The watchdog's seconds: DEFAULT_DEADLINE_S when absent, never more than MAX_DEADLINE_S."""
+    value = request.get("deadline_s")
+    if value is None:
+        return DEFAULT_DEADLINE_S
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _bad("deadline_s", "a number of seconds > 0", value)
+    return min(float(value), MAX_DEADLINE_S)
+
+
+def check_request(request):
+    """The type of every field the agent reads: a malformed request is a BadRequest, never a crash."""
+    _check(request, "files", _names_map, "an object {file name: sha256}")
+    _check(request, "models", _names_map, "an object {model id: file name}")
+    _check(request, "providers", _str_list, "null or a list of provider names")
+    _check(request, "threads", _is_int, "an integer >= 0")
+    _check(request, "inputs", lambda v: isinstance(v, dict), 'an object {"file", "names"}')
+    inputs = request.get("inputs") or {}
+    _check(inputs, "file", lambda v: isinstance(v, str), "a file name", "inputs.file")
+    _check(inputs, "names", _str_list, "a list of input names", "inputs.names")
+    _check(request, "tasks", lambda v: isinstance(v, list), "a list of task objects")
+    for index, task in enumerate(request.get("tasks") or []):
+        if not isinstance(task, dict):
+            raise _bad("tasks[%d]" % index, "an object", task)
+        for key, ok, expected in (
+                ("id", lambda v: isinstance(v, (str, int)) and not isinstance(v, bool), "a string"),
+                ("model", lambda v: isinstance(v, str), "a model id"),
+                ("mode", lambda v: isinstance(v, str), '"accuracy" or "performance"'),
+                ("output", lambda v: isinstance(v, str), "a file name"),
+                ("batch_size", _is_int, "an integer >= 0"), ("warmup", _is_int, "an integer >= 0"),
+                ("repeat", _is_int, "an integer >= 0")):
+            _check(task, key, ok, expected, "tasks[%d].%s" % (index, key))
 
 
 def write_json_atomic(path, data):
@@ -371,15 +435,26 @@ class Agent:
         self.response["stage"] = name
 
     def finish(self, exit_code):
+        """Write the response once; when it cannot be written, say why on stderr (one line) and return
+        EXIT_NO_SPACE for a full disk, else EXIT_CRASH (or the bad request's code)."""
         with self.lock:
             if self.done:
                 return None
             self.done = True
             self.response["duration_s"] = round(time.time() - self.started, 4)
-            write_json_atomic(self.response_path, self.response)
+            try:
+                write_json_atomic(self.response_path, self.response)
+            except OSError as exc:
+                sys.stderr.write("xqhil-agent: cannot write the response %s: %s\n" % (self.response_path, exc))
+                if exc.errno in NO_SPACE:
+                    return EXIT_NO_SPACE
+                return exit_code or EXIT_CRASH
         return exit_code
 
     def watchdog(self, deadline_s):
+        """Exit with EXIT_DEADLINE after ``deadline_s`` (at most MAX_DEADLINE_S: Timer fails past ~1e9 s)."""
+        deadline_s = min(float(deadline_s), MAX_DEADLINE_S)
+
         def expire():
             self.response["error"] = {"type": "DeadlineExceeded",
                                       "message": "agent deadline of %.1f s exceeded during stage '%s'"
@@ -453,7 +528,7 @@ class Agent:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = [np.ascontiguousarray(data["in%d" % i]) for i in range(len(names))]
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise AgentError("BadRequest", "cannot read inputs %s: %s" % (path, error_text(exc))) from None
         if not arrays or len({int(a.shape[0]) for a in arrays}) != 1:
             raise AgentError("BadRequest", "inputs must be one or more arrays with the same number of samples")
@@ -462,7 +537,7 @@ class Agent:
     def run_task(self, np, sessions, names, arrays, task):
         result = {"ok": False, "error": None, "model": task.get("model"), "mode": task.get("mode"),
                   "batch_size": int(task.get("batch_size") or 1)}
-        session = sessions.get(task.get("model"))
+        session, path = sessions.get(task.get("model")), ""
         try:
             if session is None:
                 entry = self.response["models"].get(task.get("model"))
@@ -483,13 +558,22 @@ class Agent:
             result["ok"] = True
         except AgentError:
             raise
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                result["error"] = error_text(exc)
+                return result
+            if path and os.path.exists(path):
+                os.remove(path)  # room for the response
+            raise AgentError("DiskFull", "no space left in the work folder writing %s: %s"
+                             % (os.path.basename(path), error_text(exc))) from None
         except Exception as exc:
             result["error"] = error_text(exc)
         return result
 
     def handle(self):
         request = self.read_request()
-        self.watchdog(float(request.get("deadline_s") or 3600.0))
+        self.watchdog(deadline_of(request))
+        check_request(request)
         self.verify_files(request.get("files"))
         self.stage("import")
         np, ort = import_runtime()
@@ -513,7 +597,7 @@ def serve(request_path):
         agent.handle()
     except AgentError as exc:
         agent.response["error"] = {"type": exc.kind, "message": exc.message}
-        code = EXIT_BAD_REQUEST
+        code = EXIT_NO_SPACE if exc.kind == "DiskFull" else EXIT_BAD_REQUEST
     except Exception as exc:  # errors are data: anything unexpected is reported, not raised
         agent.response["error"] = {"type": "AgentCrash", "message": error_text(exc),
                                    "traceback": traceback.format_exc()[-4000:]}

@@ -104,6 +104,7 @@ def check_response(response: Any, where: str) -> Dict[str, Any]:
         hints = {
             "ChecksumMismatch": "The upload was corrupted; check the board's storage and retry.",
             "DeadlineExceeded": "Raise --step-timeout, or use fewer samples (verify_parameters.max_samples).",
+            "DiskFull": "Free space on the board or pass --remote-dir on a bigger disk.",
             "ProviderUnavailable": "Pick a provider the board has (see `xqhil boards --probe`).",
         }
         raise HilError(f"the agent on {where} failed ({kind}): {str(text).rstrip('.')}.", hints.get(kind, ""),

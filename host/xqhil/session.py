@@ -73,11 +73,15 @@ def load_outputs(path: str, where: str = "the board") -> List[np.ndarray]:
 
 
 def _agent_failure(transport: Transport, code: int, stderr: str) -> HilError:
+    tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
+    detail = f": {' | '.join(tail)}" if tail else ""
+    if code == 5 or "No space left on device" in stderr:  # 5: the agent's "no space" exit (docs/protocol.md)
+        return HilError(f"disk full on the board: the agent on {transport.where} could not write in its work "
+                        f"folder {transport.workdir}{detail}.",
+                        "Free space on the board or pass --remote-dir on a bigger disk.", step="run", stderr=stderr)
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     if code in (137, 143):
         how = f"was killed (exit code {code})"
-    tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
-    detail = f": {' | '.join(tail)}" if tail else ""
     return HilError(f"the agent on {transport.where} {how} before writing its response{detail}.",
                     "Check that the board's Python has numpy and onnxruntime (--python) and enough memory.",
                     step="run", stderr=stderr)

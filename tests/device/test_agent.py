@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,82 @@ def test_host_and_agent_speak_the_same_protocol():
     from xqhil.protocol import PROTOCOL_VERSION
 
     assert load_agent().PROTOCOL == PROTOCOL_VERSION
+
+
+def first_task(**change):
+    task = {"id": "acc", "model": "m", "mode": "accuracy", "batch_size": 2, "output": "out-acc.npz"}
+    task.update(change)
+    return [task]
+
+
+# request field -> malformed value -> the field the BadRequest message names (findings D16)
+MALFORMED = [
+    ("files-list", {"files": ["m.onnx"]}, "files"),
+    ("models-list", {"models": ["m.onnx"]}, "models"),
+    ("inputs-string", {"inputs": "inputs.npz"}, "inputs"),
+    ("input-names-string", {"inputs": {"file": "inputs.npz", "names": "x"}}, "inputs.names"),
+    ("tasks-dict", {"tasks": {"id": "acc"}}, "tasks"),
+    ("task-string", {"tasks": ["acc"]}, "tasks[0]"),
+    ("batch-size-string", {"tasks": first_task(batch_size="abc")}, "tasks[0].batch_size"),
+    ("repeat-float", {"tasks": first_task(mode="performance", repeat=1e9)}, "tasks[0].repeat"),
+    ("providers-string", {"providers": "CPUExecutionProvider"}, "providers"),
+    ("threads-string", {"threads": "4"}, "threads"),
+    ("deadline-string", {"deadline_s": "abc"}, "deadline_s"),
+    ("deadline-negative", {"deadline_s": -1}, "deadline_s"),
+]
+
+
+@pytest.mark.parametrize("change,field", [row[1:] for row in MALFORMED], ids=[row[0] for row in MALFORMED])
+def test_malformed_request_is_a_bad_request_not_a_crash(tmp_path, change, field):
+    proc, resp = run_agent(workdir(tmp_path, **change))
+    assert proc.returncode == 2, proc.stderr
+    assert resp["error"]["type"] == "BadRequest" and f"field {field} must be" in resp["error"]["message"]
+    assert "Traceback" not in proc.stderr and resp["tasks"] == {}
+    assert "C, P, U" not in resp["error"]["message"]  # a string of providers is never iterated per letter
+
+
+def test_huge_deadline_is_cut_to_the_documented_maximum_and_kept(tmp_path):
+    agent = load_agent()
+    assert agent.deadline_of({"deadline_s": 1e308}) == agent.MAX_DEADLINE_S
+    assert agent.deadline_of({"deadline_s": float("inf")}) == agent.MAX_DEADLINE_S
+    assert agent.deadline_of({}) == agent.DEFAULT_DEADLINE_S
+    timer = agent.Agent(str(tmp_path / "request.json")).watchdog(1e308)
+    time.sleep(0.2)
+    assert timer.is_alive() and timer.interval == agent.MAX_DEADLINE_S  # the watchdog thread did not die
+    timer.cancel()
+    proc, resp = run_agent(workdir(tmp_path, deadline_s=1e308))
+    assert proc.returncode == 0 and resp["ok"] and "Traceback" not in proc.stderr
+
+
+def test_truncated_inputs_file_is_a_bad_request(tmp_path):
+    folder = workdir(tmp_path)
+    data = (folder / "inputs.npz").read_bytes()
+    (folder / "inputs.npz").write_bytes(data[: len(data) // 2])
+    body = json.loads((folder / "request.json").read_text())
+    body["files"]["inputs.npz"] = sha(folder / "inputs.npz")
+    (folder / "request.json").write_text(json.dumps(body))
+    proc, resp = run_agent(folder)
+    assert proc.returncode == 2 and resp["error"]["type"] == "BadRequest"
+    assert "inputs" in resp["error"]["message"] and "Traceback" not in proc.stderr
+
+
+def test_request_in_a_missing_folder_is_one_line_not_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(AGENT), str(tmp_path / "gone" / "request.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "cannot write the response" in proc.stderr
+
+
+def test_full_disk_writing_the_response_exits_5_with_one_line(tmp_path):
+    folder = workdir(tmp_path)
+    os.symlink("/dev/full", folder / "response.json.tmp")  # the kernel answers ENOSPC to every write
+    proc, _ = run_agent(folder)
+    assert proc.returncode == 5 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_full_disk_writing_outputs_is_disk_full_not_a_task_failure(tmp_path):
+    folder = workdir(tmp_path)
+    os.symlink("/dev/full", folder / "out-acc.npz")
+    proc, resp = run_agent(folder)
+    assert proc.returncode == 5, proc.stderr
+    assert resp["error"]["type"] == "DiskFull" and "out-acc.npz" in resp["error"]["message"]

@@ -116,3 +116,35 @@ def test_missing_key_file_is_bad_input(tmp_path):
     code, _, err = probe("ssh://nobody@127.0.0.1:1", "--ssh-key", str(tmp_path / "nokey"), "--known-hosts",
                          str(tmp_path / "known_hosts"), "--retries", "0")
     assert code == 2 and "--ssh-key" in err
+
+
+def test_transfer_deadline_from_the_environment_is_checked(tmp_path, monkeypatch):
+    from xqhil.transport import Deadlines
+
+    monkeypatch.setenv("XQHIL_TRANSFER_TIMEOUT", "2.5")
+    assert Deadlines().transfer == 2.5
+    monkeypatch.setenv("XQHIL_TRANSFER_TIMEOUT", "soon")
+    code, _, err = probe("host", "--remote-dir", str(tmp_path))
+    assert code == 2 and "$XQHIL_TRANSFER_TIMEOUT must be a positive number" in err and err.count("\n") == 1
+
+
+def test_retries_name_a_reason_even_when_the_error_has_no_message(caplog):
+    """str(TimeoutError()) is empty: the log and the error name the class instead (finding D4)."""
+    from xqhil.errors import HilError
+    from xqhil.transport.base import with_retries
+
+    attempts, drops = [], []
+
+    def fail():
+        attempts.append(1)
+        raise TimeoutError()
+
+    caplog.set_level("INFO", logger="xqhil.transport.base")
+    with pytest.raises(HilError) as info:
+        with_retries(fail, "uploading x to board", 2, lambda e: isinstance(e, OSError),
+                     before_retry=lambda: drops.append(1), delay=0.01)
+    assert len(attempts) == 3 and len(drops) == 2  # a new connection before each retry
+    assert str(info.value).endswith("failed after 3 attempt(s): TimeoutError")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].endswith("(attempt 1 of 3): TimeoutError; retrying on a new connection")
+    assert lines[-1].endswith("(attempt 3 of 3): TimeoutError")

@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,3 +207,159 @@ def make_project(folder: Path, n_calib: int = 24, n_eval: int = 24, labels: bool
     path = folder / "cfg.json"
     path.write_text(json.dumps(config, indent=1))
     return path
+
+
+# ----------------------------------------------------------------------------------------- link faults
+class FakePeer:
+    """A TCP server on 127.0.0.1 that is not a working SSH server: ``close`` (accepts, then closes),
+    ``silent`` (accepts, says nothing) or ``http`` (answers a non-SSH banner). Stops by itself after
+    ``lifetime`` s or ``max_connections`` connections."""
+
+    def __init__(self, mode: str, lifetime: float = 60.0, max_connections: int = 10) -> None:
+        self.mode, self.lifetime, self.max_connections = mode, lifetime, max_connections
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.held: List[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        end, served = time.monotonic() + self.lifetime, 0
+        while time.monotonic() < end and served < self.max_connections:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            served += 1
+            if self.mode == "http":
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            if self.mode == "silent":
+                self.held.append(conn)
+            else:
+                conn.close()
+        self.stop()
+
+    def stop(self) -> None:
+        for conn in self.held + [self.sock]:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+class LinkProxy:
+    """A TCP proxy 127.0.0.1:port -> 127.0.0.1:target for link faults, bounded in time and connections.
+
+    ``rate`` (bytes/s) throttles the client -> server direction; after ``fault_after`` bytes that direction
+    on a connection whose index is in ``fault_on`` (all when None), ``fault`` happens: ``drop`` closes both
+    sockets, ``freeze`` keeps them open and forwards nothing more (a frozen board). ``drop_all()`` drops
+    every open connection now. Everything stops after ``lifetime`` s."""
+
+    def __init__(self, target: int, rate: float = 0.0, fault: str = "", fault_after: int = 0,
+                 fault_on=None, lifetime: float = 90.0, max_connections: int = 10) -> None:
+        self.target, self.rate, self.fault, self.fault_after = target, rate, fault, fault_after
+        self.fault_on, self.max_connections = fault_on, max_connections
+        self.end = time.monotonic() + lifetime
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.conns: List[Tuple[socket.socket, socket.socket]] = []
+        self.faulted: List[int] = []  # indexes of the connections the fault hit
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while time.monotonic() < self.end and len(self.conns) < self.max_connections:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            index = len(self.conns)
+            self.conns.append((client, server))
+            armed = self.fault and (self.fault_on is None or index in self.fault_on)
+            threading.Thread(target=self._pump, args=(client, server, index, armed, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, index, False, False), daemon=True).start()
+        while time.monotonic() < self.end:
+            time.sleep(0.2)
+        self.stop()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, index: int, armed: bool, upstream: bool) -> None:
+        sent = 0
+        src.settimeout(0.2)
+        while time.monotonic() < self.end:
+            if index in self.faulted and self.fault == "freeze":
+                time.sleep(0.2)
+                continue
+            try:
+                data = src.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if armed and sent + len(data) >= self.fault_after:
+                self._hit(index)
+                if self.fault == "freeze":
+                    continue
+                break
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+            sent += len(data)
+            if self.rate and upstream:
+                time.sleep(len(data) / self.rate)
+        self._close(index)
+
+    def _hit(self, index: int) -> None:
+        with self.lock:
+            if index not in self.faulted:
+                self.faulted.append(index)
+        if self.fault == "drop":
+            self._close(index)
+
+    def _close(self, index: int) -> None:
+        if index in self.faulted and self.fault == "freeze" and time.monotonic() < self.end:
+            return  # a frozen link stays open until the proxy stops
+        for sock in self.conns[index]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def drop_all(self) -> None:
+        for index in range(len(self.conns)):
+            self.faulted.append(index)
+            self._close(index)
+
+    def stop(self) -> None:
+        self.end = 0.0
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for index in range(len(self.conns)):
+            self._close(index)
+
+
+def sshd_session_pids(sshd: Sshd) -> List[int]:
+    """The per-connection processes of the loopback sshd (children of its listener)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (proc / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == sshd.proc.pid:
+                    pids.append(int(proc.name))
+    return pids
+
+
+def wait_for(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {seconds} s")
+        time.sleep(0.05)

@@ -6,16 +6,33 @@ keeps the last error; the work folder is removed by the session in ``finally``.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple, Type, TypeVar
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence, TypeVar
 
-from ..errors import HilError
+from ..errors import BadInput, HilError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STDERR_NOISE = ("Schema error: Trying to register schema",)
+TRANSFER_ENV = "XQHIL_TRANSFER_TIMEOUT"
+
+
+def transfer_deadline() -> float:
+    """Seconds allowed for one whole file transfer (open, write, close): 120, or $XQHIL_TRANSFER_TIMEOUT."""
+    text = os.environ.get(TRANSFER_ENV, "").strip()
+    if not text:
+        return 120.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise BadInput(f"${TRANSFER_ENV} must be a positive number of seconds, got {text!r}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -23,14 +40,18 @@ class Deadlines:
     """Seconds allowed for each step."""
 
     connect: float = 20.0
-    transfer: float = 120.0
+    transfer: float = field(default_factory=transfer_deadline)
     run: float = 1800.0
     cleanup: float = 30.0
 
 
+class ConnectionLost(HilError):
+    """The link to the board dropped (not the agent's fault)."""
+
+
 @dataclass(frozen=True)
 class ExecResult:
-    returncode: int  # negative: killed by that signal (-1: unknown signal over SSH)
+    returncode: int  # negative: killed by that signal
     stdout: str
     stderr: str  # filtered of onnxruntime's schema-registration noise, last lines only
 
@@ -40,21 +61,34 @@ def clean_stderr(text: str, keep: int = 40) -> str:
     return "\n".join(lines[-keep:])
 
 
-def with_retries(action: Callable[[], T], what: str, retries: int,
-                 transient: Tuple[Type[BaseException], ...], delay: float = 0.5) -> T:
-    """Run ``action``; retry ``retries`` times on ``transient`` errors; raise the last one as HilError."""
+def describe(exc: BaseException) -> str:
+    """``Type: message``, or only the type when the message is empty (``str(TimeoutError())`` is '')."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def with_retries(action: Callable[[], T], what: str, retries: int, transient: Callable[[BaseException], bool],
+                 before_retry: Optional[Callable[[], None]] = None, delay: float = 0.5,
+                 explain: Callable[[BaseException], str] = describe) -> T:
+    """Run ``action``; retry ``retries`` times on errors ``transient`` accepts (``before_retry`` runs before
+    each retry: a new connection); raise the last one as HilError, with its cause named by ``explain``."""
     last: BaseException = RuntimeError("not attempted")
     for attempt in range(retries + 1):
         try:
             return action()
-        except transient as exc:
+        except Exception as exc:
+            if not transient(exc):
+                raise
             last = exc
-            log.info("%s failed (attempt %d of %d): %s", what, attempt + 1, retries + 1, exc)
+            again = "; retrying on a new connection" if before_retry and attempt < retries else ""
+            log.info("%s failed (attempt %d of %d): %s%s", what, attempt + 1, retries + 1, explain(exc), again)
             if attempt < retries:
                 time.sleep(delay * (2 ** attempt))
+                if before_retry is not None:
+                    before_retry()
     if isinstance(last, HilError):
         raise last
-    raise HilError(f"{what} failed after {retries + 1} attempt(s): {type(last).__name__}: {last}") from last
+    raise HilError(f"{what} failed after {retries + 1} attempt(s): {explain(last)}") from last
 
 
 class Transport(ABC):
