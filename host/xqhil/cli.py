@@ -176,8 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
         add(sub)
-    for name in ("history", "dashboard"):  # the same -q/-v/--debug (before a history subcommand)
-        add_common(sub.choices[name])
     return parser
 
 

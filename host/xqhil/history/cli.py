@@ -47,7 +47,8 @@ def _verbosity(parser: argparse.ArgumentParser, nested: bool = False) -> None:
     """-q/-v as on the other xqhil commands (nested: never overwrite one given before the subcommand)."""
     default = argparse.SUPPRESS if nested else False
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="warnings only")
-    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    parser.add_argument("-v", "--verbose", "--debug", action="store_true", default=default,
+                        help="debug logging (tracebacks of internal errors)")
 
 
 def _run_argument(parser: argparse.ArgumentParser) -> None:
