@@ -9,9 +9,8 @@ import io
 import json
 
 import pytest
+from xqhil import cli
 from xqhil.history.synthetic import make_doc
-
-cli = pytest.importorskip("xqhil.cli")
 
 
 def _xqhil(*argv):
