@@ -77,8 +77,11 @@ if ! podman image exists "$base_tag"; then
   podman import --arch riscv64 --os linux --change 'CMD ["bash"]' "$base_tar" "$base_tag" >/dev/null
 fi
 echo "building $tag from Dockerfile.riscv (emulated riscv64, several minutes when cold) ..."
-podman build --quiet --pull=never --network=host --platform linux/riscv64 --build-arg "BASE=$base_tag" \
-  -f "$repo/Dockerfile.riscv" -t "$tag" "$repo" >/dev/null
+if ! podman build --pull=never --network=host --platform linux/riscv64 --build-arg "BASE=$base_tag" \
+     -f "$repo/Dockerfile.riscv" -t "$tag" "$repo" > "$cache/build.log" 2>&1; then
+  tail -n 30 "$cache/build.log" >&2
+  die "podman build failed (full log: $cache/build.log)"
+fi
 # keep one image per content hash: drop the older ones of this name
 podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/xqhil-rv64:' | grep -vx "$tag" \
   | xargs -r podman rmi >/dev/null 2>&1 || true

@@ -1,0 +1,96 @@
+"""Dockerfile.riscv, built and run: the riscv64 container is a board reached over SSH on loopback.
+
+ci/build-image.sh builds the image with podman (`make test` runs it first; cached by a content hash). The
+container shares the host's network namespace and its sshd listens on 127.0.0.1 only; the host key is
+verified against the image's own key file, never trusted on first use.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import onnxruntime
+import pytest
+from ci_policy import hil_missing
+from xqhil_testlib import free_port, int8_differences, keygen, verify
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.hil
+
+
+def build_script(mode: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "ci" / "build-image.sh"), mode], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture(scope="session")
+def image() -> dict:
+    """The up-to-date image tag and the podman environment (CONTAINERS_CONF) of ci/build-image.sh."""
+    if shutil.which("podman") is None:
+        hil_missing("podman not installed: run bash ci/install-system-deps.sh")
+    check = build_script("--check")
+    if check.returncode != 0:
+        hil_missing(f"riscv64 image not built ({check.stderr.strip()[-300:]}): run bash ci/build-image.sh")
+    env = dict(os.environ)
+    key, _, value = build_script("--env").stdout.strip().removeprefix("export ").partition("=")
+    env[key] = value
+    return {"tag": check.stdout.split()[-1], "env": env}
+
+
+def podman(image: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=image["env"])
+
+
+def host_key_line(image: dict, name: str, port: int, deadline_s: float = 90) -> str:
+    """known_hosts line for the container's sshd once it answers, checked against the image's key file."""
+    expected = podman(image, "exec", name, "cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
+    assert len(expected) == 2 and expected[0] == "ssh-ed25519", expected
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        scan = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+                              capture_output=True, text=True, timeout=30)
+        for line in scan.stdout.splitlines():
+            host, *key = line.split()
+            if host == f"[127.0.0.1]:{port}":
+                assert key[:2] == expected, "the sshd on the port is not the container's"
+                return f"{host} {key[0]} {key[1]}\n"
+        time.sleep(1)
+    logs = podman(image, "logs", name).stdout + podman(image, "logs", name).stderr
+    raise AssertionError(f"the container's sshd did not answer on 127.0.0.1:{port}: {logs[-1500:]}")
+
+
+@pytest.fixture(scope="module")
+def container(image, tmp_path_factory, request) -> dict:
+    """A running container of the image: sshd on 127.0.0.1:<free port> in the host's network namespace."""
+    folder = tmp_path_factory.mktemp("container")
+    keygen(folder / "userkey")
+    port = free_port()
+    name = f"xqhil-test-{os.getpid()}-{port}"
+    request.addfinalizer(lambda: podman(image, "rm", "--force", "--time", "0", name))
+    run = podman(image, "run", "--detach", "--network=host", "--platform", "linux/riscv64", "--name", name,
+                 "-v", f"{folder / 'userkey.pub'}:/root/.ssh/authorized_keys:ro", image["tag"],
+                 "/usr/sbin/sshd", "-D", "-e", "-p", str(port), "-o", "ListenAddress=127.0.0.1")
+    assert run.returncode == 0, run.stderr
+    (folder / "known_hosts").write_text(host_key_line(image, name, port))
+    return {"name": name, "url": f"ssh://root@127.0.0.1:{port}", "key": folder / "userkey",
+            "known_hosts": folder / "known_hosts"}
+
+
+def test_quantize_and_verify_in_the_riscv64_container(container, image, project, tmp_path):
+    code, report, stdout, stderr = verify(
+        project, container["url"], tmp_path / "out", "--ssh-key", str(container["key"]), "--known-hosts",
+        str(container["known_hosts"]), "--remote-dir", "/tmp", "--connect-timeout", "30")
+    assert code == 0, stderr
+    assert report["verdict"] == "pass", report["reasons"]
+    assert report["board"]["kind"] == "ssh" and report["board"]["address"] == container["url"]
+    device = report["device"]
+    assert device["arch"] == "riscv64" and device["emulated"] is True
+    assert device["onnxruntime"] != onnxruntime.__version__  # the image's Debian runtime, not the PC's
+    assert report["accuracy"]["top1_agreement"]["chip_int8_vs_pc_int8"] == 100.0
+    assert int8_differences(report) == {}  # README: INT8 outputs identical to the PC's
+    assert "(emulated)" in stdout
+    left = podman(image, "exec", container["name"], "sh", "-c", "ls -d /tmp/xqhil.* 2>/dev/null || true")
+    assert left.returncode == 0 and left.stdout == ""
