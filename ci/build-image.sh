@@ -8,7 +8,8 @@
 # The base image (Debian stable, riscv64, minbase) is made locally with mmdebstrap and cached as
 # ci/.cache/podman/base-<suite>.tar. The image tag carries a content hash of Dockerfile.riscv,
 # ci/riscv64-packages.txt, device/xqhil_agent.py and this script, so a rerun with nothing changed takes
-# seconds. Needs root (binfmt_misc registration of qemu-riscv64, podman's storage), podman, runc,
+# seconds. The built image is also saved as ci/.cache/podman/image-<hash>.tar: a fresh machine that kept
+# ci/.cache loads it instead of building. Needs root (binfmt_misc registration of qemu-riscv64, podman's storage), podman, runc,
 # mmdebstrap, arch-test and qemu-user-static (bash ci/install-system-deps.sh installs them).
 # Optional: XQHIL_DEBIAN_MIRROR (a Debian mirror URL) and XQHIL_DEBIAN_SUITE (default: stable).
 set -euo pipefail
@@ -60,6 +61,11 @@ if podman image exists "$tag"; then
   echo "$tag"
   exit 0
 fi
+archive="$cache/image-$hash.tar"   # the built image, for a fresh machine whose ci/.cache was kept
+if [ -s "$archive" ] && [ "$mode" != "--check" ]; then
+  podman load --quiet -i "$archive" >/dev/null && podman image exists "$tag" \
+    && { echo "riscv64 image loaded from $archive"; echo "$tag"; exit 0; }
+fi
 [ "$mode" = "--check" ] && { echo "riscv64 image $tag not built; run: bash ci/build-image.sh" >&2; exit 1; }
 
 start=$SECONDS
@@ -82,8 +88,10 @@ if ! podman build --pull=never --network=host --platform linux/riscv64 --build-a
   tail -n 30 "$cache/build.log" >&2
   die "podman build failed (full log: $cache/build.log)"
 fi
-# keep one image per content hash: drop the older ones of this name
+# keep the newest image only: drop the older tags and archives
 podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/xqhil-rv64:' | grep -vx "$tag" \
   | xargs -r podman rmi >/dev/null 2>&1 || true
+find "$cache" -maxdepth 1 -name 'image-*.tar*' ! -name "image-$hash.tar" -delete
+podman save --quiet -o "$archive.tmp" "$tag" && mv "$archive.tmp" "$archive"
 echo "riscv64 image built in $((SECONDS - start)) s"
 echo "$tag"

@@ -15,9 +15,10 @@ from pathlib import Path
 import onnxruntime
 import pytest
 from ci_policy import hil_missing
-from xqhil_testlib import free_port, int8_differences, keygen, verify
+from xqhil_testlib import FAULTS, free_port, int8_differences, keygen, verify
 
 REPO = Path(__file__).resolve().parents[2]
+BOARD_FAULTS = "/opt/xqhil-faults"  # tests/xqhil/faults, mounted read-only in the container
 pytestmark = pytest.mark.hil
 
 
@@ -33,7 +34,7 @@ def image() -> dict:
         hil_missing("podman not installed: run bash ci/install-system-deps.sh")
     check = build_script("--check")
     if check.returncode != 0:
-        hil_missing(f"riscv64 image not built ({check.stderr.strip()[-300:]}): run bash ci/build-image.sh")
+        hil_missing(check.stderr.strip()[-300:] or "riscv64 image not built: run bash ci/build-image.sh")
     env = dict(os.environ)
     key, _, value = build_script("--env").stdout.strip().removeprefix("export ").partition("=")
     env[key] = value
@@ -71,7 +72,8 @@ def container(image, tmp_path_factory, request) -> dict:
     name = f"xqhil-test-{os.getpid()}-{port}"
     request.addfinalizer(lambda: podman(image, "rm", "--force", "--time", "0", name))
     run = podman(image, "run", "--detach", "--network=host", "--platform", "linux/riscv64", "--name", name,
-                 "-v", f"{folder / 'userkey.pub'}:/root/.ssh/authorized_keys:ro", image["tag"],
+                 "-v", f"{folder / 'userkey.pub'}:/root/.ssh/authorized_keys:ro",
+                 "-v", f"{FAULTS}:{BOARD_FAULTS}:ro", image["tag"],
                  "/usr/sbin/sshd", "-D", "-e", "-p", str(port), "-o", "ListenAddress=127.0.0.1")
     assert run.returncode == 0, run.stderr
     (folder / "known_hosts").write_text(host_key_line(image, name, port))
@@ -79,10 +81,13 @@ def container(image, tmp_path_factory, request) -> dict:
             "known_hosts": folder / "known_hosts"}
 
 
+def ssh_args(container: dict) -> list:
+    return ["--ssh-key", str(container["key"]), "--known-hosts", str(container["known_hosts"]), "--remote-dir",
+            "/tmp", "--connect-timeout", "30"]
+
+
 def test_quantize_and_verify_in_the_riscv64_container(container, image, project, tmp_path):
-    code, report, stdout, stderr = verify(
-        project, container["url"], tmp_path / "out", "--ssh-key", str(container["key"]), "--known-hosts",
-        str(container["known_hosts"]), "--remote-dir", "/tmp", "--connect-timeout", "30")
+    code, report, stdout, stderr = verify(project, container["url"], tmp_path / "out", *ssh_args(container))
     assert code == 0, stderr
     assert report["verdict"] == "pass", report["reasons"]
     assert report["board"]["kind"] == "ssh" and report["board"]["address"] == container["url"]
@@ -94,3 +99,13 @@ def test_quantize_and_verify_in_the_riscv64_container(container, image, project,
     assert "(emulated)" in stdout
     left = podman(image, "exec", container["name"], "sh", "-c", "ls -d /tmp/xqhil.* 2>/dev/null || true")
     assert left.returncode == 0 and left.stdout == ""
+
+
+def test_int8_drift_in_the_container_breaks_the_identity(container, quantized, tmp_path):
+    """Control: noise of 0.1% of the output's spread on the container's INT8 outputs is caught."""
+    python = f"env PYTHONPATH={BOARD_FAULTS} XQHIL_FAULT=perturb-int8:0.001 python3"
+    code, report, _, stderr = verify(quantized["config"], container["url"], tmp_path / "out", "--qmodel",
+                                     str(quantized["qmodel"]), "--python", python, *ssh_args(container))
+    assert report is not None and report["device"]["arch"] == "riscv64", stderr
+    drift = int8_differences(report)
+    assert list(drift) == ["logits"] and 0 < drift["logits"]["max_abs"] and drift["logits"]["cosine"] < 1
