@@ -30,9 +30,12 @@ die() { echo "error: $*" >&2; exit 3; }
 write_containers_conf() {
   # root lacks CAP_SYS_RESOURCE on some CI machines: podman's default ulimits fail there; crun rejects a
   # mixed cgroup layout: runc works on both.
+  local nofile
+  nofile="$(ulimit -Hn)"
+  [ "$nofile" = unlimited ] && nofile=1048576
   mkdir -p "$cache"
   printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\n' \
-    "$(ulimit -Hn)" "$(ulimit -Hn)" > "$cache/containers.conf"
+    "$nofile" "$nofile" > "$cache/containers.conf"
   export CONTAINERS_CONF="$cache/containers.conf"
 }
 
