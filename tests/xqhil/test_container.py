@@ -7,6 +7,7 @@ verified against the image's own key file, never trusted on first use.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -63,9 +64,19 @@ def host_key_line(image: dict, name: str, port: int, deadline_s: float = 90) -> 
     raise AssertionError(f"the container's sshd did not answer on 127.0.0.1:{port}: {logs[-1500:]}")
 
 
+def remove_stale_containers(image: dict) -> None:
+    """Containers of earlier test sessions that were killed before their finalizer ran (their pid is gone)."""
+    names = podman(image, "ps", "--all", "--format", "{{.Names}}").stdout.split()
+    for name in names:
+        match = re.fullmatch(r"xqhil-test-(\d+)-\d+", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            podman(image, "rm", "--force", "--time", "0", name)
+
+
 @pytest.fixture(scope="module")
 def container(image, tmp_path_factory, request) -> dict:
     """A running container of the image: sshd on 127.0.0.1:<free port> in the host's network namespace."""
+    remove_stale_containers(image)
     folder = tmp_path_factory.mktemp("container")
     keygen(folder / "userkey")
     port = free_port()
