@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test venv venv-dev system-deps rootfs bench lint clean
+.PHONY: demo test venv venv-dev system-deps rootfs image bench lint clean
 
 $(BIN)/.base: pyproject.toml
 	$(PY) -m venv $(VENV) || { rm -rf $(VENV); bash ci/install-system-deps.sh venv && $(PY) -m venv $(VENV); }
@@ -30,7 +30,10 @@ system-deps:
 rootfs: system-deps
 	bash ci/build-rootfs.sh
 
-test: venv-dev system-deps rootfs
+image: system-deps
+	bash ci/build-image.sh
+
+test: venv-dev system-deps rootfs image
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: venv-dev

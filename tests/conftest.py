@@ -12,6 +12,8 @@ import pytest
 
 from xquant_testlib import DEMO_CONFIG, DEMO_MODEL, REPO, build_cnn, demo_eval_batch, write_npy_list
 
+pytest_plugins = ["ci_policy"]  # XQHIL_REQUIRE_HIL=1: a skip without an 'allowed in CI:' reason fails
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ci_policy import hil_missing
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,9 +23,9 @@ def rootfs_path() -> Path:
 def rootfs() -> Path:
     root = rootfs_path()
     if not (root / "usr" / "bin" / "python3").is_file():
-        pytest.skip(f"riscv64 rootfs missing at {root}: run bash ci/build-rootfs.sh")
+        hil_missing(f"riscv64 rootfs missing at {root}: run bash ci/build-rootfs.sh")
     if shutil.which("qemu-riscv64-static") is None:
-        pytest.skip("qemu-riscv64-static not installed: run bash ci/install-system-deps.sh")
+        hil_missing("qemu-riscv64-static not installed: run bash ci/install-system-deps.sh")
     return root
 
 
@@ -54,7 +55,7 @@ def quantized(tmp_path_factory) -> dict:
 def sshd(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 with its own host key, user key and known_hosts."""
     if not Path("/usr/sbin/sshd").exists():
-        pytest.skip("openssh-server not installed: run bash ci/install-system-deps.sh")
+        hil_missing("openssh-server not installed: run bash ci/install-system-deps.sh")
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from xqhil_testlib import fault_python, leftovers, processes_mentioning, verify, with_opset
+from xqhil_testlib import fault_python, int8_differences, leftovers, processes_mentioning, verify, with_opset
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.hil
@@ -55,6 +55,8 @@ def test_demo_model_on_qemu_riscv64(demo_config, rootfs, tmp_path):
     # difference would be a runtime difference (a warning), so the clean run must be identical and pass
     assert acc["top1_agreement"]["chip_int8_vs_pc_int8"] == 100.0 and report["verdict"] == "pass"
     assert report["runtime"]["departure"]["identical"] is True
+    assert acc["top1_agreement"]["chip_int8_vs_pc_int8"] == 100.0 and acc["samples_differing"] == 0
+    assert int8_differences(report) == {}  # README: INT8 outputs identical to the PC's
     assert report["fidelity"]["outputs"]["logits"]["chip_fp32_vs_pc_fp32"]["cosine"] > 0.99999
     lat = report["latency"]
     assert lat["emulated"] is True and lat["speedup"] > 0 and lat["int8"]["p50_ms"] > 0
@@ -82,7 +84,7 @@ def test_perturbed_riscv64_runtime_fails_and_clean_passes(quantized, rootfs, qem
     assert code == 1 and report["verdict"] == "fail" and report["device"]["arch"] == "riscv64"
     code, report, _, _ = verify(quantized["config"], f"qemu:{rootfs}", tmp_path / "good", "--qmodel",
                                 str(quantized["qmodel"]))
-    assert code == 0 and report["verdict"] in ("pass", "warn")
+    assert code == 0 and report["verdict"] in ("pass", "warn") and int8_differences(report) == {}
 
 
 def ssh_args(sshd, remote: Path, python: str):
@@ -103,6 +105,7 @@ def test_ssh_to_riscv64_end_to_end(quantized, sshd, qemu_python, tmp_path):
     assert report["latency"]["emulated"] is True
     assert report["accuracy"]["top1_agreement"]["chip_int8_vs_pc_int8"] == 100.0
     assert report["runtime"]["departure"]["identical"] is True and report["verdict"] == "pass"
+    assert int8_differences(report) == {}
     assert str(sshd.key) not in json.dumps(report)
     assert leftovers(remote) == []
 

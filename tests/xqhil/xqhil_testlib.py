@@ -167,6 +167,17 @@ def verify(config, board: str, out, *extra: str):
     return code, (_json.loads(report.read_text()) if report.exists() else None), stdout, stderr
 
 
+def int8_differences(report: dict) -> dict:
+    """Outputs whose chip INT8 result is not bit-identical to the PC's INT8 result, with their metrics.
+
+    README: on the CPU provider the chip's INT8 outputs are identical to the PC's (measured: Debian riscv64
+    onnxruntime 1.21 under qemu against x86 onnxruntime 1.32). max_abs 0 means every float is equal."""
+    outputs = report["fidelity"]["outputs"]
+    assert outputs, "the report has no fidelity outputs"
+    found = {name: metrics.get("chip_int8_vs_pc_int8") for name, metrics in outputs.items()}
+    return {name: m for name, m in found.items() if not m or m["max_abs"] != 0.0 or m["cosine"] != 1.0}
+
+
 def make_project(folder: Path, n_calib: int = 24, n_eval: int = 24, labels: bool = True,
                  data_list: bool = True, verify: dict | None = None, seed: int = 0) -> Path:
     """A tiny CNN, .npy samples, list files and an XQuant config with verify_parameters; returns the config."""
