@@ -82,3 +82,16 @@ def copy_demo(tmp_path: Path) -> Path:
 def _history_db_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """quantize-and-verify records every run in the history ($XQHIL_DB): keep tests out of the user's data."""
     monkeypatch.setenv("XQHIL_DB", str(tmp_path_factory.mktemp("history") / "history.sqlite3"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_logger_levels():
+    """The CLIs run in-process set the 'xquant'/'xqhil' logger levels (-q -> WARNING): give every test the
+    levels it started with, so a test that reads INFO records does not depend on which tests ran before."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("xquant", "xqhil", "paramiko")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
