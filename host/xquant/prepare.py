@@ -51,6 +51,27 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
                          "Re-export the model with opset 13 or newer.") from exc
 
 
+def name_free_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Input and output sizes stored as ``dim_value`` -1 or 0 (Paddle2ONNX's free batch) become symbolic
+    (``dim_param``), as onnxruntime and shape inference expect free sizes to be (in a copy)."""
+    values = list(model.graph.input) + list(model.graph.output)
+    if not any(d.HasField("dim_value") and d.dim_value <= 0 for v in values for d in v.type.tensor_type.shape.dim):
+        return model
+    model = _copy(model)
+    for value in list(model.graph.input) + list(model.graph.output):
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
+                dim.dim_param = "batch" if i == 0 else f"{value.name}_dim{i}"
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def name_nodes(model: onnx.ModelProto) -> None:
     used = set()
     for i, node in enumerate(model.graph.node):
@@ -78,6 +99,7 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def prepare_model(model: onnx.ModelProto, skip_simplify: bool) -> onnx.ModelProto:
     refuse_quantized(model)
+    model = name_free_dims(model)
     model = upgrade_opset(model)
     if not skip_simplify:
         model = simplify(model)

@@ -17,7 +17,6 @@ from ..calibration.ranges import QParams
 from ..calibration.stats import TensorStats
 from ..config.schema import XQuantConfig
 from ..data.source import CalibrationData
-from ..model_io import graph_inputs
 from ..plan.graph import GraphIndex
 from ..plan.planner import QuantPlan
 from .inputs import input_statistics
@@ -35,11 +34,7 @@ SAMPLES_PER_BATCH = 4  # analysis batch size when the model's batch dimension is
 
 def analysis_batches(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> List[Dict[str, np.ndarray]]:
     """The first ``analysis_batches`` batches of calibration data (fixed batch models: their batch size)."""
-    first = graph_inputs(model)[0].shape
-    fixed = bool(first) and isinstance(first[0], int)
-    size = first[0] if fixed else SAMPLES_PER_BATCH
-    whole = (b for b in data.batches(size) if not fixed or next(iter(b.values())).shape[0] == size)
-    return list(itertools.islice(whole, cfg.quantization.analysis_batches))
+    return list(itertools.islice(data.model_batches(model, SAMPLES_PER_BATCH), cfg.quantization.analysis_batches))
 
 
 def small_histogram(stats: TensorStats, bins: int = HIST_BINS) -> dict:
