@@ -19,7 +19,7 @@ from .config import XQuantConfig, load_config
 from .config.loader import ConfigSource, ModelSource
 from .data import CalibrationData
 from .errors import ModelError
-from .model_io import save_model_atomic
+from .model_io import run_batch, save_model_atomic
 from .plan.planner import QuantPlan
 from .plan.policy import plan_model
 from .prepare import prepare_model
@@ -91,7 +91,8 @@ def save_outputs(result: QuantizationResult) -> None:
 
 def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: CalibrationData,
                      device: str) -> Dict[str, dict]:
-    batches = itertools.islice(data.model_batches(fp32, 8), max(1, SUMMARY_SAMPLES // 8))
+    size = run_batch(fp32, 8)
+    batches = itertools.islice(data.model_batches(fp32, size), -(-SUMMARY_SAMPLES // size))
     return compare_outputs(run_both(fp32, qdq, batches, device))
 
 

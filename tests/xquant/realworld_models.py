@@ -64,7 +64,7 @@ def build_conv_net(batch: Dim = "N", seed: int = 0) -> onnx.ModelProto:
 MELS, FRAMES, HIDDEN, LAYERS, CLASSES = 16, 12, 8, 1, 4
 
 
-def build_audio_lstm(seed: int = 0, batch: Dim = "batch") -> onnx.ModelProto:
+def build_audio_lstm(seed: int = 0, batch: Dim = "batch", side_inputs: bool = True) -> onnx.ModelProto:
     """An audio tagger as exporters write it, with every input kind that used to be refused:
 
     * ``mel`` [batch, MELS, FRAMES] float: reaches the LSTM only through data movement (Transpose);
@@ -73,7 +73,8 @@ def build_audio_lstm(seed: int = 0, batch: Dim = "batch") -> onnx.ModelProto:
     * ``mask`` [batch, FRAMES] bool: which frames count (Cast, Mul).
 
     mel -> Transpose [FRAMES, batch, MELS] -> LSTM(h0) -> Y [FRAMES, 1, batch, HIDDEN] -> Squeeze ->
-    Transpose [batch, FRAMES, HIDDEN] -> MatMul(w_out) -> Mul(mask) -> ReduceMean over frames -> Mul(rate)."""
+    Transpose [batch, FRAMES, HIDDEN] -> MatMul(w_out) -> Mul(mask) -> ReduceMean over frames -> Mul(rate).
+    Without ``side_inputs`` only ``mel`` is an input (zero state, no mask, no rate)."""
     rng = np.random.default_rng(seed)
     g = 4 * HIDDEN
     inits = [_init("lstm_w", rng.normal(0, 0.3, (1, g, MELS)).astype(np.float32)),
@@ -81,27 +82,30 @@ def build_audio_lstm(seed: int = 0, batch: Dim = "batch") -> onnx.ModelProto:
              _init("lstm_b", rng.normal(0, 0.1, (1, 2 * g)).astype(np.float32)),
              _init("w_out", rng.normal(0, 0.5, (HIDDEN, CLASSES)).astype(np.float32)),
              _init("squeeze_axes", np.array([1], np.int64)), _init("mean_axes", np.array([1], np.int64)),
-             _init("rate_ref", np.array(16000.0, np.float32))]
+             _init("mean_axes_2", np.array([2], np.int64)), _init("rate_ref", np.array(16000.0, np.float32))]
     nodes = [helper.make_node("Transpose", ["mel"], ["mel_t"], perm=[2, 0, 1], name="to_time_major"),
-             helper.make_node("LSTM", ["mel_t", "lstm_w", "lstm_r", "lstm_b", "", "h0"], ["y"],
-                              hidden_size=HIDDEN, name="lstm"),
+             helper.make_node("LSTM", ["mel_t", "lstm_w", "lstm_r", "lstm_b"] + (["", "h0"] if side_inputs else []),
+                              ["y"], hidden_size=HIDDEN, name="lstm"),
              helper.make_node("Squeeze", ["y", "squeeze_axes"], ["y_sq"], name="squeeze_dirs"),
              helper.make_node("Transpose", ["y_sq"], ["y_bt"], perm=[1, 0, 2], name="to_batch_major"),
-             helper.make_node("MatMul", ["y_bt", "w_out"], ["frame_logits"], name="classifier"),
-             helper.make_node("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT, name="mask_cast"),
-             helper.make_node("Unsqueeze", ["mask_f", "mean_axes_2"], ["mask_u"], name="mask_unsqueeze"),
-             helper.make_node("Mul", ["frame_logits", "mask_u"], ["masked"], name="apply_mask"),
-             helper.make_node("ReduceMean", ["masked", "mean_axes"], ["clip_logits"], keepdims=0, name="pool"),
-             helper.make_node("Cast", ["sample_rate"], ["rate_f"], to=TensorProto.FLOAT, name="rate_cast"),
-             helper.make_node("Div", ["rate_f", "rate_ref"], ["rate_gain"], name="rate_gain"),
-             helper.make_node("Mul", ["clip_logits", "rate_gain"], ["scores"], name="apply_rate")]
-    inits.append(_init("mean_axes_2", np.array([2], np.int64)))
-    graph = helper.make_graph(nodes, "audio_lstm", [
-        helper.make_tensor_value_info("mel", TensorProto.FLOAT, [batch, MELS, FRAMES]),
-        helper.make_tensor_value_info("h0", TensorProto.FLOAT, [LAYERS, batch, HIDDEN]),
-        helper.make_tensor_value_info("sample_rate", TensorProto.INT64, []),
-        helper.make_tensor_value_info("mask", TensorProto.BOOL, [batch, FRAMES])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, CLASSES])], inits)
+             helper.make_node("MatMul", ["y_bt", "w_out"], ["frame_logits"], name="classifier")]
+    inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [batch, MELS, FRAMES])]
+    if side_inputs:
+        nodes += [helper.make_node("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT, name="mask_cast"),
+                  helper.make_node("Unsqueeze", ["mask_f", "mean_axes_2"], ["mask_u"], name="mask_unsqueeze"),
+                  helper.make_node("Mul", ["frame_logits", "mask_u"], ["masked"], name="apply_mask"),
+                  helper.make_node("ReduceMean", ["masked", "mean_axes"], ["clip_logits"], keepdims=0, name="pool"),
+                  helper.make_node("Cast", ["sample_rate"], ["rate_f"], to=TensorProto.FLOAT, name="rate_cast"),
+                  helper.make_node("Div", ["rate_f", "rate_ref"], ["rate_gain"], name="rate_gain"),
+                  helper.make_node("Mul", ["clip_logits", "rate_gain"], ["scores"], name="apply_rate")]
+        inputs += [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [LAYERS, batch, HIDDEN]),
+                   helper.make_tensor_value_info("sample_rate", TensorProto.INT64, []),
+                   helper.make_tensor_value_info("mask", TensorProto.BOOL, [batch, FRAMES])]
+    else:
+        nodes.append(helper.make_node("ReduceMean", ["frame_logits", "mean_axes"], ["scores"], keepdims=0,
+                                      name="pool"))
+    graph = helper.make_graph(nodes, "audio_lstm" if side_inputs else "mel_lstm", inputs,
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, CLASSES])], inits)
     model = _finish(graph, 18)
     onnx.checker.check_model(model)
     return model
@@ -197,16 +201,16 @@ def save_external(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def mel_like(count: int, seed: int = 0) -> np.ndarray:
-    """Log-mel-like frames [count, MELS, FRAMES]: harmonic tones whose log energy spans ~ -12..4, as a
-    log-mel front end gives (values far from zero that one INT8 range squeezes)."""
+    """Mel power spectrogram frames [count, MELS, FRAMES] of harmonic tones: a few loud bins, most near 0
+    (a heavy-tailed range that one INT8 step of the loudest bin wipes out)."""
     rng = np.random.default_rng(seed)
     bins = np.arange(MELS)[:, None]
     out = []
     for _ in range(count):
         f0 = rng.uniform(1, MELS / 3)
-        energy = sum(np.exp(-0.5 * ((bins - k * f0) / 0.8) ** 2) / k for k in range(1, 4))
+        energy = sum(np.exp(-0.5 * ((bins - k * f0) / 0.8) ** 2) / k ** 2 for k in range(1, 4))
         env = np.abs(np.sin(np.linspace(0, rng.uniform(1, 4), FRAMES)))[None]
-        out.append(np.log(energy * env * 50 + 1e-5) + rng.normal(0, 0.05, (MELS, FRAMES)))
+        out.append((energy * env) ** 2 * rng.uniform(1, 30) + rng.exponential(0.02, (MELS, FRAMES)))
     return np.stack(out).astype(np.float32)
 
 

@@ -81,14 +81,14 @@ def read_npy(path: str, param: InputParameter) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"Cannot read .npy file '{path}': {exc}.") from exc
     sample_shape = param.sample_shape
-    axis = param.batch_axis
+    axis, stored = param.batch_axis, list(arr.shape)
     if axis is not None and arr.ndim == len(sample_shape) + 1 and arr.shape[axis] == 1:
         arr = np.take(arr, 0, axis=axis)  # the whole input_shape with batch 1
     elif arr.shape == (1,) + sample_shape:
         arr = arr[0]
     if arr.shape != sample_shape:
         one = list(param.input_shape) if axis is not None else [1] + list(sample_shape)
-        raise DataError(f"npy file '{path}' has shape {list(arr.shape)}; input '{param.input_name}' expects "
+        raise DataError(f"npy file '{path}' has shape {stored}; input '{param.input_name}' expects "
                         f"{list(sample_shape)} or {one} (input_shape {list(param.input_shape)}).")
     return _as_dtype(arr, param, path)
 
