@@ -1,4 +1,5 @@
-"""Get an FP32 model ready to quantize: refuse quantized models, opset >= 13, unique node names,
+"""Get an FP32 model ready to quantize: refuse quantized models, free dims made symbolic, opset >= 13
+(older ones converted and checked, ``opset.py``), unique node names,
 optional simplification (onnxslim, a maintained simplifier) and shape inference."""
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import contextlib
 import io
 import logging
 from collections import Counter
+from typing import Optional
 
 import onnx
-from onnx import shape_inference, version_converter
+from onnx import shape_inference
 
-from .errors import GraphError, ModelError
+from .errors import GraphError
+from .opset import OLDEST_OPSET, SampleFn, upgrade
 
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
-MIN_OPSET, MAX_OPSET = 11, 21
+MIN_OPSET, MAX_OPSET = OLDEST_OPSET, 21
 QDQ_OPSET = 13  # per-axis DequantizeLinear
 
 
@@ -34,21 +37,15 @@ def refuse_quantized(model: onnx.ModelProto) -> None:
                          "Give xquant the FP32 model it came from.")
 
 
-def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def upgrade_opset(model: onnx.ModelProto, sample: Optional[SampleFn] = None, device: str = "cpu") -> onnx.ModelProto:
+    """Opsets 7 to 12 are converted to 13 (per-axis DequantizeLinear needs it) and checked on a
+    calibration sample (``opset.upgrade``); 13 to 21 are kept."""
     opset = default_opset(model)
-    if opset < MIN_OPSET:
-        raise ModelError(f"Model opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET}).",
-                         "Re-export the model with opset 13 or newer.")
     if opset > MAX_OPSET:
         log.warning("model opset %d is newer than the tested range %d-%d", opset, MIN_OPSET, MAX_OPSET)
     if opset >= QDQ_OPSET:
         return model
-    log.info("converting the model from opset %d to %d for per-channel QDQ", opset, QDQ_OPSET)
-    try:
-        return version_converter.convert_version(model, QDQ_OPSET)
-    except Exception as exc:
-        raise ModelError(f"Cannot convert the model from opset {opset} to {QDQ_OPSET}: {exc}.",
-                         "Re-export the model with opset 13 or newer.") from exc
+    return upgrade(model, opset, QDQ_OPSET, sample, device)
 
 
 def name_free_dims(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -97,10 +94,12 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slim
 
 
-def prepare_model(model: onnx.ModelProto, skip_simplify: bool) -> onnx.ModelProto:
+def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[SampleFn] = None,
+                  device: str = "cpu") -> onnx.ModelProto:
+    """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on."""
     refuse_quantized(model)
     model = name_free_dims(model)
-    model = upgrade_opset(model)
+    model = upgrade_opset(model, sample, device)
     if not skip_simplify:
         model = simplify(model)
     try:

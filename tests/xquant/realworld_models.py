@@ -132,27 +132,33 @@ def build_byte_classifier(seed: int = 0, length: int = 24) -> onnx.ModelProto:
     return model
 
 
-def build_old_opset_net(opset: int = 9, seed: int = 0) -> onnx.ModelProto:
-    """A CNN exported with an old opset: Conv-BatchNormalization-Relu -> MaxPool -> Upsample (opset 9's op,
-    gone in 10+) -> Conv -> GlobalAveragePool -> Flatten -> Gemm."""
+def build_old_opset_net(opset: int = 9, seed: int = 0, upsample: str = "nearest",
+                        bn_spatial: Optional[int] = None) -> onnx.ModelProto:
+    """A CNN exported with an old opset: Conv-BatchNormalization-Relu -> MaxPool -> Upsample (Resize from
+    opset 10) -> Conv -> GlobalAveragePool -> Flatten -> Gemm. ``upsample="linear"`` before opset 10 is an
+    op whose conversion changes results (Upsample's linear mode has no exact Resize equivalent);
+    ``bn_spatial=0`` (opset 7/8) one the converter cannot convert."""
     rng = np.random.default_rng(seed)
+    bn = (4, 28, 28) if bn_spatial == 0 else (4,)
     inits = [_init("w1", rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32)),
-             _init("bn_s", rng.uniform(0.5, 1.5, 4).astype(np.float32)),
-             _init("bn_b", rng.normal(0, 0.1, 4).astype(np.float32)),
-             _init("bn_m", rng.normal(0, 0.1, 4).astype(np.float32)),
-             _init("bn_v", rng.uniform(0.5, 1.5, 4).astype(np.float32)),
+             _init("bn_s", rng.uniform(0.5, 1.5, bn).astype(np.float32)),
+             _init("bn_b", rng.normal(0, 0.1, bn).astype(np.float32)),
+             _init("bn_m", rng.normal(0, 0.1, bn).astype(np.float32)),
+             _init("bn_v", rng.uniform(0.5, 1.5, bn).astype(np.float32)),
              _init("w2", rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32)),
              _init("wf", rng.normal(0, 0.3, (10, 4)).astype(np.float32)),
              _init("bf", np.zeros(10, np.float32))]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-             helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn"),
+             helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"], name="bn",
+                              **({} if bn_spatial is None else {"spatial": bn_spatial})),
              helper.make_node("Relu", ["bn"], ["r1"], name="relu"),
              helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool")]
     if opset >= 9:
         inits.append(_init("up_scales", np.array([1, 1, 2, 2], np.float32)))
-        nodes.append(helper.make_node("Upsample", ["p1", "up_scales"], ["up"], mode="nearest", name="upsample"))
+        op = "Resize" if opset >= 10 else "Upsample"
+        nodes.append(helper.make_node(op, ["p1", "up_scales"], ["up"], mode=upsample, name="upsample"))
     else:
-        nodes.append(helper.make_node("Upsample", ["p1"], ["up"], mode="nearest", scales=[1.0, 1.0, 2.0, 2.0],
+        nodes.append(helper.make_node("Upsample", ["p1"], ["up"], mode=upsample, scales=[1.0, 1.0, 2.0, 2.0],
                                       name="upsample"))
     nodes += [helper.make_node("Conv", ["up", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
               helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from issue3_fixtures import demo_images, image_config
-from realworld_models import (CLASSES, FRAMES, HIDDEN, build_audio_lstm, build_byte_classifier,
+from realworld_models import (CLASSES, FRAMES, HIDDEN, build_audio_lstm, build_byte_classifier, build_old_opset_net,
                               build_conv_net, mel_like, npy_config)
 from xquant.cli import main
 from xquant_testlib import run_model
@@ -141,3 +141,35 @@ def test_data_movement_between_float_ops_stays_float(tmp_path, capsys):
     assert {"y", "y_sq", "y_bt"} <= quant_inputs(q)  # movement into the INT8 MatMul stays INT8
     mel = mel_like(64, seed=6)  # held out
     assert snr_db(run_model(model, {"mel": mel})[0], run_model(q, {"mel": mel})[0]) > 38  # 26.6 dB before
+
+
+@pytest.mark.parametrize("opset", [7, 8, 9, 10])
+def test_old_opsets_are_upgraded_with_a_notice(opset, tmp_path, capsys, caplog):
+    model = build_old_opset_net(opset)
+    cfg = image_config(model, tmp_path, samples=8)
+    assert cli(cfg, tmp_path) == 0, capsys.readouterr().err
+    assert f"the model has opset {opset}; converting it to opset 13" in caplog.text
+    q = onnx.load(tmp_path / "old_opset_net.q.onnx")
+    x = demo_images(1, start=200)
+    assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 25
+
+
+@pytest.mark.parametrize("opset, kwargs, needle", [
+    (9, {"upsample": "linear"}, "changes its results: Upsample node 'upsample' computes differently"),
+    (7, {"upsample": "linear"}, "changes its results: Upsample node 'upsample' computes differently"),
+    (7, {"bn_spatial": 0}, "BatchNormalization node 'bn' has no conversion (Attribute spatial must have value 1)"),
+], ids=["upsample_linear9", "upsample_linear7", "bn_spatial0"])
+def test_an_upgrade_that_fails_or_changes_results_is_refused(opset, kwargs, needle, tmp_path, capsys):
+    cfg = image_config(build_old_opset_net(opset, **kwargs), tmp_path, samples=4)
+    assert cli(cfg, tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("xquant: error: ") and needle in err
+    assert not (tmp_path / "old_opset_net.q.onnx").exists()
+
+
+def test_opset_6_is_refused_in_one_line(tmp_path, capsys):
+    model = build_old_opset_net(7)
+    model.opset_import[0].version = 6
+    cfg = image_config(model, tmp_path, samples=4)
+    assert cli(cfg, tmp_path) == 2
+    assert "Model opset 6 is older than opset 7" in capsys.readouterr().err
