@@ -199,6 +199,39 @@ def build_if_model(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def build_loop_model(seed: int = 0) -> onnx.ModelProto:
+    """Conv-Relu, then a Loop (3 trips) whose body adds the outer Conv output to a carried tensor and
+    runs a Conv of its own (a weighted op inside a body stays float), then GlobalAveragePool -> Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w1", rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32)),
+             _init("b1", rng.normal(0, 0.1, 4).astype(np.float32)),
+             _init("w_body", rng.normal(0, 0.2, (4, 4, 1, 1)).astype(np.float32)),
+             _init("trips", np.array(3, np.int64)), _init("keep_going", np.array(True)),
+             _init("wf", rng.normal(0, 0.3, (10, 4)).astype(np.float32)),
+             _init("bf", np.zeros(10, np.float32))]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+         helper.make_node("Add", ["acc_in", "r1"], ["acc_sum"], name="body_add"),
+         helper.make_node("Conv", ["acc_sum", "w_body"], ["acc_out"], name="body_conv")],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Loop", ["trips", "keep_going", "r1"], ["looped"], body=body, name="loop"),
+             helper.make_node("GlobalAveragePool", ["looped"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "wf", "bf"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "loop_model",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = _finish(graph, 17)
+    onnx.checker.check_model(model)
+    return model
+
+
 def save_external(model: onnx.ModelProto, path: Path) -> Path:
     """Save ``model`` as ``path`` plus ``<name>.data`` holding every initializer (as large exports are)."""
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -173,3 +173,50 @@ def test_opset_6_is_refused_in_one_line(tmp_path, capsys):
     cfg = image_config(model, tmp_path, samples=4)
     assert cli(cfg, tmp_path) == 2
     assert "Model opset 6 is older than opset 7" in capsys.readouterr().err
+
+
+def test_a_float_ops_output_is_remedied_at_its_int8_readers(tmp_path):
+    # the LSTM's output is quantized only because the INT8 MatMul reads it (through Squeeze/Transpose):
+    # keeping the LSTM float (already float) changed nothing; keeping its INT8 readers float does
+    from xquant.analysis.judge import OutputJudge
+    from xquant.analysis.remedy import MIN_GAIN_DB, suggest
+    from xquant.analysis.report import analysis_batches
+    from xquant.data import CalibrationData
+    from xquant.quantize import run_quantization
+
+    cfg = npy_config(build_audio_lstm(side_inputs=False), tmp_path, {"mel": list(mel_like(64))})
+    r = run_quantization(cfg, show_progress=False, summary=False)
+    judge = OutputJudge(r.fp32_model, analysis_batches(r.fp32_model, r.config, CalibrationData(r.config)))
+    base = judge.errors(r.model)
+    result = suggest(r.fp32_model, r.config, r.plan, r.stats, ["y"], judge, base)
+    fallback = result["ignore_op_names"]
+    assert fallback["names"] == ["squeeze_dirs", "to_batch_major", "classifier"]
+    assert fallback["helped"] == (fallback["snr_db"] >= result["baseline_db"] + MIN_GAIN_DB)
+    assert fallback["snr_db"] > result["baseline_db"]
+
+
+def test_model_inputs_are_culprit_candidates(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = []
+    for _ in range(32):
+        a = rng.exponential(0.05, (1, 28, 28)).astype(np.float32)  # mostly tiny values, one loud bin
+        a[0, rng.integers(28), rng.integers(28)] = 40.0
+        arrays.append(a)
+    cfg = npy_config(build_conv_net(), tmp_path, {"x": arrays}, analysis_enable=True)
+    from xquant.quantize import run_quantization
+
+    report = run_quantization(cfg, show_progress=False, summary=False).report
+    rows = {r["tensor"]: r for r in report["tensors"]}
+    assert rows["x"]["op"] == "input"
+    blamed = [c["tensor"] for c in report["summary"]["culprits"]]
+    assert "x" in blamed, blamed  # excluded before: the input's own quantization error was never blamed
+
+
+def test_a_fallback_that_does_not_help_is_not_presented_as_the_fix():
+    from xquant.analysis.render import _suggestion
+
+    sug = {"baseline_db": 10.07, "trials": [], "custom_setting": None,
+           "ignore_op_names": {"names": ["lstm"], "snr_db": 10.04, "helped": False, "outputs": {}}}
+    text = "\n".join(_suggestion(sug, 10.07))
+    assert "was tried and did not help: 10.04 dB against 10.07 dB" in text
+    assert '"ignore_op_names": ["lstm"]' not in text and "**10.04 dB**" not in text

@@ -70,10 +70,12 @@ def tensor_rows(index: GraphIndex, plan: QuantPlan, params: Dict[str, QParams], 
 
 
 def culprits(rows: Sequence[dict], count: int = NUM_CULPRITS) -> List[dict]:
-    """The layers most to blame: largest isolated error first, one per shared-scale group, ops only."""
+    """The quant points most to blame: largest isolated error first, one per shared-scale group; every
+    Q/DQ the writer inserted is a candidate, model inputs included (their isolated error is that of
+    quantizing the input itself)."""
     chosen, groups = [], set()
     for row in sorted(rows, key=lambda r: -r["isolated"]["snr"]):
-        if row["op"] == "input" or row["group"] in groups or row["isolated"]["snr"] <= 0:
+        if row["group"] in groups or row["isolated"]["snr"] <= 0:
             continue
         groups.add(row["group"])
         chosen.append({k: row[k] for k in ("tensor", "op", "node", "flagged", "cause")} |
