@@ -12,7 +12,8 @@ import pytest
 
 from issue3_fixtures import demo_images, image_config
 from realworld_models import (CLASSES, FRAMES, HIDDEN, build_audio_lstm, build_byte_classifier, build_old_opset_net,
-                              build_conv_net, mel_like, npy_config)
+                              build_conv_net, build_if_model, build_loop_model, mel_like, npy_config,
+                              save_external)
 from xquant.cli import main
 from xquant_testlib import run_model
 
@@ -220,3 +221,55 @@ def test_a_fallback_that_does_not_help_is_not_presented_as_the_fix():
     text = "\n".join(_suggestion(sug, 10.07))
     assert "was tried and did not help: 10.04 dB against 10.07 dB" in text
     assert '"ignore_op_names": ["lstm"]' not in text and "**10.04 dB**" not in text
+
+
+def _body_ops(model: onnx.ModelProto) -> list:
+    ops = []
+    for node in model.graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                ops += [n.op_type for n in body.node]
+    return ops
+
+
+@pytest.mark.parametrize("builder, tensor", [(build_if_model, "branch"), (build_loop_model, "looped")],
+                         ids=["if", "loop"])
+def test_subgraph_models_quantize_the_main_graph_and_analyse_right(builder, tensor, tmp_path, capsys):
+    from xquant.calibration.session import with_outputs
+    from xquant.data import CalibrationData
+    from xquant.analysis.report import analysis_batches
+    from xquant.config import load_config
+
+    model = builder()
+    cfg = image_config(model, tmp_path, samples=12, finetune_level=1, analysis_enable=True)
+    assert cli(cfg, tmp_path) == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / f"{model.graph.name}.q.onnx")
+    assert "Conv" in _body_ops(q) or "Neg" in _body_ops(q)
+    assert not {"QuantizeLinear", "DequantizeLinear"} & set(_body_ops(q))  # bodies stay float
+    assert "QuantizeLinear" in {n.op_type for n in q.graph.node}
+    xs = [demo_images(1, start=i) for i in range(0, 64, 4)]  # the If model's batch is fixed to 1
+    ref = np.concatenate([run_model(model, {"x": x})[0] for x in xs])
+    assert snr_db(ref, np.concatenate([run_model(q, {"x": x})[0] for x in xs])) > 25
+    assert "mean_x" not in quant_inputs(q)  # it only decides the branch: a quantization step could flip it
+    # the report's error at the subgraph's output is the real one: the FP32 reference inside the analysis
+    # probe must read the FP32 tensors in its bodies, not the quantized graph's
+    report = json.loads((tmp_path / f"{model.graph.name}_report.json").read_text())
+    row = next(r for r in report["tensors"] if r["tensor"] == tensor)
+    config, _ = load_config(cfg)
+    batches = analysis_batches(model, config, CalibrationData(config))
+    ref = np.concatenate([run_model(with_outputs(model, [tensor]), b)[-1] for b in batches])
+    dq = next(n.output[0] for n in q.graph.node
+              if n.op_type == "DequantizeLinear" and n.input[0] == f"{tensor}_quantized")
+    got = np.concatenate([run_model(with_outputs(q, [dq]), b)[-1] for b in batches])
+    assert abs(row["accumulated"]["snr_db"] - snr_db(ref, got)) < 0.05
+
+
+def test_external_data_model_loads_quantizes_and_writes(tmp_path, capsys):
+    model = build_conv_net()
+    cfg = image_config(model, tmp_path, samples=8)
+    save_external(build_conv_net(), Path(cfg["model_parameters"]["onnx_model"]))
+    assert (tmp_path / "conv_net.onnx.data").stat().st_size > 1000
+    assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / "conv_net.q.onnx")
+    x = demo_images(2, start=50)
+    assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 30

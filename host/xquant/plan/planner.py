@@ -91,8 +91,20 @@ class Planner:
             return False
         if keeps_float(node, self.index, self._setting(node.name, "precision_level", self.quant.precision_level)):
             return False
+        if self._only_decides(node):
+            return False
         data = self._data_inputs(node, rule)
         return any(self.index.is_float(name) for name in data)
+
+    def _only_decides(self, node: onnx.NodeProto) -> bool:
+        """Every reader of the op's outputs turns them into decisions (a comparison feeding an If, a Cast
+        to an index, ...: readers with only non-float outputs): a quantization step could flip a decision,
+        so the op stays float."""
+        readers = [c for out in node.output if out for c in self.index.consumers.get(out, [])]
+        if not readers or any(out in self.index.outputs for out in node.output):
+            return False
+        return all(c.output and all(o in self.index.elem_type and not self.index.is_float(o) for o in c.output)
+                   for c in readers)
 
     def _int8_movement(self, movers: List[onnx.NodeProto]) -> None:
         """Data movement (Reshape, Transpose, Slice, Concat, ...) is INT8 only next to INT8: when an INT8
