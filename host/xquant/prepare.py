@@ -48,6 +48,22 @@ def upgrade_opset(model: onnx.ModelProto, sample: Optional[SampleFn] = None, dev
     return upgrade(model, opset, QDQ_OPSET, sample, device)
 
 
+def modern_ir(model: onnx.ModelProto) -> onnx.ModelProto:
+    """IR version 3 models (opset 7 era) list every initializer as a graph input and demand that of every
+    initializer; the IR version the opset needs (at least 4) drops that rule, and the initializers stop
+    posing as inputs (in a copy)."""
+    need = max(4, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
+    if model.ir_version >= need:
+        return model
+    model = _copy(model)
+    model.ir_version = need
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
 def name_free_dims(model: onnx.ModelProto) -> onnx.ModelProto:
     """Input and output sizes stored as ``dim_value`` -1 or 0 (Paddle2ONNX's free batch) become symbolic
     (``dim_param``), as onnxruntime and shape inference expect free sizes to be (in a copy)."""
@@ -99,7 +115,7 @@ def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[
     """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on."""
     refuse_quantized(model)
     model = name_free_dims(model)
-    model = upgrade_opset(model, sample, device)
+    model = modern_ir(upgrade_opset(modern_ir(model), sample, device))
     if not skip_simplify:
         model = simplify(model)
     try:

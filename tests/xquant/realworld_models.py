@@ -167,7 +167,11 @@ def build_old_opset_net(opset: int = 9, seed: int = 0, upsample: str = "nearest"
     graph = helper.make_graph(nodes, "old_opset_net",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    return _finish(graph, opset)
+    model = _finish(graph, opset)
+    if opset < 9:  # IR 3, as exporters of that era wrote: every initializer also a graph input
+        model.ir_version = 3
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits)
+    return model
 
 
 def build_if_model(seed: int = 0) -> onnx.ModelProto:
