@@ -52,6 +52,9 @@ class QuantPlan:
         return out
 
 
+DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: Dict[str, str] = {}
@@ -97,14 +100,12 @@ class Planner:
         return any(self.index.is_float(name) for name in data)
 
     def _only_decides(self, node: onnx.NodeProto) -> bool:
-        """Every reader of the op's outputs turns them into decisions (a comparison feeding an If, a Cast
-        to an index, ...: readers with only non-float outputs): a quantization step could flip a decision,
-        so the op stays float."""
+        """Every reader of the op's outputs is a comparison (feeding an If, a Where, a Loop's condition):
+        one quantization step could flip the decision, so the op stays float."""
         readers = [c for out in node.output if out for c in self.index.consumers.get(out, [])]
         if not readers or any(out in self.index.outputs for out in node.output):
             return False
-        return all(c.output and all(o in self.index.elem_type and not self.index.is_float(o) for o in c.output)
-                   for c in readers)
+        return all(c.op_type in DECISION_OPS for c in readers)
 
     def _int8_movement(self, movers: List[onnx.NodeProto]) -> None:
         """Data movement (Reshape, Transpose, Slice, Concat, ...) is INT8 only next to INT8: when an INT8
