@@ -99,8 +99,9 @@ def upgrade(model: onnx.ModelProto, opset: int, target: int, sample: Optional[Sa
     if opset < OLDEST_OPSET:
         raise ModelError(f"Model opset {opset} is older than opset {OLDEST_OPSET}, the oldest onnxruntime runs.",
                          "Re-export the model with opset 13 or newer.")
-    log.warning("the model has opset %d; converting it to opset %d (onnx version converter) and checking the "
-                "converted model against the original on a calibration sample", opset, target)
+    level = logging.WARNING if opset < 11 else logging.INFO  # 11 and 12 convert as XQuant's did, quietly
+    log.log(level, "the model has opset %d; converting it to opset %d (onnx version converter) and checking the "
+            "converted model against the original on a calibration sample", opset, target)
     try:
         converted = _convert(model, target)
     except Exception as exc:

@@ -12,7 +12,7 @@ from typing import Optional
 import onnx
 from onnx import shape_inference
 
-from .errors import GraphError
+from .errors import GraphError, ModelError
 from .opset import OLDEST_OPSET, SampleFn, upgrade
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,7 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMa
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
 MIN_OPSET, MAX_OPSET = OLDEST_OPSET, 21
 QDQ_OPSET = 13  # per-axis DequantizeLinear
+PROTO_LIMIT = 2**31 - 2**26  # serialized models above ~2 GiB cannot be handed to onnxruntime from memory
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -35,6 +36,13 @@ def refuse_quantized(model: onnx.ModelProto) -> None:
         ops = ", ".join(f"{op} x{count}" for op, count in found.most_common())
         raise GraphError(f"The model is already quantized (it contains {ops}).",
                          "Give xquant the FP32 model it came from.")
+
+
+def refuse_huge(model: onnx.ModelProto) -> None:
+    size = model.ByteSize()
+    if size >= PROTO_LIMIT:
+        raise ModelError(f"The model holds {size / 2**30:.1f} GiB of weights; xquant runs models in memory, which "
+                         "protobuf limits to 2 GiB.", "Quantize a model below 2 GiB.")
 
 
 def upgrade_opset(model: onnx.ModelProto, sample: Optional[SampleFn] = None, device: str = "cpu") -> onnx.ModelProto:
@@ -114,6 +122,7 @@ def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[
                   device: str = "cpu") -> onnx.ModelProto:
     """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on."""
     refuse_quantized(model)
+    refuse_huge(model)
     model = name_free_dims(model)
     model = modern_ir(upgrade_opset(modern_ir(model), sample, device))
     if not skip_simplify:

@@ -273,3 +273,13 @@ def test_external_data_model_loads_quantizes_and_writes(tmp_path, capsys):
     q = onnx.load(tmp_path / "conv_net.q.onnx")
     x = demo_images(2, start=50)
     assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 30
+
+
+def test_a_model_over_the_protobuf_limit_is_one_line(tmp_path, capsys, monkeypatch):
+    # a real > 2 GiB model is too big for a unit test: lower the limit to this model's size
+    import xquant.prepare
+
+    monkeypatch.setattr(xquant.prepare, "PROTO_LIMIT", 1000)
+    cfg = image_config(build_conv_net(), tmp_path, samples=4)
+    assert cli(cfg, tmp_path) == 2
+    assert "xquant runs models in memory, which protobuf limits to 2 GiB" in capsys.readouterr().err
