@@ -74,16 +74,22 @@ def _dims(value: onnx.ValueInfoProto) -> Tuple[Dim, ...]:
     return tuple(dims)
 
 
-def batch_axis(shape: Sequence[Dim], batch: Optional[int] = None) -> Optional[int]:
-    """Where the batch is: a free dim named like a batch, else the first free dim. A fully fixed shape has
-    it on axis 0, or, when the model's fixed ``batch`` is known (set by an earlier input), on the first
-    axis of that size (recurrent state [layers, 1, hidden]), None without one. Scalars have none."""
+def _named_batch(shape: Sequence[Dim]) -> Optional[int]:
+    return next((i for i, d in enumerate(shape) if isinstance(d, str) and d.lower() in BATCH_NAMES), None)
+
+
+def batch_axis(shape: Sequence[Dim], free_model: bool, batch: Optional[int] = None) -> Optional[int]:
+    """Where the batch is. In a model whose batch is free (some input has a batch-named free dim or a free
+    dim 0): the batch-named free dim, else a free dim 0, else the first free dim (state [layers, ?, hidden]);
+    fully fixed inputs there have none. In a model whose batch is fixed: the first axis of size ``batch``
+    (the first input's dim 0; other free dims are sizes such as an image width). Scalars have none."""
     if not shape:
         return None
-    free = [i for i, d in enumerate(shape) if not isinstance(d, int)]
-    named = [i for i in free if isinstance(shape[i], str) and str(shape[i]).lower() in BATCH_NAMES]
-    if named or free:
-        return (named or free)[0]
+    if free_model:
+        named = _named_batch(shape)
+        if named is not None:
+            return named
+        return next((i for i, d in enumerate(shape) if not isinstance(d, int)), None)
     if batch is None:
         return 0
     return next((i for i, d in enumerate(shape) if d == batch), None)
@@ -114,15 +120,14 @@ def graph_inputs(model: onnx.ModelProto) -> List[GraphInput]:
 
 
 def _with_batch_axes(inputs: List[GraphInput]) -> List[GraphInput]:
-    """Batch axes that agree across inputs: with a free batch somewhere, fully fixed inputs have no batch
-    axis (a constant-like input fed whole); in a fully fixed model the first input sets the batch size."""
-    free = any(not isinstance(d, int) for gi in inputs for d in gi.shape)
-    batch: Optional[int] = 0 if free else None
+    """Batch axes that agree across inputs (``batch_axis``)."""
+    free = any(gi.shape and (_named_batch(gi.shape) is not None or not isinstance(gi.shape[0], int))
+               for gi in inputs)
+    batch: Optional[int] = None
     result = []
     for gi in inputs:
-        fixed = all(isinstance(d, int) for d in gi.shape)
-        axis = batch_axis(gi.shape, batch if fixed else None) if not (free and fixed) else None
-        if batch is None and axis is not None:
+        axis = batch_axis(gi.shape, free, batch)
+        if not free and batch is None and axis is not None:
             batch = gi.shape[axis]  # type: ignore[assignment]
         result.append(GraphInput(gi.name, gi.shape, gi.dtype, axis))
     return result

@@ -15,7 +15,7 @@ from .errors import ModelError
 log = logging.getLogger(__name__)
 OLDEST_OPSET = 7  # the oldest opset onnxruntime runs (and the converter has adapters from)
 RTOL, ATOL = 1e-3, 1e-4  # relative to the tensor's largest magnitude
-SampleFn = Callable[[onnx.ModelProto], Dict[str, np.ndarray]]
+SampleFn = Callable[[onnx.ModelProto, int], Dict[str, np.ndarray]]  # (model, samples) -> one batch
 
 
 def _convert(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
@@ -111,7 +111,7 @@ def upgrade(model: onnx.ModelProto, opset: int, target: int, sample: Optional[Sa
                          f"({detail}).",
                          "Re-export the model with opset 13 or newer.") from exc
     if sample is not None:
-        feeds = sample(model)
+        feeds = sample(model, 1)
         found = _first_difference(model, converted, feeds, device)
         if found is not None:
             raise ModelError(f"Converting the model from opset {opset} to {target} changes its results: "

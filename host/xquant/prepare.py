@@ -13,6 +13,7 @@ import onnx
 from onnx import shape_inference
 
 from .errors import GraphError, ModelError
+from .model_io import graph_inputs, run_batch
 from .opset import OLDEST_OPSET, SampleFn, upgrade
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,11 @@ def modern_ir(model: onnx.ModelProto) -> onnx.ModelProto:
     """IR version 3 models (opset 7 era) list every initializer as a graph input and demand that of every
     initializer; the IR version the opset needs (at least 4) drops that rule, and the initializers stop
     posing as inputs (in a copy)."""
-    need = max(4, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
+    default = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    try:
+        need = max(4, onnx.helper.find_min_ir_version_for(default))
+    except ValueError:  # an opset newer than this onnx knows: keep the model's own IR version
+        return model
     if model.ir_version >= need:
         return model
     model = _copy(model)
@@ -132,4 +137,36 @@ def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[
     except Exception as exc:
         log.warning("shape inference failed (%s); quantizing tensors whose types are known", exc)
     name_nodes(model)
+    return pin_batch_if_hard_coded(model, sample, device)
+
+
+def pin_batch_if_hard_coded(model: onnx.ModelProto, sample: Optional[SampleFn], device: str) -> onnx.ModelProto:
+    """A model that declares a free batch but only runs with one sample (a Reshape or a constant of the
+    export hard-codes batch 1) gets its batch fixed to 1, with a notice, so every stage feeds one sample."""
+    if sample is None or run_batch(model, 2) != 2:
+        return model
+    feeds = sample(model, 2)
+    if int(next(iter(feeds.values())).shape[0]) < 2:
+        return model
+    from .calibration.session import make_session
+
+    sess = make_session(model, device, "FP32 model")
+    try:
+        sess.run(None, feeds)
+        return model
+    except Exception as exc:
+        try:
+            sess.run(None, {k: v[:1] for k, v in feeds.items()})
+        except Exception:
+            return model  # it does not run at all: calibration reports that
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("the model declares a free batch but fails on 2 samples and runs on 1 (%s); quantizing it with "
+                "batch 1", reason[:200])
+    axes = {gi.name: gi.batch_axis for gi in graph_inputs(model)}
+    model = _copy(model)
+    for value in model.graph.input:
+        if axes.get(value.name) is not None:
+            dim = value.type.tensor_type.shape.dim[axes[value.name]]  # type: ignore[index]
+            dim.Clear()
+            dim.dim_value = 1
     return model

@@ -61,6 +61,27 @@ def build_conv_net(batch: Dim = "N", seed: int = 0) -> onnx.ModelProto:
     return set_batch_dim(_finish(graph), batch)
 
 
+def build_hard_coded_batch_net(seed: int = 0) -> onnx.ModelProto:
+    """``build_conv_net`` with a free batch whose head reshapes to a constant [1, 8] (as exports that traced
+    with one sample do): it declares any batch but runs only one sample at a time."""
+    model = build_conv_net(seed=seed)
+    flatten = next(n for n in model.graph.node if n.op_type == "Flatten")
+    flatten.op_type, flatten.input[:] = "Reshape", ["gap", "head_shape"]
+    del flatten.attribute[:]
+    model.graph.initializer.append(_init("head_shape", np.array([1, 8], np.int64)))
+    return model
+
+
+def build_free_width_net(seed: int = 0) -> onnx.ModelProto:
+    """``build_conv_net`` exported with a fixed batch of 1 and a free image width [1, 1, 28, 'image_width'],
+    as OCR recognisers are: the free dim is not the batch."""
+    model = build_conv_net(batch=1, seed=seed)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[3]
+    dim.Clear()
+    dim.dim_param = "image_width"
+    return model
+
+
 MELS, FRAMES, HIDDEN, LAYERS, CLASSES = 16, 12, 8, 1, 4
 
 

@@ -283,3 +283,37 @@ def test_a_model_over_the_protobuf_limit_is_one_line(tmp_path, capsys, monkeypat
     cfg = image_config(build_conv_net(), tmp_path, samples=4)
     assert cli(cfg, tmp_path) == 2
     assert "xquant runs models in memory, which protobuf limits to 2 GiB" in capsys.readouterr().err
+
+
+def test_a_hard_coded_batch_is_pinned_to_1(tmp_path, capsys, caplog):
+    # the model says its batch is free, but a Reshape to [1, 8] makes it run one sample at a time
+    from realworld_models import build_hard_coded_batch_net
+
+    model = build_hard_coded_batch_net()
+    cfg = image_config(model, tmp_path, samples=12, finetune_level=1, analysis_enable=True)
+    assert cli(cfg, tmp_path) == 0, capsys.readouterr().err
+    assert "declares a free batch but fails on 2 samples and runs on 1" in caplog.text
+    q = onnx.load(tmp_path / "conv_net.q.onnx")
+    xs = [demo_images(1, start=i) for i in range(0, 40, 5)]
+    ref = np.concatenate([run_model(model, {"x": x})[0] for x in xs])
+    assert snr_db(ref, np.concatenate([run_model(q, {"x": x})[0] for x in xs])) > 25
+
+
+def test_a_free_width_is_not_the_batch(tmp_path, capsys):
+    # OCR recognisers: [1, 1, 64, 'image_width']: the batch is the fixed 1, the free dim is a size
+    from realworld_models import build_free_width_net
+
+    model = build_free_width_net()
+    cfg = image_config(model, tmp_path, samples=8, finetune_level=1)
+    assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / "conv_net.q.onnx")
+    x = demo_images(1, start=7)
+    assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 25
+
+
+def test_a_model_importing_a_custom_domain_opset(tmp_path, capsys):
+    # Paddle2ONNX lists ('Paddle', 1) among the opsets: the IR version check must only read the ONNX one
+    model = build_old_opset_net(10)
+    model.opset_import.append(onnx.helper.make_opsetid("Paddle", 1))
+    cfg = image_config(model, tmp_path, samples=4)
+    assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
