@@ -82,6 +82,32 @@ def build_free_width_net(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def build_shape_anchor_net(seed: int = 0) -> onnx.ModelProto:
+    """A YOLO-style export whose decode reads a grid size computed from a Shape in the main part:
+    x -> conv1 -> c1 -> conv2 -> c2 (the cut); grid = Cast(Gather(Shape(c1), 3)) + 0.5;
+    tail: Sigmoid(c2) * grid -> GlobalAveragePool -> Flatten -> ``boxes`` [N, 4]."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w1", rng.normal(0, 0.4, (4, 1, 3, 3)).astype(np.float32)),
+             _init("w2", rng.normal(0, 0.3, (4, 4, 3, 3)).astype(np.float32)),
+             _init("three", np.array(3, np.int64)), _init("half", np.array(0.5, np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv2"),
+             helper.make_node("Shape", ["c1"], ["c1_shape"], name="shape"),
+             helper.make_node("Gather", ["c1_shape", "three"], ["width"], axis=0, name="width"),
+             helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT, name="width_f"),
+             helper.make_node("Add", ["width_f", "half"], ["grid"], name="grid"),
+             helper.make_node("Sigmoid", ["c2"], ["sig"], name="sigmoid"),
+             helper.make_node("Mul", ["sig", "grid"], ["scaled"], name="decode"),
+             helper.make_node("GlobalAveragePool", ["scaled"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["boxes"], name="flatten")]
+    graph = helper.make_graph(nodes, "shape_anchor_net",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 4])], inits)
+    model = _finish(graph, 17)
+    onnx.checker.check_model(model)
+    return model
+
+
 MELS, FRAMES, HIDDEN, LAYERS, CLASSES = 16, 12, 8, 1, 4
 
 

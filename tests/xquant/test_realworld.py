@@ -317,3 +317,18 @@ def test_a_model_importing_a_custom_domain_opset(tmp_path, capsys):
     model.opset_import.append(onnx.helper.make_opsetid("Paddle", 1))
     cfg = image_config(model, tmp_path, samples=4)
     assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
+
+
+def test_tail_may_read_what_the_main_part_computes_from_shapes(tmp_path, capsys):
+    # YOLOv8 exports compute anchor grids from Shape in the main part and read them in the decode tail;
+    # such tensors carry no input values: they are constant-like, never quantized
+    from realworld_models import build_shape_anchor_net
+
+    model = build_shape_anchor_net()
+    cfg = image_config(model, tmp_path, samples=8, truncate_var_names=["c2"])
+    cfg["model_parameters"]["skip_onnxsim"] = True  # keep the Shape chain (the simplifier folds it here)
+    assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / "shape_anchor_net.q.onnx")
+    assert not quant_inputs(q) & {"width_f", "grid"}
+    x = demo_images(4, start=9)
+    assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 30

@@ -97,7 +97,7 @@ class Planner:
         if self._only_decides(node):
             return False
         data = self._data_inputs(node, rule)
-        return any(self.index.is_float(name) for name in data)
+        return any(self.index.is_float(name) and name in self.index.data for name in data)
 
     def _only_decides(self, node: onnx.NodeProto) -> bool:
         """Every reader of the op's outputs is a comparison (feeding an If, a Where, a Loop's condition):
