@@ -92,8 +92,12 @@ def save_outputs(result: QuantizationResult) -> None:
 def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: CalibrationData,
                      device: str) -> Dict[str, dict]:
     size = run_batch(fp32, 8)
-    batches = itertools.islice(data.model_batches(fp32, size), -(-SUMMARY_SAMPLES // size))
-    return compare_outputs(run_both(fp32, qdq, batches, device))
+    batches = list(itertools.islice(data.model_batches(fp32, size), -(-SUMMARY_SAMPLES // size)))
+    rows = compare_outputs(run_both(fp32, qdq, batches, device))
+    samples = sum(int(next(iter(b.values())).shape[0]) for b in batches)
+    for row in rows.values():  # outputs with the batch off axis 0 (recurrent state) count samples wrongly
+        row["samples"] = samples
+    return rows
 
 
 def run_quantization(config: ConfigSource, model: ModelSource = None, output: Optional[str] = None,
