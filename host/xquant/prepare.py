@@ -152,11 +152,11 @@ def pin_batch_if_hard_coded(model: onnx.ModelProto, sample: Optional[SampleFn], 
 
     sess = make_session(model, device, "FP32 model")
     try:
-        sess.run(None, feeds)
+        sess.run(None, feeds, quiet=True)
         return model
     except Exception as exc:
         try:
-            sess.run(None, {k: v[:1] for k, v in feeds.items()})
+            sess.run(None, {k: v[:1] for k, v in feeds.items()}, quiet=True)
         except Exception:
             return model  # it does not run at all: calibration reports that
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

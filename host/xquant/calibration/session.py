@@ -30,9 +30,13 @@ class ModelSession:
         return self.session.get_outputs()
 
     def run(self, names: Optional[Sequence[str]], batch: Dict[str, np.ndarray],
-            constants: Optional[Dict[str, np.ndarray]] = None) -> List[np.ndarray]:
+            constants: Optional[Dict[str, np.ndarray]] = None, quiet: bool = False) -> List[np.ndarray]:
+        """``quiet``: a failure is expected and handled; onnxruntime does not log it."""
         feeds = model_feeds(self.inputs, batch)
-        return self.session.run(None if names is None else list(names), {**feeds, **(constants or {})})
+        options = ort.RunOptions()
+        if quiet:
+            options.log_severity_level = 4
+        return self.session.run(None if names is None else list(names), {**feeds, **(constants or {})}, options)
 
 
 def make_session(model: onnx.ModelProto, device: str = "cpu", what: str = "model",
