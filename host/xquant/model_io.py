@@ -5,8 +5,9 @@ import codecs
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Type, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
+import numpy as np
 import onnx
 
 from .errors import ConfigError, DataError, ModelError, XQuantError
@@ -24,11 +25,75 @@ ONNX_TO_NAME = {
 }
 
 
+BATCH_NAMES = ("batch", "n", "b", "bs", "batch_size", "batchsize", "n_batch", "num_batch")
+
+Dim = Union[int, str, None]
+
+
 @dataclass(frozen=True)
 class GraphInput:
+    """What one model input takes. ``shape``: fixed sizes as ints, symbolic names as str, None where the
+    size is free but unnamed (no dim info, or ``dim_value`` -1 / 0 as Paddle2ONNX writes a free batch).
+    ``batch_axis``: where samples stack (None: no batch axis, e.g. a scalar; such a model runs one sample
+    at a time). Calibration data holds one sample per file, shaped ``sample_shape``."""
+
     name: str
-    shape: Tuple[Union[int, str, None], ...]  # ints, symbolic names, or None for unknown dims
+    shape: Tuple[Dim, ...]
     dtype: str
+    batch_axis: Optional[int] = 0
+
+    @property
+    def fixed_batch(self) -> int:
+        """The batch size the model demands on this input, 0 when it is free (or there is no batch axis)."""
+        if self.batch_axis is None:
+            return 0
+        dim = self.shape[self.batch_axis]
+        return dim if isinstance(dim, int) else 0
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype == "float32"
+
+    def to_model(self, samples: np.ndarray) -> np.ndarray:
+        """Samples stacked on axis 0 ([N] + sample shape) laid out as the model takes them."""
+        if self.batch_axis is None:
+            if samples.shape[0] != 1:
+                raise ValueError(f"input '{self.name}' has no batch axis; feed one sample at a time")
+            return np.asarray(samples[0])
+        return samples if self.batch_axis == 0 else np.moveaxis(samples, 0, self.batch_axis)
+
+
+def _dims(value: onnx.ValueInfoProto) -> Tuple[Dim, ...]:
+    dims: List[Dim] = []
+    for dim in value.type.tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param") and dim.dim_param:
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)  # no info, or -1 / 0: a free size
+    return tuple(dims)
+
+
+def _named_batch(shape: Sequence[Dim]) -> Optional[int]:
+    return next((i for i, d in enumerate(shape) if isinstance(d, str) and d.lower() in BATCH_NAMES), None)
+
+
+def batch_axis(shape: Sequence[Dim], free_model: bool, batch: Optional[int] = None) -> Optional[int]:
+    """Where the batch is. In a model whose batch is free (some input has a batch-named free dim or a free
+    dim 0): the batch-named free dim, else a free dim 0, else the first free dim (state [layers, ?, hidden]);
+    fully fixed inputs there have none. In a model whose batch is fixed: the first axis of size ``batch``
+    (the first input's dim 0; other free dims are sizes such as an image width). Scalars have none."""
+    if not shape:
+        return None
+    if free_model:
+        named = _named_batch(shape)
+        if named is not None:
+            return named
+        return next((i for i, d in enumerate(shape) if not isinstance(d, int)), None)
+    if batch is None:
+        return 0
+    return next((i for i, d in enumerate(shape) if d == batch), None)
 
 
 def load_model(model: Union[str, "os.PathLike[str]", onnx.ModelProto],
@@ -47,28 +112,57 @@ def load_model(model: Union[str, "os.PathLike[str]", onnx.ModelProto],
         raise ModelError(f"Cannot read ONNX model '{path}': {reason}.", "Is it an .onnx file?") from exc
 
 
-def _value_info(value: "onnx.ValueInfoProto") -> GraphInput:
-    tensor_type = value.type.tensor_type
-    dims: list = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return GraphInput(value.name, tuple(dims), ONNX_TO_NAME.get(tensor_type.elem_type, "unknown"))
-
-
 def graph_inputs(model: onnx.ModelProto) -> List[GraphInput]:
     """The model's real inputs (graph inputs that are not initializers), in order."""
     initializers = {init.name for init in model.graph.initializer}
-    return [_value_info(v) for v in model.graph.input if v.name not in initializers]
+    result = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        result.append(GraphInput(value.name, _dims(value), ONNX_TO_NAME.get(value.type.tensor_type.elem_type,
+                                                                             "unknown")))
+    return _with_batch_axes(result)
+
+
+def _with_batch_axes(inputs: List[GraphInput]) -> List[GraphInput]:
+    """Batch axes that agree across inputs (``batch_axis``)."""
+    free = any(gi.shape and (_named_batch(gi.shape) is not None or not isinstance(gi.shape[0], int))
+               for gi in inputs)
+    batch: Optional[int] = None
+    result = []
+    for gi in inputs:
+        axis = batch_axis(gi.shape, free, batch)
+        if not free and batch is None and axis is not None:
+            batch = gi.shape[axis]  # type: ignore[assignment]
+        result.append(GraphInput(gi.name, gi.shape, gi.dtype, axis))
+    return result
 
 
 def graph_outputs(model: onnx.ModelProto) -> List[GraphInput]:
     """The model's outputs as declared, in order (same record as an input: name, dims, dtype)."""
-    return [_value_info(v) for v in model.graph.output]
+    return [GraphInput(v.name, _dims(v), ONNX_TO_NAME.get(v.type.tensor_type.elem_type, "unknown"))
+            for v in model.graph.output]
+
+
+def run_batch(model: onnx.ModelProto, preferred: int) -> int:
+    """The batch size to run ``model`` with: the batch its inputs fix, 1 when an input has no batch axis,
+    else ``preferred``."""
+    inputs = graph_inputs(model)
+    if any(gi.batch_axis is None for gi in inputs):
+        return 1
+    fixed = [gi.fixed_batch for gi in inputs if gi.fixed_batch]
+    return fixed[0] if fixed else preferred
+
+
+def fixed_batch(model: onnx.ModelProto) -> int:
+    """The batch size ``model`` must be run with, 0 when it is free."""
+    return run_batch(model, 0)
+
+
+def model_feeds(inputs: Sequence[GraphInput], batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``batch`` (samples on axis 0) laid out for the model; names it does not describe pass unchanged."""
+    by_name = {gi.name: gi for gi in inputs}
+    return {name: by_name[name].to_model(value) if name in by_name else value for name, value in batch.items()}
 
 
 def read_text(path: str, what: str, error: Type[XQuantError] = DataError) -> str:

@@ -1,4 +1,5 @@
-"""Get an FP32 model ready to quantize: refuse quantized models, opset >= 13, unique node names,
+"""Get an FP32 model ready to quantize: refuse quantized models, free dims made symbolic, opset >= 13
+(older ones converted and checked, ``opset.py``), unique node names,
 optional simplification (onnxslim, a maintained simplifier) and shape inference."""
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ import contextlib
 import io
 import logging
 from collections import Counter
+from typing import Optional
 
 import onnx
-from onnx import shape_inference, version_converter
+from onnx import shape_inference
 
 from .errors import GraphError, ModelError
+from .model_io import graph_inputs, run_batch
+from .opset import OLDEST_OPSET, SampleFn, upgrade
 
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
-MIN_OPSET, MAX_OPSET = 11, 21
+MIN_OPSET, MAX_OPSET = OLDEST_OPSET, 21
 QDQ_OPSET = 13  # per-axis DequantizeLinear
+PROTO_LIMIT = 2**31 - 2**26  # serialized models above ~2 GiB cannot be handed to onnxruntime from memory
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -34,21 +39,63 @@ def refuse_quantized(model: onnx.ModelProto) -> None:
                          "Give xquant the FP32 model it came from.")
 
 
-def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def refuse_huge(model: onnx.ModelProto) -> None:
+    size = model.ByteSize()
+    if size >= PROTO_LIMIT:
+        raise ModelError(f"The model holds {size / 2**30:.1f} GiB of weights; xquant runs models in memory, which "
+                         "protobuf limits to 2 GiB.", "Quantize a model below 2 GiB.")
+
+
+def upgrade_opset(model: onnx.ModelProto, sample: Optional[SampleFn] = None, device: str = "cpu") -> onnx.ModelProto:
+    """Opsets 7 to 12 are converted to 13 (per-axis DequantizeLinear needs it) and checked on a
+    calibration sample (``opset.upgrade``); 13 to 21 are kept."""
     opset = default_opset(model)
-    if opset < MIN_OPSET:
-        raise ModelError(f"Model opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET}).",
-                         "Re-export the model with opset 13 or newer.")
     if opset > MAX_OPSET:
         log.warning("model opset %d is newer than the tested range %d-%d", opset, MIN_OPSET, MAX_OPSET)
     if opset >= QDQ_OPSET:
         return model
-    log.info("converting the model from opset %d to %d for per-channel QDQ", opset, QDQ_OPSET)
+    return upgrade(model, opset, QDQ_OPSET, sample, device)
+
+
+def modern_ir(model: onnx.ModelProto) -> onnx.ModelProto:
+    """IR version 3 models (opset 7 era) list every initializer as a graph input and demand that of every
+    initializer; the IR version the opset needs (at least 4) drops that rule, and the initializers stop
+    posing as inputs (in a copy)."""
+    default = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
     try:
-        return version_converter.convert_version(model, QDQ_OPSET)
-    except Exception as exc:
-        raise ModelError(f"Cannot convert the model from opset {opset} to {QDQ_OPSET}: {exc}.",
-                         "Re-export the model with opset 13 or newer.") from exc
+        need = max(4, onnx.helper.find_min_ir_version_for(default))
+    except ValueError:  # an opset newer than this onnx knows: keep the model's own IR version
+        return model
+    if model.ir_version >= need:
+        return model
+    model = _copy(model)
+    model.ir_version = need
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
+def name_free_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Input and output sizes stored as ``dim_value`` -1 or 0 (Paddle2ONNX's free batch) become symbolic
+    (``dim_param``), as onnxruntime and shape inference expect free sizes to be (in a copy)."""
+    values = list(model.graph.input) + list(model.graph.output)
+    if not any(d.HasField("dim_value") and d.dim_value <= 0 for v in values for d in v.type.tensor_type.shape.dim):
+        return model
+    model = _copy(model)
+    for value in list(model.graph.input) + list(model.graph.output):
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
+                dim.dim_param = "batch" if i == 0 else f"{value.name}_dim{i}"
+    return model
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def name_nodes(model: onnx.ModelProto) -> None:
@@ -76,9 +123,13 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slim
 
 
-def prepare_model(model: onnx.ModelProto, skip_simplify: bool) -> onnx.ModelProto:
+def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[SampleFn] = None,
+                  device: str = "cpu") -> onnx.ModelProto:
+    """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on."""
     refuse_quantized(model)
-    model = upgrade_opset(model)
+    refuse_huge(model)
+    model = name_free_dims(model)
+    model = modern_ir(upgrade_opset(modern_ir(model), sample, device))
     if not skip_simplify:
         model = simplify(model)
     try:
@@ -86,4 +137,36 @@ def prepare_model(model: onnx.ModelProto, skip_simplify: bool) -> onnx.ModelProt
     except Exception as exc:
         log.warning("shape inference failed (%s); quantizing tensors whose types are known", exc)
     name_nodes(model)
+    return pin_batch_if_hard_coded(model, sample, device)
+
+
+def pin_batch_if_hard_coded(model: onnx.ModelProto, sample: Optional[SampleFn], device: str) -> onnx.ModelProto:
+    """A model that declares a free batch but only runs with one sample (a Reshape or a constant of the
+    export hard-codes batch 1) gets its batch fixed to 1, with a notice, so every stage feeds one sample."""
+    if sample is None or run_batch(model, 2) != 2:
+        return model
+    feeds = sample(model, 2)
+    if int(next(iter(feeds.values())).shape[0]) < 2:
+        return model
+    from .calibration.session import make_session
+
+    sess = make_session(model, device, "FP32 model")
+    try:
+        sess.run(None, feeds, quiet=True)
+        return model
+    except Exception as exc:
+        try:
+            sess.run(None, {k: v[:1] for k, v in feeds.items()}, quiet=True)
+        except Exception:
+            return model  # it does not run at all: calibration reports that
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("the model declares a free batch but fails on 2 samples and runs on 1 (%s); quantizing it with "
+                "batch 1", reason[:200])
+    axes = {gi.name: gi.batch_axis for gi in graph_inputs(model)}
+    model = _copy(model)
+    for value in model.graph.input:
+        if axes.get(value.name) is not None:
+            dim = value.type.tensor_type.shape.dim[axes[value.name]]  # type: ignore[index]
+            dim.Clear()
+            dim.dim_value = 1
     return model

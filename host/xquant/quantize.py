@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
@@ -18,7 +19,7 @@ from .config import XQuantConfig, load_config
 from .config.loader import ConfigSource, ModelSource
 from .data import CalibrationData
 from .errors import ModelError
-from .model_io import check_writable, save_model_atomic
+from .model_io import check_writable, run_batch, save_model_atomic
 from .plan.planner import QuantPlan
 from .plan.policy import plan_model
 from .prepare import prepare_model
@@ -58,28 +59,45 @@ def validate(model: onnx.ModelProto, device: str) -> None:
 def calibration_stats(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, data: CalibrationData,
                       show_progress: Optional[bool]) -> Dict[str, TensorStats]:
     tensors = list(plan.activations)
-    batch = batch_size_for(model, cfg.calibration.input_parameters[0].input_shape[0], tensors)
+    batch = batch_size_for(model, tensors)
     return collect_stats(model, tensors, data, cfg.calibration.calibration_device, batch, show_progress)
 
 
 def analyse(result: QuantizationResult, data: CalibrationData) -> dict:
-    """Build the analysis report and write <working_dir>/<output_prefix>_report.md and .json."""
-    from .analysis.render import save_report
+    """Build the analysis report (written by ``save_outputs``)."""
     from .analysis.report import analysis_batches, build_report
 
     cfg = result.config
     batches = analysis_batches(result.fp32_model, cfg, data)
-    report = build_report(result.fp32_model, result.float_model or result.fp32_model, result.model, cfg,
-                          result.plan, result.params, result.stats, batches)
-    report["timings"] = dict(result.timings)
-    save_report(report, cfg.report_stem)
-    return report
+    return build_report(result.fp32_model, result.float_model or result.fp32_model, result.model, cfg,
+                        result.plan, result.params, result.stats, batches)
+
+
+def save_outputs(result: QuantizationResult) -> None:
+    """The .q.onnx, then the report (<working_dir>/<output_prefix>_report.md and .json) beside it; a
+    report that cannot be written takes the model with it: a failed run leaves no .q.onnx."""
+    save_model_atomic(result.model, result.output_path)
+    if result.report is None:
+        return
+    from .analysis.render import save_report
+
+    result.report["timings"] = dict(result.timings)
+    try:
+        save_report(result.report, result.config.report_stem)
+    except BaseException:
+        os.unlink(result.output_path)
+        raise
 
 
 def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: CalibrationData,
                      device: str) -> Dict[str, dict]:
-    batches = itertools.islice(data.batches(8), max(1, SUMMARY_SAMPLES // 8))
-    return compare_outputs(run_both(fp32, qdq, batches, device))
+    size = run_batch(fp32, 8)
+    batches = list(itertools.islice(data.model_batches(fp32, size), -(-SUMMARY_SAMPLES // size)))
+    rows = compare_outputs(run_both(fp32, qdq, batches, device))
+    samples = sum(int(next(iter(b.values())).shape[0]) for b in batches)
+    for row in rows.values():  # outputs with the batch off axis 0 (recurrent state) count samples wrongly
+        row["samples"] = samples
+    return rows
 
 
 def check_outputs(cfg: XQuantConfig) -> None:
@@ -97,7 +115,8 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     cfg, proto = load_config(config, model, output)
     check_outputs(cfg)
     data = CalibrationData(cfg)
-    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
+    device = cfg.calibration.calibration_device
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim, lambda m, n: next(data.model_batches(m, n)), device)
     timings["prepare_s"] = time.perf_counter() - start
     plan = plan_model(fp32, cfg)
     mark = time.perf_counter()
@@ -108,7 +127,6 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     timings["finetune_s"] = time.perf_counter() - mark
     qdq = write_qdq(tuned.model, plan, tuned.params)
     validate(qdq, cfg.calibration.calibration_device)
-    save_model_atomic(qdq, cfg.model.output_model)
     result = QuantizationResult(cfg, fp32, qdq, plan, tuned.params, cfg.model.output_model, timings=timings,
                                 num_samples=data.num_samples, stats=tuned.stats, float_model=tuned.model,
                                 finetune=tuned.info)
@@ -121,6 +139,7 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
         result.fidelity = summary_fidelity(fp32, qdq, data, cfg.calibration.calibration_device)
         timings["summary_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - start
+    save_outputs(result)
     return result
 
 

@@ -216,10 +216,16 @@ def test_input_shape_must_match_the_model(tiny_cnn):
         load_config(raw)
 
 
-def test_only_float32_inputs(tiny_cnn):
+def test_input_dtype_comes_from_the_model(tiny_cnn, caplog):
+    # issue 13: the model says what an input takes (integer inputs are fed as they are); a config dtype
+    # that disagrees is warned about, not obeyed, and not a refusal
     raw = tiny_cnn()
     raw["calibration_parameters"]["input_parametres"][0]["dtype"] = "uint8"
-    with pytest.raises(ConfigError, match="only float32"):
+    cfg, _ = load_config(raw)
+    assert cfg.calibration.input_parameters[0].dtype == "float32"
+    assert "differs from the model's input 'x'" in caplog.text
+    raw["calibration_parameters"]["input_parametres"][0]["dtype"] = "complex64"
+    with pytest.raises(ConfigError, match="dtype 'complex64' is not supported"):
         load_config(raw)
 
 

@@ -21,7 +21,7 @@ from ..config.schema import CustomSetting, XQuantConfig
 from ..errors import XQuantError
 from ..export.qdq_writer import write_qdq
 from ..plan.graph import GraphIndex
-from ..plan.ops import ACTIVATIONS_FUSED
+from ..plan.ops import ACTIVATIONS_FUSED, rule_for
 from ..plan.planner import QuantPlan
 from ..plan.policy import plan_model
 from ..plan.precision import keeps_float
@@ -88,6 +88,25 @@ def op_nodes(index: GraphIndex, plan: QuantPlan, tensor: str) -> List[onnx.NodeP
             and before.name in plan.quantized_nodes):
         return [before, node]
     return [node]
+
+
+def float_nodes_for(index: GraphIndex, plan: QuantPlan, tensor: str) -> List[onnx.NodeProto]:
+    """The INT8 ops to keep float so that ``tensor`` is no longer quantized: the INT8 op that makes it
+    (with the op it is fused to), or, for a model input or a float op's output (quantized only because
+    INT8 ops read it), those readers."""
+    nodes = [n for n in op_nodes(index, plan, tensor) if n.name in plan.quantized_nodes]
+    if nodes:
+        return nodes
+    found: Dict[str, onnx.NodeProto] = {}
+    todo = [tensor]
+    while todo:  # through INT8 data movement to the INT8 ops that compute on it
+        for node in index.consumers.get(todo.pop(), []):
+            rule = rule_for(node.op_type)
+            if node.name in plan.quantized_nodes and node.name not in found and rule is not None:
+                found[node.name] = node
+                if rule.kind != "compute":
+                    todo.extend(o for o in node.output if o)
+    return list(found.values())
 
 
 def _op_edges(index: GraphIndex, plan: QuantPlan, tensor: str) -> Optional[Tuple[List[str], List[str]]]:
@@ -163,9 +182,12 @@ def suggest(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats: D
 
 def _float_fallback(model: onnx.ModelProto, cfg: XQuantConfig, index: GraphIndex, plan: QuantPlan,
                     stats: Dict[str, TensorStats], culprits: Sequence[str], judge: OutputJudge, result: dict) -> dict:
-    """No custom_setting helped: measure keeping the culprits' ops float (ignore_op_names)."""
-    names = [n.name for tensor in culprits for n in op_nodes(index, plan, tensor)]
+    """No custom_setting helped: measure keeping float the INT8 ops that quantize the culprits
+    (ignore_op_names); ``helped`` says whether that raises the worst output SNR by MIN_GAIN_DB."""
+    names = list(dict.fromkeys(n.name for tensor in culprits for n in float_nodes_for(index, plan, tensor)))
     if names:
         errors = judge.errors(trial_model(model, _with(cfg, ignore=names), stats, judge.batches, judge.device))
-        result["ignore_op_names"] = {"names": names, "outputs": errors, "snr_db": worst_db(errors)}
+        db = worst_db(errors)
+        result["ignore_op_names"] = {"names": names, "outputs": errors, "snr_db": db,
+                                     "helped": db >= result["baseline_db"] + MIN_GAIN_DB}
     return result

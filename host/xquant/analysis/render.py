@@ -84,9 +84,13 @@ def _suggestion(sug: Any, now_db: float) -> List[str]:
         out += [f"No custom_setting tried raised the worst output SNR ({_db(sug['baseline_db'])} dB) by the "
                 "required margin.", ""]
         fallback = sug.get("ignore_op_names")
-        if fallback:
+        if fallback and fallback.get("helped", True):
             out += [f"Keeping the culprits' ops float gives **{_db(fallback['snr_db'])} dB** (measured):", "",
                     "```json", '"ignore_op_names": ' + json.dumps(fallback["names"]), "```", ""]
+        elif fallback:
+            out += [f"Keeping the culprits' ops float (`ignore_op_names` {json.dumps(fallback['names'])}) was tried "
+                    f"and did not help: {_db(fallback['snr_db'])} dB against {_db(sug['baseline_db'])} dB now. "
+                    "No fix is suggested.", ""]
     if sug["trials"]:
         out += ["Trials:", ""] + _table(["culprit", "custom_setting", "worst output SNR dB"],
                                         [[f"`{t['tensor']}`", f"`{json.dumps(t['custom_setting'])}`",

@@ -17,7 +17,6 @@ from ..calibration.ranges import QParams
 from ..calibration.stats import TensorStats
 from ..config.schema import XQuantConfig
 from ..data.source import CalibrationData
-from ..model_io import graph_inputs
 from ..plan.graph import GraphIndex
 from ..plan.planner import QuantPlan
 from .inputs import input_statistics
@@ -35,11 +34,7 @@ SAMPLES_PER_BATCH = 4  # analysis batch size when the model's batch dimension is
 
 def analysis_batches(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> List[Dict[str, np.ndarray]]:
     """The first ``analysis_batches`` batches of calibration data (fixed batch models: their batch size)."""
-    first = graph_inputs(model)[0].shape
-    fixed = bool(first) and isinstance(first[0], int)
-    size = first[0] if fixed else SAMPLES_PER_BATCH
-    whole = (b for b in data.batches(size) if not fixed or next(iter(b.values())).shape[0] == size)
-    return list(itertools.islice(whole, cfg.quantization.analysis_batches))
+    return list(itertools.islice(data.model_batches(model, SAMPLES_PER_BATCH), cfg.quantization.analysis_batches))
 
 
 def small_histogram(stats: TensorStats, bins: int = HIST_BINS) -> dict:
@@ -75,10 +70,12 @@ def tensor_rows(index: GraphIndex, plan: QuantPlan, params: Dict[str, QParams], 
 
 
 def culprits(rows: Sequence[dict], count: int = NUM_CULPRITS) -> List[dict]:
-    """The layers most to blame: largest isolated error first, one per shared-scale group, ops only."""
+    """The quant points most to blame: largest isolated error first, one per shared-scale group; every
+    Q/DQ the writer inserted is a candidate, model inputs included (their isolated error is that of
+    quantizing the input itself)."""
     chosen, groups = [], set()
     for row in sorted(rows, key=lambda r: -r["isolated"]["snr"]):
-        if row["op"] == "input" or row["group"] in groups or row["isolated"]["snr"] <= 0:
+        if row["group"] in groups or row["isolated"]["snr"] <= 0:
             continue
         groups.add(row["group"])
         chosen.append({k: row[k] for k in ("tensor", "op", "node", "flagged", "cause")} |

@@ -12,7 +12,7 @@ import onnx
 
 from ..data.source import CalibrationData
 from ..errors import ModelError
-from ..model_io import graph_inputs
+from ..model_io import fixed_batch, run_batch
 from .session import make_session, with_outputs
 from .stats import TensorStats
 
@@ -21,18 +21,16 @@ BATCH_MEMORY_BYTES = 256 * 1024 * 1024
 MAX_BATCH = 32
 
 
-def batch_size_for(model: onnx.ModelProto, cfg_batch: int, tensors: Sequence[str]) -> int:
-    """The configured batch when the model's batch is fixed; otherwise as many samples as fit a memory budget."""
-    dims = graph_inputs(model)[0].shape
-    if not dims or isinstance(dims[0], int):
-        return cfg_batch
+def batch_size_for(model: onnx.ModelProto, tensors: Sequence[str]) -> int:
+    """The model's own batch when it is fixed (1 when an input has no batch axis); otherwise as many
+    samples as fit a memory budget."""
     sizes = {}
     for value in model.graph.value_info:
         shape = value.type.tensor_type.shape.dim
         if value.name in tensors and shape:
-            sizes[value.name] = int(np.prod([d.dim_value if d.HasField("dim_value") else 1 for d in shape[1:]]))
+            sizes[value.name] = int(np.prod([d.dim_value if d.dim_value > 0 else 1 for d in shape[1:]]))
     per_sample = 4 * (sum(sizes.values()) + 1024 * max(0, len(tensors) - len(sizes)))
-    return int(max(cfg_batch, min(MAX_BATCH, BATCH_MEMORY_BYTES // max(per_sample, 1))))
+    return run_batch(model, int(max(1, min(MAX_BATCH, BATCH_MEMORY_BYTES // max(per_sample, 1)))))
 
 
 def progress(iterable: Iterable, total: int, desc: str, enabled: Optional[bool] = None):
@@ -51,7 +49,8 @@ def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: Calibrat
     wanted = set(tensors)
     stats = {name: TensorStats() for name in tensors}
     total = -(-data.num_samples // batch_size)
-    for batch in progress(data.batches(batch_size), total, "calibrating", show_progress):
+    batches = data.batches(batch_size, fill=fixed_batch(model) > 0)
+    for batch in progress(batches, total, "calibrating", show_progress):
         try:
             values = session.run(names, batch)
         except Exception as exc:

@@ -1,12 +1,14 @@
 """onnxruntime sessions for calibration and checks (the same runtime family the chip uses)."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
 from ..errors import ModelError
+from ..model_io import graph_inputs, model_feeds
 
 
 def providers_for(device: str) -> List[str]:
@@ -15,17 +17,40 @@ def providers_for(device: str) -> List[str]:
     return ["CPUExecutionProvider"]
 
 
+class ModelSession:
+    """An onnxruntime session fed with samples on axis 0 (as calibration data holds them): each model
+    input gets them on its own batch axis (``model_io.GraphInput.to_model``); ``constants`` are fed as
+    they are."""
+
+    def __init__(self, session: ort.InferenceSession, model: onnx.ModelProto) -> None:
+        self.session = session
+        self.inputs = graph_inputs(model)
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, names: Optional[Sequence[str]], batch: Dict[str, np.ndarray],
+            constants: Optional[Dict[str, np.ndarray]] = None, quiet: bool = False) -> List[np.ndarray]:
+        """``quiet``: a failure is expected and handled; onnxruntime does not log it."""
+        feeds = model_feeds(self.inputs, batch)
+        options = ort.RunOptions()
+        if quiet:
+            options.log_severity_level = 4
+        return self.session.run(None if names is None else list(names), {**feeds, **(constants or {})}, options)
+
+
 def make_session(model: onnx.ModelProto, device: str = "cpu", what: str = "model",
-                 optimize: bool = False) -> ort.InferenceSession:
+                 optimize: bool = False) -> ModelSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(device))
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(device))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"onnxruntime cannot load the {what}: {first}.") from exc
+    return ModelSession(session, model)
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

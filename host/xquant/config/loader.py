@@ -178,7 +178,7 @@ def _model_parameters(
     if output is not None:
         output_model = os.path.abspath(os.fspath(output))
     else:
-        name = prefix if prefix.endswith(".q.onnx") else f"{prefix}.q.onnx"
+        name = output_name(prefix)
         output_model = os.path.abspath(os.path.join(working_dir, name))
     skip = _typed(section.get("skip_onnxsim", False), bool, "model_parameters.skip_onnxsim")
     params = schema.ModelParameters(
@@ -188,14 +188,26 @@ def _model_parameters(
     return params, proto
 
 
+def output_name(prefix: str) -> str:
+    """The .q.onnx file name for ``output_prefix``: ``.q.onnx`` appended, never doubled: ``name``,
+    ``name.q`` (the vendor tool's own default prefix, which it completes with ``.onnx``) and
+    ``name.q.onnx`` all give ``name.q.onnx``."""
+    if prefix.endswith(".q.onnx"):
+        return prefix
+    if prefix.endswith(".q"):
+        return f"{prefix}.onnx"
+    return f"{prefix}.q.onnx"
+
+
 def _shape(value: Any, graph_input: GraphInput, where: str) -> Tuple[int, ...]:
+    batch = graph_input.batch_axis
     if value is None:
         dims = []
         for idx, dim in enumerate(graph_input.shape):
-            if isinstance(dim, int) and dim > 0:
+            if isinstance(dim, int):
                 dims.append(dim)
-            elif idx == 0:
-                dims.append(1)  # symbolic batch defaults to 1, as in the seed
+            elif idx == batch:
+                dims.append(1)  # a free batch defaults to 1, as in the seed
             else:
                 raise ConfigError(
                     f"Input '{graph_input.name}' has a non-static dimension {idx} ({dim!r}) in the model.",
@@ -209,10 +221,26 @@ def _shape(value: Any, graph_input: GraphInput, where: str) -> Tuple[int, ...]:
         raise ConfigError(f"{where}.input_shape {value} has rank {len(value)}, but model input "
                           f"'{graph_input.name}' has rank {len(graph_input.shape)} {list(graph_input.shape)}.")
     for idx, (want, have) in enumerate(zip(value, graph_input.shape)):
-        if isinstance(have, int) and have > 0 and have != want and idx != 0:
+        if isinstance(have, int) and have != want and idx != batch:
             raise ConfigError(f"{where}.input_shape {value} disagrees with model input '{graph_input.name}' "
                               f"shape {list(graph_input.shape)} at dimension {idx}.")
     return tuple(value)
+
+
+def _dtype(item: dict, graph_input: GraphInput, where: str) -> str:
+    """The model's input type; integer and bool inputs are fed as they are and never quantized."""
+    dtype = graph_input.dtype
+    if dtype not in schema.DTYPES:
+        raise ConfigError(f"Input '{graph_input.name}' is {dtype}: xquant quantizes float32 models and feeds "
+                          f"inputs of type {', '.join(schema.DTYPES)}.",
+                          "Convert the model's inputs to float32 (or an integer type) and re-export it.")
+    written = item.get("dtype")
+    if written and written != dtype:
+        if written not in schema.DTYPES:
+            raise ConfigError(f"{where}.dtype '{written}' is not supported. Supported: {', '.join(schema.DTYPES)}.")
+        log.warning("%s.dtype '%s' differs from the model's input '%s' (%s); feeding %s as the model expects",
+                    where, written, graph_input.name, dtype, dtype)
+    return dtype
 
 
 def _floats(value: Any, where: str) -> Optional[Tuple[float, ...]]:
@@ -247,12 +275,9 @@ def _preprocess(value: Any, base_dir: str, where: str) -> Optional[str]:
 def _input_parameter(item: Any, graph_input: GraphInput, base_dir: str, where: str) -> schema.InputParameter:
     if not isinstance(item, dict):
         raise ConfigError(f"{where} must be a JSON object.")
-    dtype = item.get("dtype") or graph_input.dtype
-    if dtype not in schema.DTYPES:
-        raise ConfigError(f"{where}.dtype '{dtype}' is not supported. Supported: {', '.join(schema.DTYPES)}.")
-    if dtype != "float32":
-        raise ConfigError(f"{where}.dtype '{dtype}': only float32 inputs are supported yet.")
-    file_type = item.get("file_type") or "img"
+    dtype = _dtype(item, graph_input, where)
+    image_like = dtype == "float32" and len(graph_input.shape) == 4
+    file_type = item.get("file_type") or ("img" if image_like else "npy")
     if file_type not in schema.FILE_TYPES:
         raise DataError(f"file_type {file_type} not implemented yet.",
                         f"Input '{graph_input.name}' ({where}): supported file types are "
@@ -272,6 +297,7 @@ def _input_parameter(item: Any, graph_input: GraphInput, base_dir: str, where: s
         std_value=_floats(item.get("std_value"), f"{where}.std_value"),
         preprocess_file=_preprocess(item.get("preprocess_file"), base_dir, where),
         data_list_path=list_path,
+        batch_axis=graph_input.batch_axis,
     )
 
 

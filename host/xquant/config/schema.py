@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 CALIBRATION_TYPES = ("default", "minmax", "percentile", "kl", "mse")
 FILE_TYPES = ("img", "npy", "raw")
-DTYPES = ("float32", "int8", "uint8", "int16")
+DTYPES = ("float32", "int8", "uint8", "int16", "int32", "int64", "bool")  # integer inputs pass through unquantized
 COLOR_FORMATS = ("bgr", "rgb")
 PRESETS = ("PT_IMAGENET", "IMAGENET")
 BIAS_DTYPES = ("float", "int32")
@@ -31,6 +31,15 @@ class InputParameter:
     std_value: Optional[Tuple[float, ...]] = None
     preprocess_file: Optional[str] = None  # preset name, or absolute "file.py:function"
     data_list_path: Optional[str] = None  # absolute path of the list file
+    batch_axis: Optional[int] = 0  # where samples stack in input_shape; None: no batch axis (a scalar)
+
+    @property
+    def sample_shape(self) -> Tuple[int, ...]:
+        """``input_shape`` without the batch axis: the shape one data file holds."""
+        dims = list(self.input_shape)
+        if self.batch_axis is not None and self.batch_axis < len(dims):
+            del dims[self.batch_axis]
+        return tuple(dims)
 
     def as_dict(self) -> dict:
         """The shape the seed's preprocess hooks receive as ``input_parametr``."""

@@ -35,13 +35,13 @@ def load_hook(spec: str) -> Callable:
     return func
 
 
-def to_numpy(value: object, spec: str) -> np.ndarray:
+def to_numpy(value: object, spec: str, dtype: str = "float32") -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor; torch is imported only by the user's hook
         value = value.detach().cpu().numpy()  # type: ignore[union-attr]
     if not isinstance(value, np.ndarray):
         raise DataError(f"preprocess_file '{spec}' returned {type(value).__name__}; "
                         "it must return a torch.Tensor or a numpy.ndarray holding one batch.")
-    return value.astype(np.float32, copy=False)
+    return value.astype(dtype, copy=False)
 
 
 def run_hook(spec: str, paths: Sequence[str], param: InputParameter) -> np.ndarray:
@@ -53,8 +53,8 @@ def run_hook(spec: str, paths: Sequence[str], param: InputParameter) -> np.ndarr
     except Exception as exc:
         raise DataError(f"preprocess_file '{spec}' raised {type(exc).__name__}: {exc}.",
                         f"It was called with {len(paths)} file(s), the first '{paths[0]}'.") from exc
-    batch = to_numpy(result, spec)
-    expected = (len(paths),) + tuple(param.input_shape[1:])
+    batch = to_numpy(result, spec, param.dtype)
+    expected = (len(paths),) + param.sample_shape
     if batch.shape != expected:
         raise DataError(f"preprocess_file '{spec}' returned shape {list(batch.shape)} for {len(paths)} file(s); "
                         f"input '{param.input_name}' expects {list(expected)}.")

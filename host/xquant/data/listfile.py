@@ -50,8 +50,11 @@ def check_files_exist(name: str, list_path: str, files: Sequence[str], indices: 
     missing = [i for i in indices if not os.path.isfile(files[i])]
     if missing:
         first = missing[0]
+        # the seed's FAQ line first when nothing is left to calibrate on
+        head = f"Calibration input {name} finds 0 items. " if len(missing) == len(indices) else ""
         raise DataError(
-            f"Calibration input {name}: file on line {first + 1} of '{list_path}' not found: '{files[first]}'.",
+            f"{head}Calibration input {name}: file on line {first + 1} of '{list_path}' not found: "
+            f"'{files[first]}'.",
             f"{len(missing)} of {len(indices)} listed file(s) are missing; entries are relative to the list's folder.")
 
 

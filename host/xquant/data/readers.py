@@ -61,6 +61,9 @@ def to_layout(hwc: np.ndarray, order: str) -> np.ndarray:
 def read_img(path: str, param: InputParameter) -> np.ndarray:
     import cv2
 
+    if param.dtype != "float32":
+        raise DataError(f"file_type img cannot feed {param.dtype} input '{param.input_name}'.",
+                        "Use file_type npy or raw for integer inputs.")
     order, channels, height, width = layout(param.input_shape)
     img = imread(path, channels, param.color_format)
     if img.shape[:2] != (height, width):
@@ -71,27 +74,43 @@ def read_img(path: str, param: InputParameter) -> np.ndarray:
 
 
 def read_npy(path: str, param: InputParameter) -> np.ndarray:
+    """One sample: the input's shape without its batch axis (``sample_shape``), or the whole input_shape
+    with a batch of 1 on the batch axis; a scalar input may also be stored as shape [1]."""
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise DataError(f"Cannot read .npy file '{path}': {exc}.") from exc
-    sample_shape = tuple(param.input_shape[1:])
-    if arr.shape == (1,) + sample_shape:
+    sample_shape = param.sample_shape
+    axis, stored = param.batch_axis, list(arr.shape)
+    if axis is not None and arr.ndim == len(sample_shape) + 1 and arr.shape[axis] == 1:
+        arr = np.take(arr, 0, axis=axis)  # the whole input_shape with batch 1
+    elif arr.shape == (1,) + sample_shape:
         arr = arr[0]
     if arr.shape != sample_shape:
-        raise DataError(f"npy file '{path}' has shape {list(arr.shape)}; input '{param.input_name}' expects "
-                        f"{list(sample_shape)} or {[1] + list(sample_shape)} (input_shape {list(param.input_shape)}).")
-    return arr.astype(np.float32)
+        one = list(param.input_shape) if axis is not None else [1] + list(sample_shape)
+        raise DataError(f"npy file '{path}' has shape {stored}; input '{param.input_name}' expects "
+                        f"{list(sample_shape)} or {one} (input_shape {list(param.input_shape)}).")
+    return _as_dtype(arr, param, path)
+
+
+def _as_dtype(arr: np.ndarray, param: InputParameter, path: str) -> np.ndarray:
+    """``arr`` as the input's dtype; values an integer or bool input cannot hold exactly are an error."""
+    out = arr.astype(param.dtype)
+    if param.dtype != "float32" and not np.array_equal(out.astype(np.float64), arr.astype(np.float64)):
+        raise DataError(f"File '{path}' holds values that {param.dtype} input '{param.input_name}' cannot take "
+                        f"exactly (e.g. fractions or out-of-range numbers).", f"Store {param.dtype} data for it.")
+    return out
 
 
 def read_raw(path: str, param: InputParameter) -> np.ndarray:
-    sample_shape = tuple(param.input_shape[1:])
-    expected = int(np.prod(sample_shape)) * 4
+    sample_shape = param.sample_shape
+    itemsize = np.dtype(param.dtype).itemsize
+    expected = int(np.prod(sample_shape)) * itemsize
     size = os.path.getsize(path)
     if size != expected:
         raise DataError(f"raw file '{path}' has {size} bytes; input '{param.input_name}' expects {expected} "
-                        f"(float32 x {list(sample_shape)}).", "raw files hold float32 data of one sample.")
-    return np.fromfile(path, dtype=np.float32).reshape(sample_shape)
+                        f"({param.dtype} x {list(sample_shape)}).", f"raw files hold {param.dtype} data of one sample.")
+    return np.fromfile(path, dtype=param.dtype).reshape(sample_shape)
 
 
 READERS: Dict[str, Callable[[str, InputParameter], np.ndarray]] = {

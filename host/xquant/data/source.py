@@ -5,9 +5,11 @@ import logging
 from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
+import onnx
 
 from ..config.schema import InputParameter, XQuantConfig
 from ..errors import DataError
+from ..model_io import fixed_batch, run_batch
 from .hooks import run_hook
 from .listfile import check_files_exist, choose_indices, read_aligned_lists
 from .presets import PRESETS, run_preset
@@ -24,7 +26,7 @@ def load_input_batch(param: InputParameter, paths: Sequence[str]) -> np.ndarray:
     if spec:
         return run_hook(spec, paths, param)
     reader = READERS[param.file_type]
-    return np.stack([reader(p, param) for p in paths]).astype(np.float32)
+    return np.stack([reader(p, param) for p in paths]).astype(param.dtype)
 
 
 def _list_paths(cfg: XQuantConfig) -> Dict[str, str]:
@@ -77,7 +79,17 @@ class CalibrationData:
         self.files = select_calibration_files(cfg)
         self.num_samples = len(next(iter(self.files.values())))
 
-    def batches(self, batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
+    def batches(self, batch_size: int, fill: bool = False) -> Iterator[Dict[str, np.ndarray]]:
+        """Batches of ``batch_size`` samples (samples on axis 0); with ``fill`` (a model whose batch is
+        fixed) a short last batch is filled up with the first samples again."""
         for start in range(0, self.num_samples, batch_size):
-            yield {name: load_input_batch(self.params[name], files[start:start + batch_size])
+            index = list(range(start, min(start + batch_size, self.num_samples)))
+            if fill:
+                index += [i % self.num_samples for i in range(batch_size - len(index))]
+            yield {name: load_input_batch(self.params[name], [files[i] for i in index])
                    for name, files in self.files.items()}
+
+    def model_batches(self, model: onnx.ModelProto, preferred: int) -> Iterator[Dict[str, np.ndarray]]:
+        """Batches ``model`` can run: its fixed batch size (short batches filled), 1 when an input has no
+        batch axis, else ``preferred``."""
+        return self.batches(run_batch(model, preferred), fill=fixed_batch(model) > 0)

@@ -54,9 +54,21 @@ def _renamed(graph: onnx.GraphProto, suffix: str, keep: Set[str]) -> onnx.GraphP
         node.name = node.name + suffix
         node.input[:] = [rename(i) for i in node.input]
         node.output[:] = [rename(o) for o in node.output]
+        _rename_outer_refs(node, rename)
     for init in out.initializer:
         init.name = rename(init.name)
     return out
+
+
+def _rename_outer_refs(node: onnx.NodeProto, rename) -> None:
+    """In the bodies of If/Loop/Scan ``node``, rename the tensors they read from the enclosing graph."""
+    for attr in node.attribute:
+        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            local = {v.name for v in body.input} | {t.name for t in body.initializer}
+            local |= {o for n in body.node for o in n.output}
+            for inner in body.node:
+                inner.input[:] = [i if i in local else rename(i) for i in inner.input]
+                _rename_outer_refs(inner, lambda name, local=local: name if name in local else rename(name))
 
 
 def probe_model(fp32: onnx.ModelProto, qdq: onnx.ModelProto, points: List[QuantPoint]) -> onnx.ModelProto:

@@ -55,7 +55,9 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
     layers = [layer for layer in layers if layer.bias not in plan.biases]  # int32 biases: not fed as floats
     if not layers:
         return model, 0
-    fit = {k: v[:FIT_SAMPLES] for k, v in samples.fit.items()}
+    batch = samples.fixed_batch
+    limit = max(batch, FIT_SAMPLES - FIT_SAMPLES % batch) if batch > 1 else FIT_SAMPLES  # whole batches
+    fit = {k: v[:limit] for k, v in samples.fit.items()}
     ref = run_tensors(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
     values = initializers(model)
     qdq = write_qdq(model, plan, params)

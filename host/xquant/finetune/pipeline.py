@@ -67,7 +67,7 @@ def _equalization(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
     model, changed, pairs = equalize(state.model, ctx.plan)
     if not pairs:
         return None, "no exact Conv-[Relu]-Conv pair"
-    batch = batch_size_for(model, ctx.cfg.calibration.input_parameters[0].input_shape[0], changed)
+    batch = batch_size_for(model, changed)
     fresh = collect_stats(model, changed, ctx.data, ctx.device, batch, False) if changed else {}
     stats = {**state.stats, **fresh}
     params = activation_params(ctx.plan, stats)

@@ -14,7 +14,7 @@ from ..calibration.session import make_session, with_outputs
 from ..config.schema import XQuantConfig
 from ..data.source import CalibrationData, held_back_files, load_input_batch
 from ..export.qdq_writer import write_qdq
-from ..model_io import graph_inputs
+from ..model_io import fixed_batch
 from ..plan.planner import QuantPlan
 
 MAX_SAMPLES = 256  # calibration samples kept in memory to fit on
@@ -33,12 +33,6 @@ class Samples:
     @property
     def num_fit(self) -> int:
         return int(next(iter(self.fit.values())).shape[0])
-
-
-def fixed_batch(model: onnx.ModelProto) -> int:
-    """The model's batch size when its first input's batch dimension is fixed, else 0."""
-    first = graph_inputs(model)[0].shape
-    return first[0] if first and isinstance(first[0], int) else 0
 
 
 def _stack(batches) -> Dict[str, np.ndarray]:
@@ -60,10 +54,15 @@ def _first(data: CalibrationData, limit: int) -> Dict[str, np.ndarray]:
 
 
 def _whole_batches(feeds: Dict[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
-    """Drop the samples that do not fill a last batch of a fixed-batch model (keep at least one batch)."""
+    """Drop the samples that do not fill a last batch of a fixed-batch model; fewer samples than one
+    batch are repeated to fill it."""
     n = int(next(iter(feeds.values())).shape[0])
-    keep = max(batch, n - n % batch) if batch > 1 else n
-    return {k: v[:keep] for k, v in feeds.items()}
+    if batch <= 1:
+        return feeds
+    if n < batch:
+        index = np.arange(batch) % n
+        return {k: v[index] for k, v in feeds.items()}
+    return {k: v[:n - n % batch] for k, v in feeds.items()}
 
 
 def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationData) -> Samples:
@@ -93,7 +92,7 @@ def run_session(sess, feeds: Dict[str, np.ndarray], names: Sequence[str], batch:
     parts: Dict[str, List[np.ndarray]] = {n: [] for n in names}
     for start in range(0, total, step):
         chunk = {k: v[start:start + step] for k, v in feeds.items()}
-        for name, value in zip(names, sess.run(list(names), {**chunk, **(constants or {})})):
+        for name, value in zip(names, sess.run(list(names), chunk, constants)):
             parts[name].append(value)
     return {n: np.concatenate(v) for n, v in parts.items()}
 

@@ -8,6 +8,9 @@ import onnx
 from onnx import TensorProto
 
 
+SHAPE_OPS = ("Shape", "Size")
+
+
 class GraphIndex:
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
@@ -32,6 +35,16 @@ class GraphIndex:
         for name, init in self.initializers.items():
             self.elem_type[name] = init.data_type
         self.constants: Set[str] = {n.output[0] for n in self.nodes if n.op_type == "Constant"}
+        self.data = self._data_tensors()
+
+    def _data_tensors(self) -> Set[str]:
+        """Tensors that carry the inputs' values: the inputs and what is computed from them, not through
+        Shape or Size only (anchor grids, strides and sizes computed from shapes are constant-like)."""
+        data = set(self.inputs)
+        for node in self.nodes:  # graph order is topological
+            if node.op_type not in SHAPE_OPS and any(i in data for i in node.input if i):
+                data.update(o for o in node.output if o)
+        return data
 
     def is_float(self, name: str) -> bool:
         return self.elem_type.get(name) == TensorProto.FLOAT

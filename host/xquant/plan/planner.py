@@ -52,6 +52,9 @@ class QuantPlan:
         return out
 
 
+DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: Dict[str, str] = {}
@@ -91,17 +94,60 @@ class Planner:
             return False
         if keeps_float(node, self.index, self._setting(node.name, "precision_level", self.quant.precision_level)):
             return False
+        if self._only_decides(node):
+            return False
         data = self._data_inputs(node, rule)
-        return any(self.index.is_float(name) for name in data)
+        return any(self.index.is_float(name) and name in self.index.data for name in data)
+
+    def _only_decides(self, node: onnx.NodeProto) -> bool:
+        """Every reader of the op's outputs is a comparison (feeding an If, a Where, a Loop's condition):
+        one quantization step could flip the decision, so the op stays float."""
+        readers = [c for out in node.output if out for c in self.index.consumers.get(out, [])]
+        if not readers or any(out in self.index.outputs for out in node.output):
+            return False
+        return all(c.op_type in DECISION_OPS for c in readers)
+
+    def _int8_movement(self, movers: List[onnx.NodeProto]) -> None:
+        """Data movement (Reshape, Transpose, Slice, Concat, ...) is INT8 only next to INT8: when an INT8
+        op makes what it moves (that tensor is quantized anyway) or an INT8 op reads what it gives. Between
+        float ops (an LSTM, a model input) it stays float, so no Q/DQ squeezes a tensor nobody computes on
+        in INT8. Chains of movement ops settle together."""
+        int8 = self.plan.quantized_nodes
+        changed = True
+        while changed:
+            changed = False
+            for node in movers:
+                if node.name in int8:
+                    continue
+                rule = rule_for(node.op_type)
+                made = [self.index.producer.get(n) for n in self._data_inputs(node, rule)]  # type: ignore[arg-type]
+                read = [c for out in node.output if out for c in self.index.consumers.get(out, [])
+                        if c.name in int8 and self._reads_as_data(c, out)]
+                if read or any(p is not None and p.name in int8 for p in made):
+                    int8.add(node.name)
+                    changed = True
+
+    def _reads_as_data(self, node: onnx.NodeProto, tensor: str) -> bool:
+        rule = rule_for(node.op_type)
+        if rule is None:
+            return False
+        positions = self._data_positions(node, rule)
+        weight = () if rule.weight_input is None else (rule.weight_input,)
+        return any(name == tensor and (pos in positions or pos in weight) for pos, name in enumerate(node.input))
 
     def _data_inputs(self, node: onnx.NodeProto, rule: OpRule) -> List[str]:
         idx = range(len(node.input)) if rule.data_inputs is None else rule.data_inputs
         return [node.input[i] for i in idx if i < len(node.input) and node.input[i]]
 
     def build(self) -> QuantPlan:
+        movers = []
         for node in self.index.nodes:
             if self.wants_int8(node):
-                self.plan.quantized_nodes.add(node.name)
+                if rule_for(node.op_type).kind == "compute":  # type: ignore[union-attr]
+                    self.plan.quantized_nodes.add(node.name)
+                else:
+                    movers.append(node)
+        self._int8_movement(movers)
         for node in self.index.nodes:
             if node.name in self.plan.quantized_nodes:
                 self._mark_node(node, rule_for(node.op_type))  # type: ignore[arg-type]

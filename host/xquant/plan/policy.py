@@ -40,4 +40,22 @@ def plan_model(model: onnx.ModelProto, cfg: XQuantConfig) -> QuantPlan:
     if tail:
         log.info("truncation: %d node(s) after %s stay float", len(tail), list(quant.truncate_var_names))
     settings = resolve_custom_settings(index, quant.custom_setting)
-    return build_plan(model, cfg, float_nodes=tail, settings=settings)
+    plan = build_plan(model, cfg, float_nodes=tail, settings=settings)
+    _warn_subgraphs(index, plan)
+    return plan
+
+
+def _body_ops(node: onnx.NodeProto) -> int:
+    count = 0
+    for attr in node.attribute:
+        for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            count += sum(1 + _body_ops(inner) for inner in body.node)
+    return count
+
+
+def _warn_subgraphs(index: GraphIndex, plan: QuantPlan) -> None:
+    inside = sum(_body_ops(n) for n in index.nodes)
+    if inside:
+        log.warning("%d op(s) inside If/Loop/Scan bodies stay float: xquant quantizes the main graph only%s",
+                    inside, " (here: nothing; the model computes inside its bodies)" if not plan.quantized_nodes
+                    else "")

@@ -1,8 +1,9 @@
 """truncate_var_names: split the graph at the named tensors into a quantized main part and a float tail.
 
 The tail is every node downstream of the cut tensors. It may read the cut tensors, tensors it computes
-itself, model inputs and constants, and nothing else the main part computes: otherwise the names do not
-cut the graph in two. The cut tensors are outputs of the main part and are quantized with it (the INT8
+itself, model inputs, constants and what the main part computes from shapes only (anchor grids from
+Shape), and nothing else the main part computes: otherwise the names do not cut the graph in two.
+The cut tensors are outputs of the main part and are quantized with it (the INT8
 main part hands them to the tail through DequantizeLinear), so the float tail sees exactly what the
 quantized main part produces and computes from it as the FP32 model does. Read-only: it names nodes."""
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _check_cut(index: GraphIndex, names: Sequence[str], tail: Set[str]) -> None:
             raise _fail(f"'{name}' in {WHERE} lies after the cut made by the other names "
                         f"(its node '{producer.name}' is already post-processing).",
                         "Remove it or name an earlier tensor.")
-    live = {out for n in index.nodes if n.name in forward_nodes(index, index.inputs) for out in n.output}
+    live = index.data  # shape-derived tensors (anchor grids from Shape) are constant-like: the tail may read them
     for node in index.nodes:
         if node.name not in tail:
             continue
