@@ -40,6 +40,8 @@ class VerifyOptions:
     quiet: bool = False
     threads: Optional[int] = None
     providers: Optional[Sequence[str]] = None
+    localize: str = "auto"  # auto: localise a chip-runtime finding to its op (see xqhil/localize); never
+    board_arg: Optional[str] = None  # the --board text, for the repro bundle's replay command
 
 
 def _load(opts: VerifyOptions):
@@ -153,6 +155,33 @@ def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int,
     return pc_fp32, pc_int8, names
 
 
+RUNTIME_RULES = ("int8-agreement", "int8-runtime")
+
+
+def _localize(opts: VerifyOptions, int8: str, data: VerifyData, names: List[str], runs: dict, providers, threads,
+              findings: List[dict], out_dir: str) -> Optional[dict]:
+    """After a chip-runtime finding (fail or warn): the first divergent op and its repro bundle; the finding's
+    reason names the op. A localisation that cannot run leaves the verdict as it was, with a note."""
+    flagged = [f for f in findings if f["rule"] in RUNTIME_RULES]
+    if opts.localize != "auto" or not flagged or runs.get("chip_int8") is None:
+        return None
+    from .errors import XqhilError
+    from .localize import Board, localize_after_verify
+
+    board = Board(opts.board, opts.deadlines, opts.retries, providers, threads)
+    try:
+        result = localize_after_verify(int8, data.names, data.arrays, names, runs["pc_int8"], runs["chip_int8"],
+                                       board, opts.board_arg or opts.board.name, out_dir)
+    except XqhilError as exc:
+        return {"status": "error", "error": exc.one_line()}
+    if result.get("op"):
+        where = f"; localised to {result['op']} '{result['node']}' ({result['status']}"
+        where += f", repro: {result['bundle']})" if result.get("bundle") else ")"
+        for f in flagged:
+            f["reason"] += where
+    return result
+
+
 def quantize_and_verify(opts: VerifyOptions) -> dict:
     started, created = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
     stages = Stages(STAGES, opts.quiet)
@@ -185,6 +214,10 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         fidelity, accuracy, runtime, integrity = _compare(params, data, names, runs, device["execution_provider"],
                                                           latency)
         findings = judge(accuracy, fidelity, _board_errors(run), runtime=runtime, broken=integrity.pop("broken"))
+        if findings and opts.localize == "auto":
+            stages.detail("localize")
+        localization = _localize(opts, int8, data, names, runs, providers, threads, findings,
+                                 opts.out or cfg.model.working_dir)
         stages.start("write report")
         report = {
             "schema": SCHEMA, "verdict": verdict_of(findings), "reasons": [f["reason"] for f in findings],
@@ -192,6 +225,7 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
             "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 0.0,
             "board": opts.board.public(), "device": device, "model": _model_section(opts, fp32, int8),
             "accuracy": accuracy, "fidelity": fidelity, "runtime": runtime, "integrity": integrity, "latency": latency,
+            "localization": localization,
             "data": {"source": data.source, "samples": int(data.arrays[0].shape[0]), "batch_size": batch},
             "harness": {k: round(v, 4) for k, v in run.timings.items()},
             "notes": data.notes + ([] if data.labels is not None else

@@ -22,11 +22,12 @@ class Boundary:
     region: Tuple[str, ...]  # names of the nodes that compute it from ``inputs``, in graph order
     ops: Tuple[Tuple[str, str], ...]  # (node name, op type) of the region's compute nodes (no Q/DQ plumbing)
     inputs: Tuple[str, ...]  # upstream boundaries and graph inputs the region reads
+    last_op: str = "QuantizeLinear"  # the op type that makes the boundary tensor
 
     @property
     def op(self) -> str:
-        """The op type that names the finding (the region's first compute node; QuantizeLinear if none)."""
-        return self.ops[0][1] if self.ops else "QuantizeLinear"
+        """The op type that names the finding (the region's first compute node, else the one making it)."""
+        return self.ops[0][1] if self.ops else self.last_op
 
     @property
     def node(self) -> str:
@@ -90,7 +91,8 @@ def boundaries(model: onnx.ModelProto) -> List[Boundary]:
         region, inputs = _cone(model, [tensor], stop - {tensor})
         nodes = [model.graph.node[i] for i in region]
         ops = tuple((names[i], n.op_type) for i, n in zip(region, nodes) if n.op_type not in PLUMBING)
-        found.append(Boundary(tensor, tuple(names[i] for i in region), ops, tuple(inputs)))
+        last = nodes[-1].op_type if nodes else "Identity"
+        found.append(Boundary(tensor, tuple(names[i] for i in region), ops, tuple(inputs), last))
     return found
 
 

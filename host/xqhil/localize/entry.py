@@ -30,7 +30,7 @@ def _finish(loc: Localisation, board: Board, board_arg: str, out: str) -> Dict[s
     summary = loc.summary()
     summary["bundle"] = None
     if loc.boundary is not None and loc.confirm:
-        summary["bundle"] = write_bundle(os.path.join(out, "repro"), loc, board, board_arg)
+        summary["bundle"] = write_bundle(os.path.abspath(os.path.join(out, "repro")), loc, board, board_arg)
     os.makedirs(out, exist_ok=True)
     write_atomic(os.path.join(out, "localize.json"), json.dumps(summary, indent=1, default=str) + "\n")
     return summary

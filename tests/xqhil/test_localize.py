@@ -1,0 +1,105 @@
+"""Localisation of a chip-runtime bug (xqhil localize / replay, quantize-and-verify --localize) on --board host
+with a runtime that miscomputes one node (faults/sitecustomize.py), and the graph tools it uses."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from xqhil_testlib import FAULTS, run_cli, verify
+from xquant.graph_cut import boundaries, cut, expose
+
+
+def faulty(fault: str, refuse: bool = False) -> str:
+    extra = " XQHIL_FAULT_REFUSE_QOUT=1" if refuse else ""
+    return f"env PYTHONPATH={FAULTS} XQHIL_FAULT={fault}{extra} {sys.executable}"
+
+
+def localize(quantized, out: Path, python: str, *extra: str):
+    code, stdout, stderr = run_cli(["localize", str(quantized["config"]), "--qmodel", str(quantized["qmodel"]),
+                                    "--board", "host", "--python", python, "--out", str(out), "-q", *extra])
+    result = out / "localize.json"
+    return code, (json.loads(result.read_text()) if result.exists() else None), stdout + stderr
+
+
+def test_boundaries_follow_the_quantize_nodes_and_a_cut_recomputes_one(quantized):
+    model = onnx.load(str(quantized["qmodel"]))
+    bounds = boundaries(model)
+    assert [b.tensor for b in bounds] == ["input_quantized", "r1_quantized", "p1_quantized", "f1_quantized",
+                                          "logits_quantized", "logits"]
+    conv = bounds[1]
+    assert conv.ops == (("conv", "Conv"), ("relu", "Relu")) and conv.inputs == ("input_quantized",)
+    assert conv.op == "Conv" and bounds[-1].op == "DequantizeLinear"
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    full = ort.InferenceSession(expose(model, ["input_quantized", "r1_quantized"]).SerializeToString())
+    logits, q_in, q_r1 = full.run(None, {"input": x})
+    assert q_r1.dtype == np.int8 or q_r1.dtype == np.uint8
+    sub = cut(model, {"input_quantized"}, ["r1_quantized"])
+    assert [i.name for i in sub.graph.input] == ["input_quantized"]
+    assert {n.op_type for n in sub.graph.node} == {"DequantizeLinear", "Conv", "Relu", "QuantizeLinear"}
+    (again,) = ort.InferenceSession(sub.SerializeToString()).run(None, {"input_quantized": q_in})
+    assert np.array_equal(again, q_r1)
+
+
+@pytest.mark.parametrize("fault,node,op", [("node:scale:1.05:conv", "conv", "Conv"),
+                                           ("node:zp::fc", "fc", "Gemm")])
+def test_localize_names_the_faulty_node_and_its_bundle_replays(quantized, tmp_path, fault, node, op):
+    code, result, text = localize(quantized, tmp_path / "loc", faulty(fault))
+    assert code == 1, text
+    assert result["status"] == "localised" and result["method"] == "expose" and result["node"] == node
+    assert result["op"] == op and result["board_runs"] == 3  # pick samples, exposed boundaries, confirmation
+    bundle = Path(result["bundle"])
+    assert bundle.name == f"{op.lower()}-1"
+    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "chip.npz", "expected_pc.npz",
+                                                       "fingerprint.json", "inputs.npz", "model.onnx"]
+    fingerprint = json.loads((bundle / "fingerprint.json").read_text())
+    assert fingerprint["provider"] == "CPUExecutionProvider" and fingerprint["runtime"]
+    assert f"xqhil replay {bundle} --board host" in (bundle / "README.md").read_text()
+    code, out, err = run_cli(["replay", str(bundle), "--board", "host", "--python", faulty(fault), "-q"])
+    assert code == 1 and "DEPARTS" in out, err
+    code, out, err = run_cli(["replay", str(bundle), "--board", "host", "-q"])
+    assert code == 0 and "agrees" in out, err
+
+
+def test_clean_board_localises_nothing(quantized, tmp_path):
+    code, result, text = localize(quantized, tmp_path / "loc", faulty("none"))
+    assert code == 0, text
+    assert result["status"] == "clean" and result["op"] is None and result["board_runs"] == 1
+    assert not (tmp_path / "loc" / "repro").exists()
+
+
+def test_a_runtime_that_refuses_exposed_outputs_is_bisected(quantized, tmp_path):
+    code, result, text = localize(quantized, tmp_path / "loc", faulty("node:signflip::fc", refuse=True))
+    assert code == 1, text
+    assert result["method"] == "bisect" and result["node"] == "fc" and result["status"] == "localised"
+    assert any("refused" in n for n in result["notes"])
+    layers = len(boundaries(onnx.load(str(quantized["qmodel"]))))
+    assert result["board_runs"] - 1 <= 2 * math.log2(layers)  # beyond the run that picks the samples
+    code, _, err = run_cli(["replay", result["bundle"], "--board", "host", "--python",
+                            faulty("node:signflip::fc", refuse=True), "-q"])
+    assert code == 1, err
+
+
+def test_verify_localises_a_runtime_failure_and_never_turns_it_off(quantized, tmp_path):
+    python = faulty("node:scale:1.05:conv")
+    code, report, stdout, _ = verify(quantized["config"], "host", tmp_path / "auto", "--qmodel",
+                                     str(quantized["qmodel"]), "--python", python)
+    assert code == 1 and report["localization"]["node"] == "conv"
+    assert report["localization"]["board_runs"] == 2  # beyond the verify run: exposed boundaries, confirmation
+    assert "localised to Conv 'conv'" in stdout
+    assert "## Localisation" in (tmp_path / "auto" / "verify.md").read_text()
+    assert (tmp_path / "auto" / "repro" / "conv-1" / "model.onnx").is_file()
+    code, report, _, _ = verify(quantized["config"], "host", tmp_path / "never", "--qmodel",
+                                str(quantized["qmodel"]), "--python", python, "--localize", "never")
+    assert code == 1 and report["localization"] is None and not (tmp_path / "never" / "repro").exists()
+
+
+def test_replay_of_a_folder_that_is_no_bundle_is_bad_input(tmp_path):
+    code, _, err = run_cli(["replay", str(tmp_path), "--board", "host", "-q"])
+    assert code == 2 and "is not a repro bundle" in err and "Traceback" not in err
