@@ -144,14 +144,15 @@ def python_for(base: str, kind: str, arg: str, node: str, refuse: bool) -> str:
     return f"env PYTHONPATH={FAULTS} XQHIL_FAULT={fault}{' XQHIL_FAULT_REFUSE_QOUT=1' if refuse else ''} {base}"
 
 
-def run_row(row, models, board_kw, base_python: str, out: Path) -> list:
+def run_row(row, models, board_kw, out: Path) -> list:
     model, kind, arg, node, op = row[:5]
     refuse = len(row) > 5
     if model not in models:
         return [kind, op or "-", model, "skipped: not in the zoo cache", "", "", "", ""]
     config, qmodel = models[model]
     node = node or (pick_node(qmodel, op) if op else "")
-    faulty = python_for(base_python, kind, arg, node, refuse)
+    faulty = python_for(board_kw["faulty_base"], kind, arg, node, refuse)
+    base_python = board_kw["clean_base"]
     start = time.perf_counter()
     board = Board(resolve_board(board_kw["board"], None, None, python=faulty, **board_kw["extra"]))
     result = localize_config(str(config), board, board_kw["board"], str(qmodel), str(out / f"{model}-{kind}-{op}"),
@@ -175,24 +176,27 @@ def run_row(row, models, board_kw, base_python: str, out: Path) -> list:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--board", default="host", choices=("host", "qemu", "ssh"))
-    parser.add_argument("--rows", default="all", choices=("all", "quick"))
+    parser.add_argument("--rows", default="all", help="all, quick, or comma-separated row numbers (0-based)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "xqhil-bench-localize"))
     args = parser.parse_args()
     models = prepare(Path(args.cache))
     out = Path(args.out or tempfile.mkdtemp(prefix="xqhil-localize-"))
-    board_kw, base, sshd = {"board": "host", "extra": {}}, sys.executable, None
+    board_kw = {"board": "host", "extra": {}, "faulty_base": sys.executable, "clean_base": sys.executable}
+    sshd = None
     if args.board == "qemu":
         from xqhil.paths import default_rootfs
 
         root = os.environ.get("XQHIL_RISCV64_ROOTFS") or default_rootfs()
-        board_kw["board"], base = f"qemu:{root}", f"qemu-riscv64-static -L {root} {root}/usr/bin/python3"
+        board_kw.update(board=f"qemu:{root}", clean_base=f"qemu-riscv64-static -L {root} {root}/usr/bin/python3",
+                        faulty_base=f"sh {FAULTS}/qemu-board.sh {sys.executable} {root}")  # the rootfs lacks onnx
     elif args.board == "ssh":
         sshd = start_sshd(Path(tempfile.mkdtemp(prefix="xqhil-sshd-")))
-        board_kw = {"board": sshd.url, "extra": {"ssh_key": str(sshd.key), "known_hosts": str(sshd.known_hosts)}}
-    rows = [r for i, r in enumerate(ROWS) if args.rows == "all" or i in QUICK]
+        board_kw.update(board=sshd.url, extra={"ssh_key": str(sshd.key), "known_hosts": str(sshd.known_hosts)})
+    picked = QUICK if args.rows == "quick" else None if args.rows == "all" else {int(i) for i in args.rows.split(",")}
+    rows = [r for i, r in enumerate(ROWS) if picked is None or i in picked]
     try:
-        table = [run_row(r, models, board_kw, base, out) for r in rows]
+        table = [run_row(r, models, board_kw, out) for r in rows]
     finally:
         if sshd:
             sshd.stop()

@@ -11,6 +11,8 @@ Put this folder on the board Python's PYTHONPATH (``--python "env PYTHONPATH=DIR
     XQHIL_FAULT_REFUSE_QOUT=1  (any fault) INT8 models with a QuantizeLinear output as a graph output fail to
                              load, like a runtime that cannot expose quantized tensors
     INT8 models are those whose file name starts with "int8" (the harness's localisation models do too).
+    On a board Python without onnx (the riscv64 rootfs) wrap the interpreter in qemu-board.sh, which has the
+    host Python prepare the faulty models first.
     scale-node:NODE:FACTOR   INT8 models run with NODE's output multiplied by FACTOR (a Mul is inserted after
                              it in the model bytes before the session is made; needs the onnx package)
     kill-after:N             the process SIGKILLs itself on its N-th inference (like the OOM killer, mid-run)
@@ -111,13 +113,40 @@ def scaled_model(path, node_name, factor):
     return faulty_model(path, node_name, "scale", factor)
 
 
-def _loaded(data):
-    import tempfile
+def _read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
 
-    handle = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
-    handle.write(data)
-    handle.close()
-    return handle.name
+
+def rewritten(path):
+    """The bytes of the INT8 model at ``path`` with this process's node fault applied."""
+    if KIND == "scale-node":
+        node, _, factor = ARG.rpartition(":")
+        return scaled_model(path, node, float(factor))
+    kind, arg, node = ARG.split(":", 2)
+    return faulty_model(path, node, kind, arg)
+
+
+def refused(path):
+    if os.path.exists(path + ".refused"):
+        return True
+    if os.path.exists(path + ".fault"):  # prepared by prefault(): this Python may lack onnx, the host judged
+        return False
+    return refuses(path)
+
+
+def prefault(folder):
+    """For a board Python without the onnx package (the riscv64 rootfs): the host Python writes each
+    int8*.onnx's faulty bytes to <model>.fault and a <model>.refused marker beside it (faults/qemu-board.sh)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not (name.startswith("int8") and name.endswith(".onnx")):
+            continue
+        if KIND in ("scale-node", "node"):
+            with open(path + ".fault", "wb") as handle:
+                handle.write(rewritten(path))
+        if REFUSE and refuses(path):
+            open(path + ".refused", "w").close()
 
 
 def refuses(path):
@@ -140,14 +169,11 @@ elif KIND in ("perturb-int8", "kill-after", "nonfinite-int8", "scale-node", "nod
 
     class FaultySession(_Real):
         def __init__(self, path, *args, **kwargs):
-            self._fault_int8 = os.path.basename(str(path)).startswith("int8")
-            if KIND == "scale-node" and self._fault_int8:
-                node, _, factor = ARG.rpartition(":")
-                path = scaled_model(str(path), node, float(factor))
-            elif KIND == "node" and self._fault_int8:
-                kind, arg, node = ARG.split(":", 2)
-                path = faulty_model(str(path), node, kind, arg)
-            if REFUSE and self._fault_int8 and refuses(path if isinstance(path, str) else _loaded(path)):
+            source = str(path)
+            self._fault_int8 = os.path.basename(source).startswith("int8")
+            if self._fault_int8 and KIND in ("scale-node", "node"):
+                path = _read(source + ".fault") if os.path.exists(source + ".fault") else rewritten(source)
+            if REFUSE and self._fault_int8 and refused(source):
                 raise RuntimeError("fault refuse-qout: this runtime cannot return a quantized tensor as an output")
             super().__init__(path, *args, **kwargs)
             self._fault_rng = np.random.default_rng(0)
