@@ -103,3 +103,41 @@ def test_verify_localises_a_runtime_failure_and_never_turns_it_off(quantized, tm
 def test_replay_of_a_folder_that_is_no_bundle_is_bad_input(tmp_path):
     code, _, err = run_cli(["replay", str(tmp_path), "--board", "host", "-q"])
     assert code == 2 and "is not a repro bundle" in err and "Traceback" not in err
+
+
+def test_an_exact_match_departure_that_keeps_top1_is_a_warning_with_its_op(quantized, tmp_path):
+    """A Conv off by 0.03 %: no top-1 changes, but the CPU provider promises bit-identical INT8, so the run
+    warns (exit 0) and the warning names the op."""
+    code, report, _, _ = verify(quantized["config"], "host", tmp_path / "out", "--qmodel", str(quantized["qmodel"]),
+                                "--python", faulty("node:scale:1.0003:conv"))
+    assert code == 0 and report["verdict"] == "warn"
+    assert report["runtime"]["agreement"]["disagreement_points"] < 2.0
+    runtime = [r for r in report["rules"] if r["rule"] == "int8-runtime"]
+    assert runtime and runtime[0]["level"] == "warn" and "localised to Conv 'conv'" in runtime[0]["reason"]
+
+
+def test_localize_and_replay_on_the_qemu_board(quantized, tmp_path, rootfs, qemu_python):
+    fault = f"env PYTHONPATH={FAULTS} XQHIL_FAULT=node:zp::fc sh {FAULTS}/qemu-board.sh {sys.executable} {rootfs}"
+    code, stdout, stderr = run_cli(["localize", str(quantized["config"]), "--qmodel", str(quantized["qmodel"]),
+                                    "--board", f"qemu:{rootfs}", "--python", fault, "--out", str(tmp_path), "-q"])
+    assert code == 1, stderr
+    result = json.loads((tmp_path / "localize.json").read_text())
+    assert result["node"] == "fc" and result["status"] == "localised"
+    code, _, err = run_cli(["replay", result["bundle"], "--board", f"qemu:{rootfs}", "--python", fault, "-q"])
+    assert code == 1, err
+    code, _, err = run_cli(["replay", result["bundle"], "--board", f"qemu:{rootfs}", "--python", qemu_python, "-q"])
+    assert code == 0, err
+
+
+def test_localize_and_replay_over_loopback_ssh(quantized, tmp_path, sshd):
+    ssh = ["--board", sshd.url, "--ssh-key", str(sshd.key), "--known-hosts", str(sshd.known_hosts)]
+    fault = faulty("node:swap::conv")
+    code, _, stderr = run_cli(["localize", str(quantized["config"]), "--qmodel", str(quantized["qmodel"]), *ssh,
+                               "--python", fault, "--out", str(tmp_path), "-q"])
+    assert code == 1, stderr
+    result = json.loads((tmp_path / "localize.json").read_text())
+    assert result["node"] == "conv" and result["status"] == "localised"
+    code, _, err = run_cli(["replay", result["bundle"], *ssh, "--python", fault, "-q"])
+    assert code == 1, err
+    code, _, err = run_cli(["replay", result["bundle"], *ssh, "--python", sys.executable, "-q"])
+    assert code == 0, err
