@@ -168,6 +168,8 @@ def run_row(row, models, board_kw, out: Path) -> list:
         good = not replay(result["bundle"], clean_board)["departs"]
         replays = f"{'1' if bad else '0'} / {'0' if good else '1'}"
     found = f"{result['op']} {result['node']}" if result["op"] else result["status"]
+    if kind != "none" and result["status"] == "clean":  # localisation starts from the outputs: none departed
+        found += " (miss: the fault never reached the outputs, chip INT8 = PC INT8 bit for bit on every sample)"
     method = result["method"] or "-"
     return [kind + (" (refused)" if refuse else ""), op or "-", model, f"{found} [{method}]",
             "yes" if named else "NO", result["board_runs"] - 1, round(seconds, 1), replays]
