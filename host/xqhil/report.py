@@ -126,7 +126,23 @@ def _localization_md(loc: Optional[dict]) -> List[str]:
         lines += ["", "| boundary | op | values differing | max abs diff |", "| --- | --- | --- | --- |"]
         lines += [f"| `{r['tensor']}` | {r['op']} | {r['mismatched']} / {r.get('values', 'n/a')} | {r['max_abs']} |"
                   for r in rows[:10]]
-    return lines + [""]
+    return lines + [""] + _layers_md(loc.get("layers") or {})
+
+
+def _layers_md(layers: dict) -> List[str]:
+    """Top offenders per layer: quantization error (PC INT8 vs PC FP32) apart from runtime error (chip vs PC)."""
+    rows = {r["tensor"]: r for r in layers.get("rows", [])}
+    picked = list(dict.fromkeys(layers.get("worst_runtime", []) + layers.get("worst_quantization", [])))
+    if not picked:
+        return []
+    lines = ["### Per-layer error: quantization (PC INT8 vs PC FP32) apart from runtime (chip INT8 vs PC INT8)", "",
+             "| boundary | op | quantization SNR dB | runtime SNR dB |", "| --- | --- | --- | --- |"]
+    for name in picked:
+        r = rows[name]
+        lines.append(f"| `{name}` | {r['op']} `{r['node']}` | {_num(r['quant_snr_db'], '.1f')} | "
+                     f"{_num(r['runtime_snr_db'], '.1f')} |")
+    return lines + ["", f"Lowest runtime SNR: {', '.join(layers['worst_runtime']) or 'n/a'}; lowest quantization "
+                    f"SNR: {', '.join(layers['worst_quantization']) or 'n/a'} (200 dB: identical).", ""]
 
 
 def summary_line(report: dict) -> str:

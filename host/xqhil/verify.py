@@ -158,8 +158,8 @@ def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int,
 RUNTIME_RULES = ("int8-agreement", "int8-runtime")
 
 
-def _localize(opts: VerifyOptions, int8: str, data: VerifyData, names: List[str], runs: dict, providers, threads,
-              findings: List[dict], out_dir: str) -> Optional[dict]:
+def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names: List[str], runs: dict,
+              providers, threads, findings: List[dict], out_dir: str) -> Optional[dict]:
     """After a chip-runtime finding (fail or warn): the first divergent op and its repro bundle; the finding's
     reason names the op. A localisation that cannot run leaves the verdict as it was, with a note."""
     flagged = [f for f in findings if f["rule"] in RUNTIME_RULES]
@@ -171,7 +171,7 @@ def _localize(opts: VerifyOptions, int8: str, data: VerifyData, names: List[str]
     board = Board(opts.board, opts.deadlines, opts.retries, providers, threads)
     try:
         result = localize_after_verify(int8, data.names, data.arrays, names, runs["pc_int8"], runs["chip_int8"],
-                                       board, opts.board_arg or opts.board.name, out_dir)
+                                       board, opts.board_arg or opts.board.name, out_dir, fp32)
     except XqhilError as exc:
         return {"status": "error", "error": exc.one_line()}
     if result.get("op"):
@@ -216,7 +216,7 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         findings = judge(accuracy, fidelity, _board_errors(run), runtime=runtime, broken=integrity.pop("broken"))
         if findings and opts.localize == "auto":
             stages.detail("localize")
-        localization = _localize(opts, int8, data, names, runs, providers, threads, findings,
+        localization = _localize(opts, fp32, int8, data, names, runs, providers, threads, findings,
                                  opts.out or cfg.model.working_dir)
         stages.start("write report")
         report = {

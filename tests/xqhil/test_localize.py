@@ -93,7 +93,12 @@ def test_verify_localises_a_runtime_failure_and_never_turns_it_off(quantized, tm
     assert code == 1 and report["localization"]["node"] == "conv"
     assert report["localization"]["board_runs"] == 2  # beyond the verify run: exposed boundaries, confirmation
     assert "localised to Conv 'conv'" in stdout
-    assert "## Localisation" in (tmp_path / "auto" / "verify.md").read_text()
+    markdown = (tmp_path / "auto" / "verify.md").read_text()
+    assert "## Localisation" in markdown and "quantization SNR dB | runtime SNR dB" in markdown
+    layers = {r["tensor"]: r for r in report["localization"]["layers"]["rows"]}
+    assert layers["input_quantized"]["runtime_snr_db"] == 200.0  # the input is quantized alike on both
+    assert layers["r1_quantized"]["runtime_snr_db"] < 40.0 and layers["r1_quantized"]["quant_snr_db"] > 30.0
+    assert all(r["quant_snr_db"] is not None for r in layers.values())
     assert (tmp_path / "auto" / "repro" / "conv-1" / "model.onnx").is_file()
     code, report, _, _ = verify(quantized["config"], "host", tmp_path / "never", "--qmodel",
                                 str(quantized["qmodel"]), "--python", python, "--localize", "never")

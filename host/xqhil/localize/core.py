@@ -17,6 +17,7 @@ import onnx
 from xquant.graph_cut import Boundary, boundaries, cut, dequantized, expose
 
 from .compare import difference, pick_samples, tolerance_for
+from .layers import fp32_sources, layer_errors
 from .runs import Board, Outputs, feed, run_pc
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class Localisation:
     notes: List[str] = field(default_factory=list)
     confirm: Dict[str, object] = field(default_factory=dict)  # the cut subgraph and its four tensor sets
     compared: List[Dict[str, object]] = field(default_factory=list)  # per boundary, topological order
+    layers: Dict[str, object] = field(default_factory=dict)  # quantization vs runtime error (layers.py)
+    pc: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # PC INT8 boundary values
 
     def summary(self) -> Dict[str, object]:
         found = self.boundary
@@ -41,7 +44,7 @@ class Localisation:
                 "op": found.op if found else None, "node": found.node if found else None,
                 "boundary": found.tensor if found else None,
                 "region_ops": [list(o) for o in found.ops] if found else [],
-                "confirmed": self.status == "localised", "boundaries": self.compared}
+                "confirmed": self.status == "localised", "boundaries": self.compared, "layers": self.layers}
 
 
 def _departs(pc: Outputs, chip: Outputs, names: Sequence[str], tol) -> bool:
@@ -110,7 +113,7 @@ def _confirm(model, found: Boundary, values: Outputs, board: Board, tol, threads
 
 def localize(model: onnx.ModelProto, names: Sequence[str], arrays: Sequence[np.ndarray], board: Board,
              pc_outputs: Optional[Outputs] = None, chip_outputs: Optional[Outputs] = None, top: int = 4,
-             bisect: bool = False, threads: int = 0) -> Localisation:
+             bisect: bool = False, threads: int = 0, fp32: Optional[onnx.ModelProto] = None) -> Localisation:
     """Find the first boundary where the chip departs from the PC (see module docstring)."""
     start, runs0 = time.perf_counter(), board.runs
     result = Localisation("clean")
@@ -126,8 +129,10 @@ def localize(model: onnx.ModelProto, names: Sequence[str], arrays: Sequence[np.n
     departs = _departs({n: pc_outputs[n][result.samples] for n in outs},
                        {n: chip_outputs[n][result.samples] for n in outs}, outs, tol) if result.samples else False
     if departs:
-        _locate(model, names, [a[result.samples] for a in arrays], board, tol, bisect, threads,
-                {n: chip_outputs[n][result.samples] for n in outs}, result)
+        picked = [a[result.samples] for a in arrays]
+        chip = _locate(model, names, picked, board, tol, bisect, threads,
+                       {n: chip_outputs[n][result.samples] for n in outs}, result)
+        result.layers = _layers(model, fp32, names, picked, chip, result.pc, threads)
     elif result.samples:
         result.notes.append("chip and PC differ only within the provider's tolerance")
         result.samples = []
@@ -136,11 +141,25 @@ def localize(model: onnx.ModelProto, names: Sequence[str], arrays: Sequence[np.n
     return result
 
 
+def _layers(model, fp32, names, arrays, chip, pc, threads: int) -> Dict[str, object]:
+    """Per-boundary quantization error (PC INT8 vs PC FP32) and runtime error (chip vs PC INT8)."""
+    bounds = boundaries(model)
+    fp32_values, sources = None, {}
+    if fp32 is not None:
+        try:
+            sources = fp32_sources(model, bounds, fp32)
+            fp32_values = run_pc(expose(fp32, list(sources.values())), "FP32 model", names, arrays, threads)
+        except Exception as exc:  # the table is a by-product: the FP32 model's failure must not stop it
+            log.warning("per-layer quantization error left out: %s", exc)
+    return layer_errors(model, bounds, pc, chip, fp32_values, sources)
+
+
 def _locate(model, names, arrays, board: Board, tol, bisect: bool, threads: int, chip_final: Outputs,
-            result: Localisation) -> None:
+            result: Localisation) -> Optional[Outputs]:
     bounds = boundaries(model)
     exposed = expose(model, [b.tensor for b in bounds])
     pc = run_pc(exposed, "INT8 model with its boundaries exposed", names, arrays, threads)
+    result.pc = pc
     values = _values(pc, names, arrays)
     chip = None
     if not bisect:
@@ -160,7 +179,7 @@ def _locate(model, names, arrays, board: Board, tol, bisect: bool, threads: int,
     if found is None:
         result.status = "not-found"
         result.notes.append("no boundary departs although the outputs do")
-        return
+        return chip
     result.boundary = found
     confirmed, bundle, error = _confirm(model, found, values, board, tol, threads, result.method == "bisect")
     result.confirm = bundle
@@ -169,3 +188,4 @@ def _locate(model, names, arrays, board: Board, tol, bisect: bool, threads: int,
         result.notes.append(error)
     elif not confirmed:
         result.notes.append("the cut subgraph fed the PC's tensors agrees with the PC on the chip")
+    return chip

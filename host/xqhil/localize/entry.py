@@ -50,15 +50,20 @@ def localize_config(config: str, board: Board, board_arg: str, qmodel: Optional[
     if not os.path.isfile(path):
         raise BadInput(f"INT8 model '{path}' not found.", "Pass --qmodel, or quantize first.")
     model = onnx.load(path)
-    loc = _run(model, data.names, data.arrays, board, bisect=bisect, top=top, threads=board.threads)
+    fp32 = _fp32(cfg.model.onnx_model)
+    loc = _run(model, data.names, data.arrays, board, bisect=bisect, top=top, threads=board.threads, fp32=fp32)
     return _finish(loc, board, board_arg, out or cfg.model.working_dir)
+
+
+def _fp32(path: Optional[str]) -> Optional[onnx.ModelProto]:
+    return onnx.load(path) if path and os.path.isfile(path) else None
 
 
 def localize_after_verify(int8_path: str, names: Sequence[str], arrays: Sequence[np.ndarray],
                           out_names: List[str], pc_int8: list, chip_int8: list, board: Board, board_arg: str,
-                          out: str) -> Dict[str, object]:
+                          out: str, fp32_path: Optional[str] = None) -> Dict[str, object]:
     """Localise from the verify run's own INT8 outputs (no extra run to pick samples)."""
     model = onnx.load(int8_path)
     loc = _run(model, names, arrays, board, pc_outputs=dict(zip(out_names, pc_int8)),
-               chip_outputs=dict(zip(out_names, chip_int8)), threads=board.threads)
+               chip_outputs=dict(zip(out_names, chip_int8)), threads=board.threads, fp32=_fp32(fp32_path))
     return _finish(loc, board, board_arg, out)
