@@ -39,6 +39,35 @@ def add_board_options(parser: argparse.ArgumentParser, required: bool = True) ->
     group.add_argument("--providers", help="comma-separated execution providers (default: vendor, else CPU)")
 
 
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime on the board")
+    group.add_argument("--board-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="environment variable set on the board before onnxruntime loads (repeatable; e.g. "
+                            "SPACEMIT_EP_DISABLE_OP_TYPE_FILTER=Conv); recorded in the device fingerprint")
+    group.add_argument("--provider-option", action="append", default=[], metavar="PROVIDER:KEY=VALUE",
+                       help="onnxruntime provider option (repeatable); recorded in the device fingerprint")
+
+
+def runtime_options_from_args(args: argparse.Namespace):
+    """(environment, provider options) from --board-env and --provider-option; BadInput when malformed."""
+    import re
+
+    environment = {}
+    for item in args.board_env:
+        name, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Z][A-Z0-9_]{0,63}$", name):
+            raise BadInput(f"--board-env '{item}' is not NAME=VALUE with NAME of A-Z, 0-9 and _.")
+        environment[name] = value
+    options: dict = {}
+    for item in args.provider_option:
+        provider, sep, rest = item.partition(":")
+        key, sep2, value = rest.partition("=")
+        if not (sep and sep2 and provider and key):
+            raise BadInput(f"--provider-option '{item}' is not PROVIDER:KEY=VALUE.")
+        options.setdefault(provider, {})[key] = value
+    return environment, options
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only (for CI)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -85,6 +114,7 @@ def add_quantize_and_verify(sub) -> None:
                         help="after a chip-runtime failure, localise the first divergent op and write a repro "
                              "bundle under OUT/repro (default auto)")
     add_board_options(parser)
+    add_runtime_options(parser)
     add_common(parser)
     parser.set_defaults(func=cmd_quantize_and_verify)
 
@@ -95,7 +125,7 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args), localize=args.localize,
-                         board_arg=args.board)
+                         board_arg=args.board, runtime_options=runtime_options_from_args(args))
     from .report import summary_line
 
     report = quantize_and_verify(opts)
@@ -146,6 +176,7 @@ def add_localize(sub) -> None:
     parser.add_argument("--bisect", action="store_true", help="bisect instead of exposing the boundaries")
     parser.add_argument("--samples", type=int, default=4, help="samples that differ most to localise on")
     add_board_options(parser)
+    add_runtime_options(parser)
     add_common(parser)
     parser.set_defaults(func=cmd_localize)
 
@@ -153,8 +184,9 @@ def add_localize(sub) -> None:
 def _localize_board(args: argparse.Namespace):
     from .localize import Board
 
+    environment, options = runtime_options_from_args(args)
     return Board(board_from_args(args), deadlines_from_args(args), args.retries, providers_from_args(args),
-                 args.threads or 0)
+                 args.threads or 0, environment, options)
 
 
 def cmd_localize(args: argparse.Namespace) -> int:
@@ -181,6 +213,7 @@ def add_replay(sub) -> None:
                             description="Exit 1 while the chip still departs from the PC, 0 once it agrees.")
     parser.add_argument("bundle", help="a repro/<op>-<n> folder")
     add_board_options(parser)
+    add_runtime_options(parser)
     add_common(parser)
     parser.set_defaults(func=cmd_replay)
 

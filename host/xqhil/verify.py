@@ -42,6 +42,7 @@ class VerifyOptions:
     providers: Optional[Sequence[str]] = None
     localize: str = "auto"  # auto: localise a chip-runtime finding to its op (see xqhil/localize); never
     board_arg: Optional[str] = None  # the --board text, for the repro bundle's replay command
+    runtime_options: tuple = ({}, {})  # (environment, provider options) for the board's runtime
 
 
 def _load(opts: VerifyOptions):
@@ -168,7 +169,7 @@ def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names
     from .errors import XqhilError
     from .localize import Board, localize_after_verify
 
-    board = Board(opts.board, opts.deadlines, opts.retries, providers, threads)
+    board = Board(opts.board, opts.deadlines, opts.retries, providers, threads, *opts.runtime_options)
     try:
         result = localize_after_verify(int8, data.names, data.arrays, names, runs["pc_int8"], runs["chip_int8"],
                                        board, opts.board_arg or opts.board.name, out_dir, fp32)
@@ -204,7 +205,8 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
-                          standard_tasks(params.warmup, params.repeat, batch), providers, threads)
+                          standard_tasks(params.warmup, params.repeat, batch), providers, threads,
+                          *opts.runtime_options)
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}

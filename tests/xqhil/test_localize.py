@@ -146,3 +146,31 @@ def test_localize_and_replay_over_loopback_ssh(quantized, tmp_path, sshd):
     assert code == 1, err
     code, _, err = run_cli(["replay", result["bundle"], *ssh, "--python", sys.executable, "-q"])
     assert code == 0, err
+
+
+STANDIN = Path(__file__).resolve().parent / "spacemit_standin"
+
+
+def test_board_environment_reaches_the_runtime_and_the_fingerprint(quantized, tmp_path):
+    """--board-env sets SpaceMIT EP switches on the board before onnxruntime loads; a stand-in spacemit_ort
+    module honours them (the real EP is not available here); verify.json records them."""
+    dump = tmp_path / "dump"
+    code, report, _, stderr = verify(quantized["config"], "host", tmp_path / "out", "--qmodel",
+                                     str(quantized["qmodel"]), "--python", f"env PYTHONPATH={STANDIN} {sys.executable}",
+                                     "--board-env", f"SPACEMIT_EP_DUMP_TENSORS={dump}",
+                                     "--board-env", "SPACEMIT_EP_DISABLE_OP_TYPE_FILTER=Conv",
+                                     "--provider-option", "CPUExecutionProvider:arena_extend_strategy=kSameAsRequested")
+    assert code == 0, stderr
+    environment = report["device"]["environment"]
+    assert environment == {"SPACEMIT_EP_DUMP_TENSORS": str(dump), "SPACEMIT_EP_DISABLE_OP_TYPE_FILTER": "Conv"}
+    assert report["device"]["provider_options"] == {"CPUExecutionProvider":
+                                                    {"arena_extend_strategy": "kSameAsRequested"}}
+    placement = json.loads((dump / "placement-int8.json").read_text())
+    assert placement["conv"] == "CPU" and placement["fc"] == "SpaceMIT"
+    assert (dump / "int8-1.npz").is_file() and (dump / "fp32-1.npz").is_file()
+
+
+def test_malformed_board_env_is_bad_input(quantized, tmp_path):
+    code, _, _, stderr = verify(quantized["config"], "host", tmp_path / "out", "--qmodel", str(quantized["qmodel"]),
+                                "--board-env", "lower=1")
+    assert code == 2 and "--board-env 'lower=1'" in stderr and not (tmp_path / "out").exists()

@@ -58,7 +58,8 @@ def write_bundle(root: str, loc, board: Board, board_arg: str) -> str:
                "tolerance": tolerance_for(board.provider), "output": out, "inputs": in_names}
     fingerprint = {"board": board.spec.public(), "device": board.device, "runtime": board.device.get("onnxruntime"),
                    "provider": board.provider, "providers": list(board.providers or []),
-                   "options": {"threads": board.threads}, "finding": finding}
+                   "options": {"threads": board.threads, "environment": board.environment,
+                               "provider_options": board.provider_options}, "finding": finding}
     write_atomic(os.path.join(folder, "fingerprint.json"), json.dumps(fingerprint, indent=1, default=str))
     write_atomic(os.path.join(folder, "README.md"), _readme(folder, finding, board_arg))
     return folder

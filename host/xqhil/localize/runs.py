@@ -30,6 +30,8 @@ class Board:
     retries: int = 2
     providers: Optional[Sequence[str]] = None
     threads: int = 0
+    environment: Dict[str, str] = field(default_factory=dict)  # set on the board before onnxruntime loads
+    provider_options: Dict[str, Dict[str, str]] = field(default_factory=dict)
     runs: int = 0
     device: dict = field(default_factory=dict)
     provider: str = ""
@@ -42,7 +44,8 @@ class Board:
             onnx.save(model, path)
             task = Task(model_id, model_id, "accuracy", 1)
             run = BoardSession(self.spec, self.deadlines, self.retries).run(
-                {model_id: path}, list(names), list(arrays), [task], self.providers, self.threads)
+                {model_id: path}, list(names), list(arrays), [task], self.providers, self.threads,
+                self.environment, self.provider_options)
         self.runs += 1
         self.device = run.device or self.device
         entry, result = run.model(model_id), run.task(model_id)
