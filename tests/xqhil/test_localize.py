@@ -174,3 +174,58 @@ def test_malformed_board_env_is_bad_input(quantized, tmp_path):
     code, _, _, stderr = verify(quantized["config"], "host", tmp_path / "out", "--qmodel", str(quantized["qmodel"]),
                                 "--board-env", "lower=1")
     assert code == 2 and "--board-env 'lower=1'" in stderr and not (tmp_path / "out").exists()
+
+
+def test_an_agent_that_ignores_the_environment_is_refused():
+    from xqhil.errors import HilError
+    from xqhil.protocol import Request, check_applied
+
+    request = Request(models={}, input_names=[], tasks=[], environment={"SPACEMIT_EP_DUMP_TENSORS": "/tmp/d"})
+    check_applied({"device": {"environment": {"SPACEMIT_EP_DUMP_TENSORS": "/tmp/d"}}}, request, "board")
+    with pytest.raises(HilError, match="did not apply the requested environment"):
+        check_applied({"device": {"arch": "riscv64"}}, request, "board")  # an agent before 0.2
+
+
+def _deep_project(folder: Path, layers: int) -> Path:
+    """A chain of ``layers`` Conv 3x3 (4 channels) + Relu, then GlobalAveragePool, Flatten, Gemm."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from xqhil_testlib import make_project
+
+    config = make_project(folder)
+    rng = np.random.default_rng(5)
+    inits, nodes, prev = [], [], "input"
+    for i in range(layers):
+        cin = 1 if i == 0 else 4
+        inits += [numpy_helper.from_array((rng.standard_normal((4, cin, 3, 3)) * (0.6 / cin ** 0.5))
+                                          .astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(np.full(4, 0.05, np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    inits.append(numpy_helper.from_array(rng.standard_normal((10, 4)).astype(np.float32), "wf"))
+    nodes += [helper.make_node("GlobalAveragePool", [prev], ["p"], name="gap"),
+              helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "wf"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            ["batch", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(folder / "tiny.onnx"))
+    return config
+
+
+def test_a_100_layer_model_costs_few_board_runs(tmp_path):
+    import xquant
+
+    config = _deep_project(tmp_path / "deep", 100)
+    xquant.quantize_onnx_model(str(config))
+    project = {"config": config, "qmodel": tmp_path / "deep" / "work" / "tiny.q.onnx"}
+    layers = len(boundaries(onnx.load(str(project["qmodel"]))))
+    assert layers >= 100
+    code, result, text = localize(project, tmp_path / "expose", faulty("node:zp::conv63"))
+    assert code == 1 and result["node"] == "conv63" and result["method"] == "expose", text
+    assert result["board_runs"] - 1 <= 3  # beyond the run that found the departing samples
+    code, result, text = localize(project, tmp_path / "bisect", faulty("node:zp::conv63"), "--bisect")
+    assert code == 1 and result["node"] == "conv63" and result["method"] == "bisect", text
+    assert result["board_runs"] - 1 <= 2 * math.log2(layers)
