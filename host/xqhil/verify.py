@@ -175,6 +175,9 @@ def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names
                                        board, opts.board_arg or opts.board.name, out_dir, fp32)
     except XqhilError as exc:
         return {"status": "error", "error": exc.one_line()}
+    except Exception as exc:  # noqa: BLE001 - a localisation bug must not cost the verify report
+        log.warning("localisation failed", exc_info=True)
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     if result.get("op"):
         where = f"; localised to {result['op']} '{result['node']}' ({result['status']}"
         where += f", repro: {result['bundle']})" if result.get("bundle") else ")"
