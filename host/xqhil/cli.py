@@ -48,17 +48,18 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
                        help="onnxruntime provider option (repeatable); recorded in the device fingerprint")
 
 
-def runtime_options_from_args(args: argparse.Namespace):
-    """(environment, provider options) from --board-env and --provider-option; BadInput when malformed."""
+def runtime_options_from_args(args: argparse.Namespace, spec=None):
+    """(environment, provider options): the board's inventory ``env`` / ``provider_options``, then
+    --board-env and --provider-option over them; BadInput when malformed."""
     import re
 
-    environment = {}
+    environment = dict(spec.env) if spec is not None else {}
     for item in args.board_env:
         name, sep, value = item.partition("=")
         if not sep or not re.match(r"^[A-Z][A-Z0-9_]{0,63}$", name):
             raise BadInput(f"--board-env '{item}' is not NAME=VALUE with NAME of A-Z, 0-9 and _.")
         environment[name] = value
-    options: dict = {}
+    options: dict = {p: dict(kv) for p, kv in spec.provider_options} if spec is not None else {}
     for item in args.provider_option:
         provider, sep, rest = item.partition(":")
         key, sep2, value = rest.partition("=")
@@ -122,10 +123,11 @@ def add_quantize_and_verify(sub) -> None:
 def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     from .verify import VerifyOptions, quantize_and_verify
 
-    opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
+    board = board_from_args(args)
+    opts = VerifyOptions(config=args.config, board=board, qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args), localize=args.localize,
-                         board_arg=args.board, runtime_options=runtime_options_from_args(args))
+                         board_arg=args.board, runtime_options=runtime_options_from_args(args, board))
     from .report import summary_line
 
     report = quantize_and_verify(opts)
@@ -184,9 +186,11 @@ def add_localize(sub) -> None:
 def _localize_board(args: argparse.Namespace):
     from .localize import Board
 
-    environment, options = runtime_options_from_args(args)
-    return Board(board_from_args(args), deadlines_from_args(args), args.retries, providers_from_args(args),
-                 args.threads or 0, environment, options)
+    spec = board_from_args(args)
+    environment, options = runtime_options_from_args(args, spec)
+    providers = providers_from_args(args) or (list(spec.providers) if spec.providers else None)
+    return Board(spec, deadlines_from_args(args), args.retries, providers, args.threads or spec.threads or 0,
+                 environment, options)
 
 
 def cmd_localize(args: argparse.Namespace) -> int:

@@ -229,3 +229,29 @@ def test_a_100_layer_model_costs_few_board_runs(tmp_path):
     code, result, text = localize(project, tmp_path / "bisect", faulty("node:zp::conv63"), "--bisect")
     assert code == 1 and result["node"] == "conv63" and result["method"] == "bisect", text
     assert result["board_runs"] - 1 <= 2 * math.log2(layers)
+
+
+def test_inventory_env_and_provider_options_reach_the_board(quantized, tmp_path):
+    dump = tmp_path / "dump"
+    inventory = tmp_path / "boards.toml"
+    inventory.write_text(f'[boards.k1-standin]\nkind = "host"\npython = "env PYTHONPATH={STANDIN} {sys.executable}"\n'
+                         f'env = {{ SPACEMIT_EP_DUMP_TENSORS = "{dump}", SPACEMIT_EP_DISABLE_OP_NAME_FILTER = "fc" }}\n'
+                         'provider_options = { CPUExecutionProvider = '
+                         '{ arena_extend_strategy = "kSameAsRequested" } }\n')
+    code, report, _, stderr = verify(quantized["config"], "k1-standin", tmp_path / "out", "--qmodel",
+                                     str(quantized["qmodel"]), "--inventory", str(inventory),
+                                     "--board-env", "SPACEMIT_EP_DISABLE_OP_NAME_FILTER=conv")  # the flag wins
+    assert code == 0, stderr
+    assert report["device"]["environment"] == {"SPACEMIT_EP_DUMP_TENSORS": str(dump),
+                                               "SPACEMIT_EP_DISABLE_OP_NAME_FILTER": "conv"}
+    assert report["device"]["provider_options"]["CPUExecutionProvider"] == {"arena_extend_strategy":
+                                                                            "kSameAsRequested"}
+    placement = json.loads((dump / "placement-int8.json").read_text())
+    assert placement["conv"] == "CPU" and placement["fc"] == "SpaceMIT"
+
+
+def test_inventory_env_with_a_bad_name_is_bad_input(quantized, tmp_path):
+    inventory = tmp_path / "boards.toml"
+    inventory.write_text('[boards.b]\nkind = "host"\nenv = { "bad-name" = "1" }\n')
+    code, _, _, stderr = verify(quantized["config"], "b", tmp_path / "out", "--inventory", str(inventory))
+    assert code == 2 and "env.bad-name" in stderr
