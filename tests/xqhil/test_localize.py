@@ -255,3 +255,16 @@ def test_inventory_env_with_a_bad_name_is_bad_input(quantized, tmp_path):
     inventory.write_text('[boards.b]\nkind = "host"\nenv = { "bad-name" = "1" }\n')
     code, _, _, stderr = verify(quantized["config"], "b", tmp_path / "out", "--inventory", str(inventory))
     assert code == 2 and "env.bad-name" in stderr
+
+
+def test_dashboard_links_the_repro_bundle_of_a_localised_run(tmp_path):
+    from xqhil.dashboard.model import report_links
+
+    bundle = tmp_path / "run" / "repro" / "conv-1"
+    bundle.mkdir(parents=True)
+    (bundle / "README.md").write_text("# Repro\n")
+    doc = {"reports": {"md": str(tmp_path / "run" / "verify.md")},
+           "localization": {"status": "localised", "op": "Conv", "bundle": str(bundle)}}
+    links = {link.label: link for link in report_links(doc, tmp_path / "dash")}
+    assert links["repro Conv"].href == "../run/repro/conv-1/README.md" and links["repro Conv"].exists
+    assert [link.label for link in report_links({"localization": None}, tmp_path)] == []
