@@ -45,6 +45,7 @@ ROWS = [
     ("ppocr_cls", "zp", "", "Add@5", "Add"), ("ppocr_cls", "swap", "", "", "GlobalAveragePool"),
     ("ppocr_cls", "zero", "", "HardSigmoid@3", "HardSigmoid"), ("ppocr_cls", "clamp", "0.3", "", "Gemm"),
     ("ppocr_cls", "none", "", "", ""), ("ppocr_cls", "scale", "1.01", "", "Softmax", "bisect"),
+    ("mixed", "stale", "", "conv3", "Conv"),
 ]
 QUICK = {0, 3, 8, 9, 10, 13}
 

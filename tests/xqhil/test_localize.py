@@ -67,6 +67,17 @@ def test_localize_names_the_faulty_node_and_its_bundle_replays(quantized, tmp_pa
     assert code == 0 and "agrees" in out, err
 
 
+def test_a_stale_output_depends_on_run_history_so_it_is_bisected(quantized, tmp_path):
+    """A node that returns the previous run's value: exposing the boundaries (another sample order) changes
+    the chip's outputs, so localisation bisects, and still names the node."""
+    code, result, text = localize(quantized, tmp_path / "loc", faulty("node:stale::conv"))
+    assert code == 1 and result["node"] == "conv" and result["method"] == "bisect", text
+    assert "exposing the boundaries changed the chip's outputs: bisection" in result["notes"]
+    code, _, err = run_cli(["replay", result["bundle"], "--board", "host", "--python", faulty("node:stale::conv"),
+                            "-q"])
+    assert code == 1, err
+
+
 def test_clean_board_localises_nothing(quantized, tmp_path):
     code, result, text = localize(quantized, tmp_path / "loc", faulty("none"))
     assert code == 0, text

@@ -6,7 +6,8 @@ Put this folder on the board Python's PYTHONPATH (``--python "env PYTHONPATH=DIR
     node:KIND:ARG:NODE       INT8 models run with NODE's first output miscomputed: KIND scale (ARG: factor),
                              zero, zp (one INT8 step added: a zero point off by one), signflip (negatives made
                              positive), swap (channels 0 and 1 exchanged), clamp (ARG: saturate at that
-                             fraction of the tensor's max |x|); models without NODE run unchanged
+                             fraction of the tensor's max |x|), stale (the value of the previous run: needs
+                             onnx on the board, so not under qemu-board.sh); models without NODE run unchanged
     none                     no fault (with XQHIL_FAULT_REFUSE_QOUT=1: only the refusal below)
     XQHIL_FAULT_REFUSE_QOUT=1  (any fault) INT8 models with a QuantizeLinear output as a graph output fail to
                              load, like a runtime that cannot expose quantized tensors
@@ -25,6 +26,7 @@ import time
 
 FAULT = os.environ.get("XQHIL_FAULT", "")
 REFUSE = os.environ.get("XQHIL_FAULT_REFUSE_QOUT") == "1"
+STALE_INPUT = "fault_stale"
 KIND, _, ARG = FAULT.partition(":")
 
 
@@ -85,7 +87,9 @@ def _fault_nodes(model, src, dst, kind, arg):
                  helper.make_node("Max", [src, "fault_lo"], ["fault_low"], name="fault_low"),
                  helper.make_node("Min", ["fault_low", "fault_hi"], [dst], name="fault")]
         return nodes, [const("k", float(arg or 0.5))]
-    raise RuntimeError("unknown node fault %r (scale, zero, zp, signflip, swap, clamp)" % kind)
+    if kind == "stale":  # the session feeds the node's value from the previous run into STALE_INPUT
+        return [helper.make_node("Identity", [STALE_INPUT], [dst], name="fault")], []
+    raise RuntimeError("unknown node fault %r (scale, zero, zp, signflip, swap, clamp, stale)" % kind)
 
 
 def faulty_model(path, node_name, kind, arg=""):
@@ -102,6 +106,10 @@ def faulty_model(path, node_name, kind, arg=""):
     original = target.output[0]
     extra, inits = _fault_nodes(model, original + "_fault_in", original, kind, arg)
     target.output[0] = original + "_fault_in"
+    if kind == "stale":
+        from onnx import TensorProto, helper
+
+        model.graph.input.append(helper.make_tensor_value_info(STALE_INPUT, TensorProto.FLOAT, None))
     model.graph.initializer.extend(inits)
     for offset, node in enumerate(extra):
         model.graph.node.insert(index + 1 + offset, node)
@@ -125,6 +133,22 @@ def rewritten(path):
         return scaled_model(path, node, float(factor))
     kind, arg, node = ARG.split(":", 2)
     return faulty_model(path, node, kind, arg)
+
+
+def stale_probe(path):
+    """(bytes of the unmodified model that also outputs the node's tensor, its name) for a ``stale`` fault
+    on a node the model has; None otherwise."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    kind, _, node = ARG.split(":", 2)
+    model = onnx.load(path)
+    target = next((n for n in model.graph.node if n.name == node), None)
+    if kind != "stale" or target is None:
+        return None
+    if target.output[0] not in {o.name for o in model.graph.output}:
+        model.graph.output.append(helper.make_tensor_value_info(target.output[0], TensorProto.FLOAT, None))
+    return model.SerializeToString(), target.output[0]
 
 
 def refused(path):
@@ -175,13 +199,32 @@ elif KIND in ("perturb-int8", "kill-after", "nonfinite-int8", "scale-node", "nod
                 path = _read(source + ".fault") if os.path.exists(source + ".fault") else rewritten(source)
             if REFUSE and self._fault_int8 and refused(source):
                 raise RuntimeError("fault refuse-qout: this runtime cannot return a quantized tensor as an output")
+            self._stale = None
+            if self._fault_int8 and KIND == "node" and ARG.startswith("stale:"):
+                probe = stale_probe(source)
+                if probe is not None:
+                    self._stale = [_Real(probe[0], *args, **kwargs), probe[1], None]
             super().__init__(path, *args, **kwargs)
             self._fault_rng = np.random.default_rng(0)
+
+        def get_inputs(self):
+            return [i for i in super().get_inputs() if i.name != STALE_INPUT]
+
+        def _stale_feed(self, args, kwargs):
+            """The feed with the node's value from the previous run (this run's when the shape changed)."""
+            probe, name, previous = self._stale
+            feed = dict(args[1] if len(args) > 1 else kwargs.pop("input_feed"))
+            current = probe.run([name], feed)[0]
+            feed[STALE_INPUT] = previous if previous is not None and previous.shape == current.shape else current
+            self._stale[2] = current
+            return (args[0], feed) + tuple(args[2:])
 
         def run(self, *args, **kwargs):
             _calls[0] += 1
             if KIND == "kill-after" and _calls[0] >= int(ARG):
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self._stale is not None:
+                args = self._stale_feed(args, kwargs)
             outputs = super().run(*args, **kwargs)
             if KIND == "perturb-int8" and self._fault_int8:
                 scale = float(ARG)
