@@ -160,7 +160,7 @@ RUNTIME_RULES = ("int8-agreement", "int8-runtime")
 
 
 def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names: List[str], runs: dict,
-              providers, threads, findings: List[dict], out_dir: str) -> Optional[dict]:
+              providers, threads, findings: List[dict], out_dir: str, device: dict) -> Optional[dict]:
     """After a chip-runtime finding (fail or warn): the first divergent op and its repro bundle; the finding's
     reason names the op. A localisation that cannot run leaves the verdict as it was, with a note."""
     flagged = [f for f in findings if f["rule"] in RUNTIME_RULES]
@@ -172,7 +172,7 @@ def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names
     board = Board(opts.board, opts.deadlines, opts.retries, providers, threads, *opts.runtime_options)
     try:
         result = localize_after_verify(int8, data.names, data.arrays, names, runs["pc_int8"], runs["chip_int8"],
-                                       board, opts.board_arg or opts.board.name, out_dir, fp32)
+                                       board, opts.board_arg or opts.board.name, out_dir, fp32, device)
     except XqhilError as exc:
         return {"status": "error", "error": exc.one_line()}
     except Exception as exc:  # noqa: BLE001 - a localisation bug must not cost the verify report
@@ -222,7 +222,7 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         if findings and opts.localize == "auto":
             stages.detail("localize")
         localization = _localize(opts, fp32, int8, data, names, runs, providers, threads, findings,
-                                 opts.out or cfg.model.working_dir)
+                                 opts.out or cfg.model.working_dir, device)
         stages.start("write report")
         report = {
             "schema": SCHEMA, "verdict": verdict_of(findings), "reasons": [f["reason"] for f in findings],

@@ -61,8 +61,12 @@ def _fp32(path: Optional[str]) -> Optional[onnx.ModelProto]:
 
 def localize_after_verify(int8_path: str, names: Sequence[str], arrays: Sequence[np.ndarray],
                           out_names: List[str], pc_int8: list, chip_int8: list, board: Board, board_arg: str,
-                          out: str, fp32_path: Optional[str] = None) -> Dict[str, object]:
-    """Localise from the verify run's own INT8 outputs (no extra run to pick samples)."""
+                          out: str, fp32_path: Optional[str] = None, device: Optional[dict] = None
+                          ) -> Dict[str, object]:
+    """Localise from the verify run's own INT8 outputs (no extra run to pick samples); ``device``: the verify
+    run's fingerprint (its execution provider sets the tolerance before the first localisation run)."""
+    if device:
+        board.device, board.provider = dict(device), str(device.get("execution_provider") or "")
     model = onnx.load(int8_path)
     loc = _run(model, names, arrays, board, pc_outputs=dict(zip(out_names, pc_int8)),
                chip_outputs=dict(zip(out_names, chip_int8)), threads=board.threads, fp32=_fp32(fp32_path))
