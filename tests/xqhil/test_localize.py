@@ -279,3 +279,22 @@ def test_dashboard_links_the_repro_bundle_of_a_localised_run(tmp_path):
     links = {link.label: link for link in report_links(doc, tmp_path / "dash")}
     assert links["repro Conv"].href == "../run/repro/conv-1/README.md" and links["repro Conv"].exists
     assert [link.label for link in report_links({"localization": None}, tmp_path)] == []
+
+
+def test_tolerances_are_exact_on_the_cpu_provider_and_one_step_elsewhere():
+    from xqhil.localize.compare import difference, pick_samples, tolerance_for
+
+    pc = np.zeros(1000, np.int8)
+    chip = pc.copy()
+    chip[:5] = 1  # one step off on 0.5 % of the values
+    assert difference(pc, chip, tolerance_for("CPUExecutionProvider"))["departs"]
+    assert not difference(pc, chip, tolerance_for("SpaceMITExecutionProvider"))["departs"]
+    chip[:20] = 1  # 2 %: too many
+    assert difference(pc, chip, tolerance_for("SpaceMITExecutionProvider"))["departs"]
+    chip[:20], chip[0] = 0, 2  # two steps
+    assert difference(pc, chip, tolerance_for("SpaceMITExecutionProvider"))["departs"]
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    b = a.copy()
+    b[2, 1] += 5.0
+    b[0, 0] += 1.0
+    assert pick_samples([a], [b], 4) == [2, 0] and pick_samples([a], [a], 4) == []
