@@ -21,6 +21,11 @@ Request (JSON object; every file name is a plain name inside the request's folde
     providers    [str] or null: null picks a vendor provider (e.g. SpaceMITExecutionProvider) when present,
                  then CPUExecutionProvider; a named provider the board lacks is an error
     threads      int, intra-op threads (0: onnxruntime's default)
+    environment  optional {NAME: value}: set in the agent's environment before onnxruntime is imported (e.g.
+                 the SpaceMIT EP's SPACEMIT_EP_DISABLE_OP_TYPE_FILTER, SPACEMIT_EP_DUMP_TENSORS); echoed in
+                 device.environment so the host knows it was applied (agents before 0.2 do not echo it)
+    provider_options  optional {provider: {key: value}}: onnxruntime provider options of each session;
+                 echoed in device.provider_options
     models       {model_id: file name}
     inputs       {"file": "inputs.npz", "names": [graph input names]}; npz keys in0, in1, ... hold [N, ...]
     tasks        [{"id", "model": model_id, "mode": "accuracy" | "performance", "batch_size": int,
@@ -64,7 +69,8 @@ import traceback
 import zipfile
 
 PROTOCOL = 1
-AGENT_VERSION = "0.1.1"
+AGENT_VERSION = "0.2.0"
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 VENDOR_PROVIDERS = ("SpaceMITExecutionProvider",)
 VENDOR_MODULES = ("spacemit_ort",)  # imported when present: they register the vendor provider
 STDERR_NOISE = ("Schema error: Trying to register schema",)
@@ -293,13 +299,34 @@ def choose_providers(requested, available):
     return chosen + ["CPUExecutionProvider"]
 
 
-def load_model(ort, path, providers, threads):
+def apply_environment(environment):
+    """Set the request's environment variables (checked names, text values); returns what was set."""
+    applied = {}
+    for name, value in sorted((environment or {}).items()):
+        if not ENV_NAME.match(str(name)) or not isinstance(value, str) or len(value) > 4096:
+            raise AgentError("BadRequest", "environment entry %r is not NAME (A-Z, 0-9, _) = text" % (name,))
+        os.environ[name] = value
+        applied[name] = value
+    return applied
+
+
+def provider_options_for(providers, options):
+    """onnxruntime's provider_options list aligned with ``providers`` (None when no options were given)."""
+    if not options:
+        return None
+    return [dict((str(k), str(v)) for k, v in (options.get(p) or {}).items()) for p in providers]
+
+
+def load_model(ort, path, providers, threads, provider_options=None):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads and threads > 0:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
     with QuietStderr():
+        if provider_options:
+            return ort.InferenceSession(path, sess_options=options, providers=providers,
+                                        provider_options=provider_options)
         return ort.InferenceSession(path, sess_options=options, providers=providers)
 
 
@@ -508,7 +535,8 @@ class Agent:
             entry = {"ok": False, "error": None, "load_ms": None, "providers": []}
             start = time.perf_counter()
             try:
-                session = load_model(ort, safe_path(self.folder, name), providers, request.get("threads", 0))
+                session = load_model(ort, safe_path(self.folder, name), providers, request.get("threads", 0),
+                                     provider_options_for(providers, request.get("provider_options")))
                 entry.update(ok=True, load_ms=(time.perf_counter() - start) * 1000.0,
                              providers=list(session.get_providers()),
                              inputs=[i.name for i in session.get_inputs()],
@@ -576,8 +604,11 @@ class Agent:
         check_request(request)
         self.verify_files(request.get("files"))
         self.stage("import")
+        environment = apply_environment(request.get("environment"))
         np, ort = import_runtime()
         self.response["device"] = fingerprint(ort, np)
+        self.response["device"].update(environment=environment,
+                                       provider_options=request.get("provider_options") or {})
         self.response["agent_sha256"] = sha256_file(os.path.abspath(__file__))
         sessions = self.load_models(ort, request)
         self.stage("inputs")

@@ -44,6 +44,36 @@ def add_board_options(parser: argparse.ArgumentParser, required: bool = True) ->
     group.add_argument("--providers", help="comma-separated execution providers (default: vendor, else CPU)")
 
 
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime on the board")
+    group.add_argument("--board-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="environment variable set on the board before onnxruntime loads (repeatable; e.g. "
+                            "SPACEMIT_EP_DISABLE_OP_TYPE_FILTER=Conv); recorded in the device fingerprint")
+    group.add_argument("--provider-option", action="append", default=[], metavar="PROVIDER:KEY=VALUE",
+                       help="onnxruntime provider option (repeatable); recorded in the device fingerprint")
+
+
+def runtime_options_from_args(args: argparse.Namespace, spec=None):
+    """(environment, provider options): the board's inventory ``env`` / ``provider_options``, then
+    --board-env and --provider-option over them; BadInput when malformed."""
+    import re
+
+    environment = dict(spec.env) if spec is not None else {}
+    for item in args.board_env:
+        name, sep, value = item.partition("=")
+        if not sep or not re.match(r"^[A-Z][A-Z0-9_]{0,63}$", name):
+            raise BadInput(f"--board-env '{item}' is not NAME=VALUE with NAME of A-Z, 0-9 and _.")
+        environment[name] = value
+    options: dict = {p: dict(kv) for p, kv in spec.provider_options} if spec is not None else {}
+    for item in args.provider_option:
+        provider, sep, rest = item.partition(":")
+        key, sep2, value = rest.partition("=")
+        if not (sep and sep2 and provider and key):
+            raise BadInput(f"--provider-option '{item}' is not PROVIDER:KEY=VALUE.")
+        options.setdefault(provider, {})[key] = value
+    return environment, options
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings only (for CI)")
     parser.add_argument("-v", "--verbose", "--debug", action="store_true",
@@ -88,7 +118,11 @@ def add_quantize_and_verify(sub) -> None:
                         "$XDG_DATA_HOME/xqhil/history.sqlite3)")
     parser.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when the run regressed against its baseline (see 'xqhil history')")
+    parser.add_argument("--localize", choices=("auto", "never"), default="auto",
+                        help="after a chip-runtime failure, localise the first divergent op and write a repro "
+                             "bundle under OUT/repro (default auto)")
     add_board_options(parser)
+    add_runtime_options(parser)
     add_common(parser)
     parser.set_defaults(func=cmd_quantize_and_verify)
 
@@ -99,9 +133,11 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     from .report import summary_line
     from .verify import VerifyOptions, quantize_and_verify
 
-    opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
+    board = board_from_args(args)
+    opts = VerifyOptions(config=args.config, board=board, qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
-                         threads=args.threads, providers=providers_from_args(args))
+                         threads=args.threads, providers=providers_from_args(args), localize=args.localize,
+                         board_arg=args.board, runtime_options=runtime_options_from_args(args, board))
     db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
     report = quantize_and_verify(opts)
     print(summary_line(report))
@@ -136,6 +172,74 @@ def cmd_run(args: argparse.Namespace) -> int:
                        args.warmup, args.repeat, args.threads or 0, providers_from_args(args), args.out)
     print(json.dumps(result, indent=1))
     return EXIT_OK if result.get("ok") else EXIT_FAILED
+
+
+# ----------------------------------------------------------------------------------------- localize, replay
+def add_localize(sub) -> None:
+    parser = sub.add_parser("localize", help="name the first op where the chip's INT8 departs from the PC's; "
+                            "write a repro bundle", description="Exit 0 nothing departs, 1 a departure was "
+                            "localised (bundle under OUT/repro), 2 bad input, 3 board.")
+    parser.add_argument("config", help="XQuant JSON config (its verification data is used)")
+    parser.add_argument("--qmodel", help="the INT8 model (default: the config's output model)")
+    parser.add_argument("--out", help="folder for localize.json and repro/ (default: the working_dir)")
+    parser.add_argument("--bisect", action="store_true", help="bisect instead of exposing the boundaries")
+    parser.add_argument("--samples", type=int, default=4, help="samples that differ most to localise on")
+    add_board_options(parser)
+    add_runtime_options(parser)
+    add_common(parser)
+    parser.set_defaults(func=cmd_localize)
+
+
+def _localize_board(args: argparse.Namespace):
+    from .localize import Board
+
+    spec = board_from_args(args)
+    environment, options = runtime_options_from_args(args, spec)
+    providers = providers_from_args(args) or (list(spec.providers) if spec.providers else None)
+    return Board(spec, deadlines_from_args(args), args.retries, providers, args.threads or spec.threads or 0,
+                 environment, options)
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    from .localize import localize_config
+
+    if args.samples < 1:
+        raise BadInput(f"--samples must be 1 or more, got {args.samples}.")
+    result = localize_config(args.config, _localize_board(args), args.board, args.qmodel, args.out, args.bisect,
+                             args.samples)
+    print(localize_line(result))
+    return EXIT_OK if result["status"] == "clean" else EXIT_FAILED
+
+
+def localize_line(result: dict) -> str:
+    if result["status"] == "clean":
+        return "localize: chip INT8 agrees with PC INT8 on every sample; nothing to localise"
+    where = f"{result['op']} '{result['node']}' (boundary {result['boundary']})" if result["op"] else "no op"
+    return (f"localize: {result['status']}: {where} by {result['method']}, {result['board_runs']} board run(s)"
+            + (f"; bundle {result['bundle']}" if result.get("bundle") else ""))
+
+
+def add_replay(sub) -> None:
+    parser = sub.add_parser("replay", help="replay a repro bundle on a board",
+                            description="Exit 1 while the chip still departs from the PC, 0 once it agrees.")
+    parser.add_argument("bundle", help="a repro/<op>-<n> folder")
+    add_board_options(parser)
+    add_runtime_options(parser)
+    add_common(parser)
+    parser.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .localize import replay
+
+    result = replay(args.bundle, _localize_board(args))
+    if result.get("error"):
+        print(f"replay: the chip could not run the subgraph: {result['error']}")
+    else:
+        print(f"replay: {'DEPARTS' if result['departs'] else 'agrees'}: {result['mismatched']} of "
+              f"{result['values']} value(s) differ from the PC (max |diff| {result['max_abs']}) on "
+              f"{result['provider']}")
+    return EXIT_FAILED if result["departs"] else EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------- boards
@@ -174,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     from .history.cli import add_history_commands
 
-    for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
+    for add in (add_quantize_and_verify, add_run, add_localize, add_replay, add_boards, add_history_commands):
         add(sub)
     return parser
 

@@ -55,6 +55,8 @@ class Request:
     threads: int = 0
     deadline_s: float = 600.0
     files: Dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    environment: Dict[str, str] = field(default_factory=dict)  # set on the board before onnxruntime loads
+    provider_options: Dict[str, Dict[str, str]] = field(default_factory=dict)  # provider -> {key: value}
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -62,7 +64,19 @@ class Request:
             "providers": list(self.providers) if self.providers else None, "threads": int(self.threads),
             "models": dict(self.models), "inputs": {"file": INPUTS_FILE, "names": list(self.input_names)},
             "tasks": [t.as_dict() for t in self.tasks], "response": RESPONSE_FILE,
+            "environment": dict(self.environment), "provider_options": dict(self.provider_options),
         }
+
+
+def check_applied(response: Dict[str, Any], request: Request, where: str) -> None:
+    """An agent that did not echo the requested environment / provider options did not apply them."""
+    device = response.get("device") or {}
+    for key in ("environment", "provider_options"):
+        wanted = getattr(request, key)
+        if wanted and device.get(key) != wanted:
+            raise HilError(f"the agent on {where} did not apply the requested {key.replace('_', ' ')} "
+                           f"(it echoed {device.get(key)!r}).", "Deploy the device/xqhil_agent.py that ships "
+                           "with this xqhil (0.2 or later).", step="run")
 
 
 def check_name(name: str) -> str:

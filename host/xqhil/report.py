@@ -107,6 +107,44 @@ def _latency_md(lat: dict) -> List[str]:
             f"- INT8 speedup over FP32 (p50): **{_fmt(lat['speedup'], 'x')}**{mark}", ""]
 
 
+def _localization_md(loc: Optional[dict]) -> List[str]:
+    """Where the chip first departs from the PC (xqhil/localize), with the boundaries compared."""
+    if not loc:
+        return []
+    if loc.get("status") == "error":
+        return ["## Localisation", "", f"Could not localise: {loc['error']}", ""]
+    lines = ["## Localisation", "", f"- status: {loc['status']} by {loc['method'] or 'n/a'}, "
+             f"{loc['board_runs']} board run(s), {loc['seconds']} s, samples {loc['samples']}"]
+    if loc.get("op"):
+        lines.append(f"- first divergent op: {loc['op']} `{loc['node']}` (boundary `{loc['boundary']}`; region "
+                     + ", ".join(f"{t} `{n}`" for n, t in loc["region_ops"]) + ")")
+    if loc.get("bundle"):
+        lines.append(f"- repro bundle: `{loc['bundle']}` (see its README.md for the replay command)")
+    lines += [f"- {n}" for n in loc.get("notes", [])]
+    rows = [r for r in loc.get("boundaries", []) if r.get("departs")]
+    if rows:
+        lines += ["", "| boundary | op | values differing | max abs diff |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{r['tensor']}` | {r['op']} | {r['mismatched']} / {r.get('values', 'n/a')} | {r['max_abs']} |"
+                  for r in rows[:10]]
+    return lines + [""] + _layers_md(loc.get("layers") or {})
+
+
+def _layers_md(layers: dict) -> List[str]:
+    """Top offenders per layer: quantization error (PC INT8 vs PC FP32) apart from runtime error (chip vs PC)."""
+    rows = {r["tensor"]: r for r in layers.get("rows", [])}
+    picked = list(dict.fromkeys(layers.get("worst_runtime", []) + layers.get("worst_quantization", [])))
+    if not picked:
+        return []
+    lines = ["### Per-layer error: quantization (PC INT8 vs PC FP32) apart from runtime (chip INT8 vs PC INT8)", "",
+             "| boundary | op | quantization SNR dB | runtime SNR dB |", "| --- | --- | --- | --- |"]
+    for name in picked:
+        r = rows[name]
+        lines.append(f"| `{name}` | {r['op']} `{r['node']}` | {_num(r['quant_snr_db'], '.1f')} | "
+                     f"{_num(r['runtime_snr_db'], '.1f')} |")
+    return lines + ["", f"Lowest runtime SNR: {', '.join(layers['worst_runtime']) or 'n/a'}; lowest quantization "
+                    f"SNR: {', '.join(layers['worst_quantization']) or 'n/a'} (200 dB: identical).", ""]
+
+
 def summary_line(report: dict) -> str:
     """The one line ``quantize-and-verify`` prints: verdict, board, accuracy, speedup, report paths."""
     acc, lat = report["accuracy"], report["latency"]
@@ -127,7 +165,8 @@ def render_markdown(report: dict) -> str:
               f"- models: FP32 `{model['fp32_path']}`, INT8 `{model['int8_path']}`",
               f"- data: {report.get('data', {}).get('source', 'n/a')}", ""]
     lines += _integrity_md(report.get("integrity")) + _accuracy_md(report["accuracy"])
-    lines += _runtime_md(report.get("runtime")) + _fidelity_md(report["fidelity"]) + _latency_md(report["latency"])
+    lines += _runtime_md(report.get("runtime")) + _localization_md(report.get("localization"))
+    lines += _fidelity_md(report["fidelity"]) + _latency_md(report["latency"])
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += [f"Generated {report['created']} in {report['duration_s']:.1f} s.", ""]

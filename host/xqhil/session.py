@@ -18,8 +18,8 @@ import numpy as np
 from .boards.spec import BoardSpec
 from .errors import BadInput, HilError
 from .paths import agent_path
-from .protocol import (AGENT_FILE, INPUTS_FILE, REQUEST_FILE, RESPONSE_FILE, Request, Task, check_response,
-                       check_task_entry, sha256_file)
+from .protocol import (AGENT_FILE, INPUTS_FILE, REQUEST_FILE, RESPONSE_FILE, Request, Task, check_applied,
+                       check_response, check_task_entry, sha256_file)
 from .transport import Deadlines, Transport, make_transport
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,9 @@ class BoardSession:
             self.timings[f"{step}_s"] = self.timings.get(f"{step}_s", 0.0) + time.perf_counter() - start
 
     def run(self, models: Dict[str, str], input_names: Sequence[str], inputs: Sequence[np.ndarray],
-            tasks: Sequence[Task], providers: Optional[Sequence[str]] = None, threads: int = 0) -> BoardRun:
+            tasks: Sequence[Task], providers: Optional[Sequence[str]] = None, threads: int = 0,
+            environment: Optional[Dict[str, str]] = None,
+            provider_options: Optional[Dict[str, Dict[str, str]]] = None) -> BoardRun:
         with tempfile.TemporaryDirectory(prefix="xqhil-host-") as scratch:
             files = {AGENT_FILE: agent_path()}
             files.update({f"{model_id}.onnx": path for model_id, path in models.items()})
@@ -121,13 +123,14 @@ class BoardSession:
             request = Request(models={m: f"{m}.onnx" for m in models}, input_names=list(input_names),
                               tasks=list(tasks), providers=list(providers) if providers else None,
                               threads=threads, deadline_s=max(1.0, self.deadlines.run - 5.0),
-                              files={name: sha256_file(path) for name, path in files.items()})
+                              files={name: sha256_file(path) for name, path in files.items()},
+                              environment=dict(environment or {}), provider_options=dict(provider_options or {}))
             files[REQUEST_FILE] = os.path.join(scratch, REQUEST_FILE)
             with open(files[REQUEST_FILE], "w", encoding="utf-8") as handle:
                 json.dump(request.as_dict(), handle, indent=1)
-            return self._visit(files, tasks, scratch)
+            return self._visit(files, tasks, scratch, request)
 
-    def _visit(self, files: Dict[str, str], tasks: Sequence[Task], scratch: str) -> BoardRun:
+    def _visit(self, files: Dict[str, str], tasks: Sequence[Task], scratch: str, request: Request) -> BoardRun:
         transport, clean = self.transport, False
         try:
             self.progress("connect")
@@ -140,6 +143,7 @@ class BoardSession:
             result = self._timed("run", lambda: transport.run_agent(self.spec.python, self.deadlines.run))
             self.progress("fetch")
             response = self._fetch_response(result, scratch)
+            check_applied(response, request, transport.where)
             outputs, names = self._fetch_outputs(response, tasks, scratch)
             clean = True
             return BoardRun(response, outputs, names, self.timings)

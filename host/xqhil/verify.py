@@ -43,6 +43,9 @@ class VerifyOptions:
     quiet: bool = False
     threads: Optional[int] = None
     providers: Optional[Sequence[str]] = None
+    localize: str = "auto"  # auto: localise a chip-runtime finding to its op (see xqhil/localize); never
+    board_arg: Optional[str] = None  # the --board text, for the repro bundle's replay command
+    runtime_options: tuple = ({}, {})  # (environment, provider options) for the board's runtime
 
 
 def _load(opts: VerifyOptions):
@@ -170,6 +173,36 @@ def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int,
     return pc_fp32, pc_int8, names
 
 
+RUNTIME_RULES = ("int8-agreement", "int8-runtime")
+
+
+def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names: List[str], runs: dict,
+              providers, threads, findings: List[dict], out_dir: str, device: dict) -> Optional[dict]:
+    """After a chip-runtime finding (fail or warn): the first divergent op and its repro bundle; the finding's
+    reason names the op. A localisation that cannot run leaves the verdict as it was, with a note."""
+    flagged = [f for f in findings if f["rule"] in RUNTIME_RULES]
+    if opts.localize != "auto" or not flagged or runs.get("chip_int8") is None:
+        return None
+    from .errors import XqhilError
+    from .localize import Board, localize_after_verify
+
+    board = Board(opts.board, opts.deadlines, opts.retries, providers, threads, *opts.runtime_options)
+    try:
+        result = localize_after_verify(int8, data.names, data.arrays, names, runs["pc_int8"], runs["chip_int8"],
+                                       board, opts.board_arg or opts.board.name, out_dir, fp32, device)
+    except XqhilError as exc:
+        return {"status": "error", "error": exc.one_line()}
+    except Exception as exc:  # noqa: BLE001 - a localisation bug must not cost the verify report
+        log.warning("localisation failed", exc_info=True)
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    if result.get("op"):
+        where = f"; localised to {result['op']} '{result['node']}' ({result['status']}"
+        where += f", repro: {result['bundle']})" if result.get("bundle") else ")"
+        for f in flagged:
+            f["reason"] += where
+    return result
+
+
 def quantize_and_verify(opts: VerifyOptions) -> dict:
     started, created = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
     stages = Stages(STAGES, opts.quiet)
@@ -192,7 +225,8 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
-                          standard_tasks(params.warmup, params.repeat, batch), providers, threads)
+                          standard_tasks(params.warmup, params.repeat, batch), providers, threads,
+                          *opts.runtime_options)
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}
@@ -202,6 +236,10 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         fidelity, accuracy, runtime, integrity = _compare(params, data, names, runs, device["execution_provider"],
                                                           latency)
         findings = judge(accuracy, fidelity, _board_errors(run), runtime=runtime, broken=integrity.pop("broken"))
+        if findings and opts.localize == "auto":
+            stages.detail("localize")
+        localization = _localize(opts, fp32, int8, data, names, runs, providers, threads, findings,
+                                 opts.out or cfg.model.working_dir, device)
         stages.start("write report")
         report = {
             "schema": SCHEMA, "verdict": verdict_of(findings), "reasons": [f["reason"] for f in findings],
@@ -209,6 +247,7 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
             "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 0.0,
             "board": opts.board.public(), "device": device, "model": _model_section(opts, fp32, int8),
             "accuracy": accuracy, "fidelity": fidelity, "runtime": runtime, "integrity": integrity, "latency": latency,
+            "localization": localization,
             "data": {"source": data.source, "samples": int(data.arrays[0].shape[0]), "batch_size": batch},
             "harness": {k: round(v, 4) for k, v in run.timings.items()},
             "notes": data.notes + ([] if data.labels is not None else

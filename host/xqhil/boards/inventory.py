@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import replace
 from typing import Any, Dict
 
@@ -18,7 +19,8 @@ from ..errors import BadInput
 from .spec import KINDS, BoardSpec, builtin_board, check_providers, check_remote_dir, split_python
 
 FIELDS = ("kind", "address", "rootfs", "python", "ssh_key", "known_hosts", "accept_unknown_host_key",
-          "workdir", "providers", "threads", "emulated", "description")
+          "workdir", "providers", "threads", "emulated", "description", "env", "provider_options")
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 
 def _read(path: str) -> Dict[str, Any]:
@@ -50,6 +52,26 @@ def _typed(entry: Dict[str, Any], key: str, kind: type, where: str) -> Any:
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise BadInput(f"{where}.{key} must be {kind.__name__}, got {value!r}.")
     return value
+
+
+def _env(entry: Dict[str, Any], where: str) -> tuple:
+    """``env = {NAME = "value"}``: environment set on the board before onnxruntime loads."""
+    table = _typed(entry, "env", dict, where) or {}
+    for name, value in table.items():
+        if not ENV_NAME.match(str(name)) or not isinstance(value, str):
+            raise BadInput(f"{where}.env.{name} must be NAME (A-Z, 0-9, _) = \"text\", got {value!r}.")
+    return tuple(sorted(table.items()))
+
+
+def _provider_options(entry: Dict[str, Any], where: str) -> tuple:
+    """``provider_options = {Provider = {key = "value"}}``."""
+    table = _typed(entry, "provider_options", dict, where) or {}
+    found = []
+    for provider, options in table.items():
+        if not isinstance(options, dict):
+            raise BadInput(f"{where}.provider_options.{provider} must be a table of key = \"value\".")
+        found.append((str(provider), tuple(sorted((str(k), str(v)) for k, v in options.items()))))
+    return tuple(found)
 
 
 def _path(value: Any, base: str) -> Any:
@@ -87,6 +109,7 @@ def _board(name: str, entry: Any, base: str, where: str) -> BoardSpec:
         providers=check_providers([str(p) for p in providers], f"{where}.providers") if providers else None,
         threads=_typed(entry, "threads", int, where),
         emulated=_typed(entry, "emulated", bool, where) if "emulated" in entry else spec.emulated,
+        env=_env(entry, where), provider_options=_provider_options(entry, where),
     )
 
 

@@ -44,6 +44,8 @@ class BoardSpec:
     providers: Optional[Tuple[str, ...]] = None
     threads: Optional[int] = None
     emulated: Optional[bool] = None  # None: ask the agent
+    env: Tuple[Tuple[str, str], ...] = ()  # environment set on the board before onnxruntime loads
+    provider_options: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()  # provider -> ((key, value), ...)
 
     @property
     def python_text(self) -> str:

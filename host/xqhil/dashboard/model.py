@@ -95,9 +95,14 @@ def latency_band(doc: Mapping[str, Any], precision: str) -> tuple[float, float, 
 
 
 def report_links(doc: Mapping[str, Any], out_dir: Path) -> list[Link]:
-    """Links to the run's reports, relative to the dashboard folder so the pair can move together."""
+    """Links to the run's reports (and its localisation's repro bundle), relative to the dashboard folder so
+    the pair can move together."""
     links = []
-    for label, raw in sorted(docs.section(doc, "reports").items()):
+    targets = [(label, raw) for label, raw in sorted(docs.section(doc, "reports").items())]
+    loc = docs.section(doc, "localization")
+    if isinstance(loc.get("bundle"), str) and loc["bundle"]:
+        targets.append((f"repro {loc.get('op') or ''}".strip(), os.path.join(loc["bundle"], "README.md")))
+    for label, raw in targets:
         if not isinstance(raw, str) or not raw:
             continue
         target = Path(raw).expanduser().resolve()
