@@ -104,6 +104,8 @@ def model_path(name: str) -> str:
                 raise FileNotFoundError(f"{name}: no {name[4:]}.onnx under {ZOO}; run the zoo fetch script")
             path = found[0]
         return path
+    if name not in BUILTIN:
+        raise ValueError(f"unknown benchmark {name!r}: use {', '.join(BUILTIN)}, zoo:<name> or a models.py name")
     folder = os.path.join(CACHE, name)
     path = os.path.join(folder, f"{name}.onnx")
     if not os.path.exists(path):
@@ -148,11 +150,13 @@ def real_benchmark(name: str) -> dict:
     config = make_config(name.replace(":", "_"), onnx_path, [param], [meta["calib"]], [meta["eval"]], labels,
                          N_CALIB)
     eval_inputs: Dict[str, np.ndarray] = {input_name: read_list(meta["eval"], param)}
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    logits = np.concatenate([sess.run(None, {input_name: eval_inputs[input_name][i:i + 1]})[0]
-                             for i in range(N_EVAL)])
-    top1 = logits.reshape(N_EVAL, -1).argmax(1)
-    np.savetxt(labels, top1, fmt="%d")
+    if not os.path.exists(labels):
+        sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        x = eval_inputs[input_name]
+        step = batch if batch > 0 else N_EVAL
+        logits = np.concatenate([sess.run(None, {input_name: x[i:i + step]})[0] for i in range(0, N_EVAL, step)])
+        np.savetxt(labels, logits.reshape(N_EVAL, -1).argmax(1), fmt="%d")
+    top1 = np.loadtxt(labels, dtype=np.int64)
     return {"name": name, "onnx": onnx_path, "config": config, "eval_inputs": eval_inputs, "eval_labels": top1}
 
 

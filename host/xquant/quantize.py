@@ -66,12 +66,14 @@ def analyse(result: QuantizationResult, data: CalibrationData) -> dict:
     """Build the analysis report and write <working_dir>/<output_prefix>_report.md and .json."""
     from .analysis.render import save_report
     from .analysis.report import analysis_batches, build_report
+    from .profile import stage_rows
 
     cfg = result.config
     batches = analysis_batches(result.fp32_model, cfg, data)
     report = build_report(result.fp32_model, result.float_model or result.fp32_model, result.model, cfg,
                           result.plan, result.params, result.stats, batches)
     report["timings"] = dict(result.timings)
+    report["stages"] = [[label, seconds] for label, seconds in stage_rows(result.timings, result.finetune)]
     save_report(report, cfg.report_stem)
     return report
 
@@ -97,9 +99,11 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     mark = time.perf_counter()
     tuned = fine_tune(fp32, cfg, plan, stats, data, show_progress)
     timings["finetune_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     qdq = write_qdq(tuned.model, plan, tuned.params)
     validate(qdq, cfg.calibration.calibration_device)
     save_model_atomic(qdq, cfg.model.output_model)
+    timings["write_s"] = time.perf_counter() - mark
     result = QuantizationResult(cfg, fp32, qdq, plan, tuned.params, cfg.model.output_model, timings=timings,
                                 num_samples=data.num_samples, stats=tuned.stats, float_model=tuned.model,
                                 finetune=tuned.info)
