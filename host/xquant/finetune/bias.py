@@ -22,6 +22,7 @@ from .samples import Samples, run_session, run_tensors
 from .segments import SegmentRunner, supported
 
 SIGNIFICANCE = 3.0
+REF_BATCH = 8  # samples per FP32 reference run: every layer output of a batch is alive at once
 FIT_SAMPLES = 64  # measured: the same SNR as 100-256 samples within 0.25 dB, at half the time
 
 
@@ -62,6 +63,21 @@ def biases_as_inputs(qdq: onnx.ModelProto, biases: List[str], outputs: List[str]
     return model
 
 
+def reference_means(fp32: onnx.ModelProto, fit: Dict[str, np.ndarray], names: List[str], batch: int,
+                    device: str) -> Dict[str, np.ndarray]:
+    """{layer output: [samples, channels] means} of the FP32 model: one pass, each batch reduced at once
+    (REF_BATCH samples when the batch is free), so no layer's whole activation is kept."""
+    sess = make_session(with_outputs(fp32, names), device, "FP32 model for bias correction")
+    total, step = int(next(iter(fit.values())).shape[0]), batch or REF_BATCH
+    parts: Dict[str, List[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, total, step):
+        values = sess.run(names, {k: v[start:start + step] for k, v in fit.items()})
+        for name, value in zip(names, values):
+            if isinstance(value, np.ndarray) and value.ndim >= 2:
+                parts[name].append(channel_means([value]))
+    return {n: np.concatenate(v) for n, v in parts.items() if v}
+
+
 def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams],
                    samples: Samples, device: str) -> Tuple[onnx.ModelProto, int]:
     """(copy of ``model`` with corrected biases, number of layers whose bias changed)."""
@@ -75,16 +91,16 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
         return _correct_by_whole_runs(fp32, model, qdq, layers, fit, samples.fixed_batch, device)
     values = initializers(model)
     names = [_qdq_name(qdq, layer.output) for layer in layers]
-    got_run = SegmentRunner(qdq, names, fit, samples.fixed_batch, device, "segment of the model for bias correction")
-    ref_run = SegmentRunner(fp32, [layer.output for layer in layers], fit, samples.fixed_batch, device,
-                            "segment of the FP32 model")
+    ref = reference_means(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
+    got_run = SegmentRunner(qdq, [[n] for n in names], fit, samples.fixed_batch, device,
+                            "segment of the model for bias correction")
     updates: Dict[str, np.ndarray] = {}
-    for layer in layers:
-        got, ref = got_run.step(), ref_run.step()
+    for layer, name in zip(layers, names):
+        got = got_run.step()[name]
         bias = values[layer.bias or ""]
-        if got[0].ndim < 2 or got[0].shape[1] != bias.shape[0]:
+        if got[0].ndim < 2 or got[0].shape[1] != bias.shape[0] or layer.output not in ref:
             continue
-        shift = shift_of(channel_means(got) - channel_means(ref))
+        shift = shift_of(channel_means(got) - ref[layer.output])
         if np.any(shift):
             updates[layer.bias or ""] = (bias - shift).astype(np.float32)
             for chunk in got:  # what the corrected layer gives, for the segments after it

@@ -39,27 +39,31 @@ Chunks = List[np.ndarray]  # one tensor over all samples, as the batches it was 
 
 
 class SegmentRunner:
-    """``step()`` runs the next segment (nodes up to the one producing the next cut tensor) and returns the
-    cut tensor over all samples, as per-batch chunks; changing those arrays in place before the next
-    ``step()`` changes what follows."""
+    """``step()`` runs the next segment (the nodes up to the last producer of the next request's tensors)
+    and returns those tensors over all samples, as per-batch chunks; changing those arrays in place before
+    the next ``step()`` changes what follows, and ``use_initializers`` swaps weights for the nodes not run yet."""
 
-    def __init__(self, model: onnx.ModelProto, cuts: Sequence[str], feeds: Dict[str, np.ndarray], batch: int,
-                 device: str, what: str) -> None:
+    def __init__(self, model: onnx.ModelProto, requests: Sequence[Sequence[str]], feeds: Dict[str, np.ndarray],
+                 batch: int, device: str, what: str) -> None:
         self.model, self.batch, self.device, self.what = model, batch, device, what
         self.types = _types(model)
         self.init = {t.name: t for t in model.graph.initializer}
         self.const_nodes = self._constant_nodes(model)
         nodes = [n for n in model.graph.node if n.output[0] not in self.const_nodes]
         where = {o: i for i, n in enumerate(nodes) for o in n.output}
-        self.ends = [where[c] for c in cuts]
-        if self.ends != sorted(self.ends) or len(set(self.ends)) != len(self.ends):
-            raise ValueError("cut tensors must be produced in graph order, one per node")
-        self.nodes, self.cuts = nodes, list(cuts)
+        self.ends = [max((where[n] for n in req if n in where), default=-1) for req in requests]
+        self.nodes, self.requests = nodes, [list(r) for r in requests]
         self.last_use = self._last_use(nodes)
+        self.wanted = {name: k for k, req in enumerate(self.requests) for name in req}  # last step asking
         total, size = int(next(iter(feeds.values())).shape[0]), batch or RUN_BATCH
         self.cache: Dict[str, Chunks] = {k: [v[i:i + size] for i in range(0, total, size)] for k, v in feeds.items()}
+        self.chunks = -(-total // size)
         self.done = 0  # index of the first node not yet run
         self.k = 0
+
+    def use_initializers(self, model: onnx.ModelProto) -> None:
+        """Take ``model``'s initializers (same graph, new weights) for the segments still to run."""
+        self.init = {t.name: t for t in model.graph.initializer}
 
     def _constant_nodes(self, model: onnx.ModelProto) -> Dict[str, onnx.NodeProto]:
         """{first output: node} of the nodes computed from initializers alone (weight DequantizeLinear,
@@ -103,20 +107,52 @@ class SegmentRunner:
         segment = helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         return segment
 
-    def step(self) -> Chunks:
-        end = self.ends[self.k]
-        nodes = self._with_constants(self.nodes[self.done:end + 1])
+    def step(self) -> Dict[str, Chunks]:
+        end, k = self.ends[self.k], self.k
+        if end >= self.done:
+            self._run(self._with_constants(self.nodes[self.done:end + 1]), end)
+        out = {name: self.cache[name] for name in self.requests[k]}
+        self.done, self.k = max(self.done, end + 1), k + 1
+        for name in [n for n in self.cache if self.last_use.get(n, -1) < self.done and self.wanted.get(n, -1) <= k]:
+            del self.cache[name]  # every node reading it has run, no later step asks for it
+        return out
+
+    def _run(self, nodes: List[onnx.NodeProto], end: int) -> None:
         produced: Set[str] = {o for n in nodes for o in n.output}
         inputs = sorted({i for n in nodes for i in n.input if i and i not in produced and i not in self.init})
-        cut = self.cuts[self.k]
-        outputs = sorted({o for o in produced if self.last_use.get(o, -1) > end} | {cut})
+        outputs = sorted(o for o in produced if self.last_use.get(o, -1) > end or self.wanted.get(o, -1) >= self.k)
         sess = make_session(self._segment(nodes, inputs, outputs), self.device, self.what)
         results: Dict[str, Chunks] = {name: [] for name in outputs}
-        for i in range(len(self.cache[inputs[0]])):
+        for i in range(self.chunks):
             for name, value in zip(outputs, sess.run(outputs, {n: self.cache[n][i] for n in inputs})):
                 results[name].append(value)
         self.cache.update(results)
-        for name in [n for n in self.cache if self.last_use.get(n, -1) <= end and n != cut]:
-            del self.cache[name]  # nothing after this cut reads it
-        self.done, self.k = end + 1, self.k + 1
-        return self.cache[cut]
+
+
+class WholeRunner:
+    """SegmentRunner's interface for graphs it cannot cut (subgraph nodes): each step reruns the whole model
+    (with the latest initializers); in-place changes of returned chunks do not reach later steps."""
+
+    def __init__(self, model: onnx.ModelProto, requests: Sequence[Sequence[str]], feeds: Dict[str, np.ndarray],
+                 batch: int, device: str, what: str) -> None:
+        self.model, self.requests, self.feeds = model, [list(r) for r in requests], feeds
+        self.batch, self.device, self.what, self.k = batch, device, what, 0
+
+    def use_initializers(self, model: onnx.ModelProto) -> None:
+        self.model = model
+
+    def step(self) -> Dict[str, Chunks]:
+        from ..calibration.session import with_outputs
+        from .samples import run_session
+
+        names = self.requests[self.k]
+        self.k += 1
+        sess = make_session(with_outputs(self.model, names), self.device, self.what)
+        return {name: [value] for name, value in run_session(sess, self.feeds, names, self.batch).items()}
+
+
+def runner_for(model: onnx.ModelProto, requests: Sequence[Sequence[str]], feeds: Dict[str, np.ndarray], batch: int,
+               device: str, what: str):
+    """A SegmentRunner, or a WholeRunner for a graph with subgraph nodes."""
+    kind = SegmentRunner if supported(model) else WholeRunner
+    return kind(model, requests, feeds, batch, device, what)
