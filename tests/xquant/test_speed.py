@@ -117,3 +117,17 @@ def test_profile_flag_and_report_show_the_stage_split(demo_config, tmp_path, cap
         assert stage in err
     report = next(tmp_path.glob("*_report.md")).read_text()
     assert "## Time by stage" in report and "bias correction" in report
+
+
+def test_calibration_files_are_decoded_once_for_every_stage(demo_config, monkeypatch):
+    from xquant.data import source
+
+    cfg, _ = load_config(demo_config)
+    data = CalibrationData(cfg)
+    decoded = []
+    real = source.load_input_batch
+    monkeypatch.setattr(source, "load_input_batch", lambda p, files: decoded.extend(files) or real(p, files))
+    first = np.concatenate([b["input"] for b in data.batches(32)])
+    again = np.concatenate([b["input"] for b in data.batches(64)])  # fine-tuning's read, other batch size
+    np.testing.assert_array_equal(first, again)
+    assert len(decoded) == data.num_samples == first.shape[0]

@@ -70,14 +70,34 @@ def held_back_files(cfg: XQuantConfig, n: int) -> Dict[str, List[str]]:
 
 
 class CalibrationData:
-    """Streams batches of preprocessed calibration inputs; holds only file names between batches."""
+    """Streams batches of preprocessed calibration inputs. While all samples fit KEEP_BYTES, the decoded
+    samples are kept, so calibration, fine-tuning and the summary decode each file once; past that only file
+    names are held between batches."""
+
+    KEEP_BYTES = 64 * 1024 * 1024
 
     def __init__(self, cfg: XQuantConfig) -> None:
         self.params = {p.input_name: p for p in cfg.calibration.input_parameters}
         self.files = select_calibration_files(cfg)
         self.num_samples = len(next(iter(self.files.values())))
+        self._kept: Dict[int, Dict[str, np.ndarray]] = {}  # sample index -> one-sample arrays
+        self._keep = True
 
     def batches(self, batch_size: int) -> Iterator[Dict[str, np.ndarray]]:
         for start in range(0, self.num_samples, batch_size):
-            yield {name: load_input_batch(self.params[name], files[start:start + batch_size])
-                   for name, files in self.files.items()}
+            stop = min(start + batch_size, self.num_samples)
+            if all(i in self._kept for i in range(start, stop)):
+                yield {name: np.concatenate([self._kept[i][name] for i in range(start, stop)])
+                       for name in self.files}
+                continue
+            batch = {name: load_input_batch(self.params[name], files[start:stop])
+                     for name, files in self.files.items()}
+            self._remember(start, stop, batch)
+            yield batch
+
+    def _remember(self, start: int, stop: int, batch: Dict[str, np.ndarray]) -> None:
+        per_sample = sum(v.nbytes for v in batch.values()) / max(stop - start, 1)
+        self._keep = self._keep and per_sample * self.num_samples <= self.KEEP_BYTES
+        if self._keep and all(v.shape[:1] == (stop - start,) for v in batch.values()):
+            for i in range(start, stop):
+                self._kept[i] = {name: v[i - start:i - start + 1].copy() for name, v in batch.items()}
