@@ -1,14 +1,14 @@
 """Fidelity and cost of xquant's calibration types against onnxruntime's quantize_static.
 
-For every benchmark model of ``bench/models.py`` (trained on real Fashion-MNIST images) or
-``bench/real.py`` (real pretrained 224-px ImageNet classifiers on real photos: ``effnet_lite0``, ``zoo:<name>``)
-and every case
-(xquant minmax / percentile / kl / mse / default, onnxruntime MinMax / Percentile, both per-channel QDQ
-INT8 on the same calibration files), prints: output SNR (dB) and cosine against FP32 on the held-out
-eval set, top-1 agreement with FP32, top-1 accuracy, wall time of the quantization call (median of --repeat
-fresh processes, imports excluded), its ratio to onnxruntime MinMax and Percentile timed in the same run
-(columns "x MinMax", "x Pct"), peak memory of the process that ran it, and, for xquant, a second table of
-where its time went (calibration, each fine-tune pass, writing).
+For every benchmark model of ``bench/models.py`` (trained on real Fashion-MNIST images) or ``bench/real.py``
+(real pretrained models on real photos: ``effnet_lite0``, an ImageNet classifier at 224 px, or ``zoo:<name>``)
+and every case (xquant minmax / percentile / kl / mse / default, onnxruntime MinMax / Percentile, both
+per-channel QDQ INT8 on the same calibration files), prints: output SNR (dB) and cosine against FP32 on the
+held-out eval set, top-1 agreement with FP32, top-1 accuracy, wall time of the quantization call (median of
+--repeat fresh processes, imports excluded, the cases interleaved round by round), its ratio to onnxruntime
+MinMax and Percentile timed in the same rounds ("x MinMax", "x Pct": median of per-round ratios), peak memory
+of the process that ran it, and, for xquant, a second table of where its time went (calibration, each
+fine-tune pass, writing).
 
     .venv/bin/python bench/quant.py                       # all models, all cases
     .venv/bin/python bench/quant.py --models demo resnet --cases xquant:default ort:minmax
@@ -129,13 +129,23 @@ def _child(args: Tuple[str, str, Optional[int], str], queue) -> None:
                "error": error, **extra})
 
 
-def measure(model: str, case: str, level: Optional[int], repeat: int) -> dict:
-    """Quantize ``repeat`` times, each in a fresh process; median wall time, largest peak memory."""
-    runs = [measure_once(model, case, level) for _ in range(repeat)]
-    best = dict(runs[0])
-    best["wall_s"] = float(np.median([r["wall_s"] for r in runs]))
-    best["peak_mib"] = max(r["peak_mib"] for r in runs)
-    return best
+def measure_rounds(model: str, runs: List[Tuple[str, Optional[int]]], repeat: int) -> List[dict]:
+    """Each case ``repeat`` times in fresh processes, interleaved (round r runs every case once, onnxruntime
+    first), so a change in machine load hits all cases alike. Per case: median wall time, largest peak
+    memory, and "ratio": {baseline case: median over rounds of wall / that round's baseline wall}."""
+    rounds = [[measure_once(model, case, level) for case, level in runs] for _ in range(repeat)]
+    out = []
+    for i in range(len(runs)):
+        mine = [r[i] for r in rounds]
+        best = dict(mine[0])
+        best["wall_s"] = float(np.median([r["wall_s"] for r in mine]))
+        best["peak_mib"] = max(r["peak_mib"] for r in mine)
+        best["ratio"] = {}
+        for j, (base, _) in enumerate(runs):
+            if base.startswith("ort:") and all(not r[j]["error"] for r in rounds):
+                best["ratio"][base] = float(np.median([r[i]["wall_s"] / r[j]["wall_s"] for r in rounds]))
+        out.append(best)
+    return out
 
 
 def measure_once(model: str, case: str, level: Optional[int]) -> dict:
@@ -186,15 +196,11 @@ def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repea
     runs = [(c, lv) for c in cases for lv in (levels if c.startswith("xquant:") else [None])]
     if "xquant:default" in cases and None not in levels:
         runs.append(("xquant:default", None))  # everything as shipped: the row the targets compare
-    runs.sort(key=lambda r: not r[0].startswith("ort:"))  # onnxruntime first: the ratios' denominators
-    base: Dict[str, float] = {}
-    for case, level in runs:
-        cost = measure(model, case, level, repeat)
+    runs.sort(key=lambda r: not r[0].startswith("ort:"))  # onnxruntime first in every round
+    for (case, level), cost in zip(runs, measure_rounds(model, runs, repeat)):
         label = case if level is None or not case.startswith("xquant") else f"{case} ft{level}"
         label = f"{label} (shipped)" if level is None and case.startswith("xquant") else label
-        if case.startswith("ort:") and not cost["error"]:
-            base[case] = cost["wall_s"]
-        ratios = [f"{cost['wall_s'] / base[c]:.2f}" if c in base else "" for c in ("ort:minmax", "ort:percentile")]
+        ratios = [f"{cost['ratio'][c]:.2f}" if c in cost["ratio"] else "" for c in ("ort:minmax", "ort:percentile")]
         if cost["error"]:
             rows.append([model, label, "", "error", cost["error"], "", "", f"{cost['wall_s']:.1f}", "", "", ""])
             continue
@@ -217,7 +223,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f"{', '.join(BENCHMARKS)}, effnet_lite0 (real, 224 px) or zoo:<name> (default: the first)")
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
     parser.add_argument("--levels", nargs="+", type=int, help="finetune levels for the xquant cases (default 0)")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per case; time is their median")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of fresh-process runs (every case once per round); time is their median")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     levels: List[Optional[int]] = list(args.levels) if args.levels else [0]

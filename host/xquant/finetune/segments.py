@@ -93,7 +93,8 @@ class SegmentRunner:
         last: Dict[str, int] = {}
         for i, node in enumerate(nodes):
             for name in node.input:
-                last[name] = i
+                if name:
+                    last[name] = i
         return last
 
     def _segment(self, nodes: List[onnx.NodeProto], inputs: List[str], outputs: List[str]) -> onnx.ModelProto:
@@ -118,7 +119,7 @@ class SegmentRunner:
         return out
 
     def _run(self, nodes: List[onnx.NodeProto], end: int) -> None:
-        produced: Set[str] = {o for n in nodes for o in n.output}
+        produced: Set[str] = {o for n in nodes for o in n.output if o}
         inputs = sorted({i for n in nodes for i in n.input if i and i not in produced and i not in self.init})
         outputs = sorted(o for o in produced if self.last_use.get(o, -1) > end or self.wanted.get(o, -1) >= self.k)
         sess = make_session(self._segment(nodes, inputs, outputs), self.device, self.what)
