@@ -171,9 +171,12 @@ def evaluate(bench: dict, qmodel: str, ref: Dict[str, np.ndarray]) -> dict:
     got = run_all(sess, bench["eval_inputs"])
     name = sess.get_outputs()[0].name
     r, g = ref[name], got[name]
-    return {"snr_db": min(metrics.snr_db(ref[n], got[n]) for n in ref), "cosine": metrics.cosine(r, g),
-            "agree": 100 * metrics.top1_agreement(r, g),
-            "acc": 100 * float(np.mean(g.argmax(1) == bench["eval_labels"]))}
+    row = {"snr_db": min(metrics.snr_db(ref[n], got[n]) for n in ref), "cosine": metrics.cosine(r, g),
+           "agree": float("nan"), "acc": float("nan")}  # top-1 only for a [N, classes] first output
+    if r.ndim == 2:
+        row.update(agree=100 * metrics.top1_agreement(r, g),
+                   acc=100 * float(np.mean(g.argmax(1) == bench["eval_labels"])))
+    return row
 
 
 def run_all(sess, inputs: Dict[str, np.ndarray], batch: int = 50) -> Dict[str, np.ndarray]:
@@ -191,7 +194,8 @@ def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repea
     bench = get_benchmark(model)
     ref_sess = ort.InferenceSession(bench["onnx"], providers=["CPUExecutionProvider"])
     ref = run_all(ref_sess, bench["eval_inputs"])
-    fp32_acc = 100 * float(np.mean(ref[ref_sess.get_outputs()[0].name].argmax(1) == bench["eval_labels"]))
+    first = ref[ref_sess.get_outputs()[0].name]
+    fp32_acc = 100 * float(np.mean(first.argmax(1) == bench["eval_labels"])) if first.ndim == 2 else float("nan")
     rows = [[model, "fp32", "", "inf", "1.00000", "100.0", f"{fp32_acc:.1f}", "", "", "", ""]]
     runs = [(c, lv) for c in cases for lv in (levels if c.startswith("xquant:") else [None])]
     if "xquant:default" in cases and None not in levels:
