@@ -1,15 +1,21 @@
 """Fidelity and cost of xquant's calibration types against onnxruntime's quantize_static.
 
-For every benchmark model of ``bench/models.py`` (trained on real Fashion-MNIST images) and every case
-(xquant minmax / percentile / kl / mse / default, onnxruntime MinMax / Percentile, both per-channel QDQ
-INT8 on the same calibration files), prints: output SNR (dB) and cosine against FP32 on the held-out
-eval set, top-1 agreement with FP32, top-1 accuracy, wall time of the quantization call (median of --repeat
-fresh processes, imports excluded) and peak memory of the process that ran it.
+For every benchmark model of ``bench/models.py`` (trained on real Fashion-MNIST images) or ``bench/real.py``
+(real pretrained models on real photos: ``effnet_lite0``, an ImageNet classifier at 224 px, or ``zoo:<name>``)
+and every case (xquant minmax / percentile / kl / mse / default, onnxruntime MinMax / Percentile, both
+per-channel QDQ INT8 on the same calibration files), prints: output SNR (dB) and cosine against FP32 on the
+held-out eval set, top-1 agreement with FP32, top-1 accuracy, wall time of the quantization call (median of
+--repeat fresh processes, imports excluded, the cases interleaved round by round), its ratio to onnxruntime
+MinMax and Percentile timed in the same rounds ("x MinMax", "x Pct": median of per-round ratios), peak memory
+of the process that ran it, and, for xquant, a second table of where its time went (calibration, each
+fine-tune pass, writing).
 
     .venv/bin/python bench/quant.py                       # all models, all cases
     .venv/bin/python bench/quant.py --models demo resnet --cases xquant:default ort:minmax
     .venv/bin/python bench/quant.py --levels 0 1 2 3      # xquant default per finetune_level
     .venv/bin/python bench/quant.py --markdown            # tables in GitHub markdown
+    .venv/bin/python bench/quant.py --models effnet_lite0 --cases xquant:default ort:minmax ort:percentile \
+        --levels 1 2 --repeat 1                           # a real ImageNet model, 40 calibration photos
 """
 from __future__ import annotations
 
@@ -39,7 +45,20 @@ def out_dir(model: str) -> str:
     return path
 
 
-def run_xquant(bench: dict, method: str, level: Optional[int], output: str) -> None:
+def get_benchmark(name: str) -> dict:
+    """A Fashion-MNIST benchmark of models.py, else a real model of real.py."""
+    from models import BENCHMARKS
+
+    if name in BENCHMARKS:
+        from models import get_benchmark as fashion
+
+        return fashion(name)
+    from real import real_benchmark
+
+    return real_benchmark(name)
+
+
+def run_xquant(bench: dict, method: str, level: Optional[int], output: str) -> dict:
     from xquant.quantize import run_quantization
 
     cfg = copy.deepcopy(bench["config"])
@@ -48,7 +67,10 @@ def run_xquant(bench: dict, method: str, level: Optional[int], output: str) -> N
     quant["analysis_enable"] = False
     if level is not None:  # None: the config's default finetune_level, as shipped
         quant["finetune_level"] = level
-    run_quantization(cfg, None, output, show_progress=False, summary=False)
+    result = run_quantization(cfg, None, output, show_progress=False, summary=False)
+    from xquant.profile import stage_rows
+
+    return {"stages": stage_rows(result.timings, result.finetune)}
 
 
 class _Reader:
@@ -88,17 +110,15 @@ def warm_imports(tool: str) -> None:
 def _child(args: Tuple[str, str, Optional[int], str], queue) -> None:
     import resource
 
-    from models import get_benchmark
-
     model, case, level, output = args
     sys.stdout = open(os.devnull, "w")  # onnxruntime's quantizer prints progress; the table is the output
     bench = get_benchmark(model)
     tool, method = case.split(":")
     warm_imports(tool)
-    start = time.perf_counter()
+    start, extra = time.perf_counter(), {}
     try:
         if tool == "xquant":
-            run_xquant(bench, method, level, output)
+            extra = run_xquant(bench, method, level, output)
         else:
             run_ort(bench, method, output)
         error = None
@@ -106,16 +126,26 @@ def _child(args: Tuple[str, str, Optional[int], str], queue) -> None:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
     wall = time.perf_counter() - start
     queue.put({"wall_s": wall, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "error": error})
+               "error": error, **extra})
 
 
-def measure(model: str, case: str, level: Optional[int], repeat: int) -> dict:
-    """Quantize ``repeat`` times, each in a fresh process; median wall time, largest peak memory."""
-    runs = [measure_once(model, case, level) for _ in range(repeat)]
-    best = dict(runs[0])
-    best["wall_s"] = float(np.median([r["wall_s"] for r in runs]))
-    best["peak_mib"] = max(r["peak_mib"] for r in runs)
-    return best
+def measure_rounds(model: str, runs: List[Tuple[str, Optional[int]]], repeat: int) -> List[dict]:
+    """Each case ``repeat`` times in fresh processes, interleaved (round r runs every case once, onnxruntime
+    first), so a change in machine load hits all cases alike. Per case: median wall time, largest peak
+    memory, and "ratio": {baseline case: median over rounds of wall / that round's baseline wall}."""
+    rounds = [[measure_once(model, case, level) for case, level in runs] for _ in range(repeat)]
+    out = []
+    for i in range(len(runs)):
+        mine = [r[i] for r in rounds]
+        best = dict(mine[0])
+        best["wall_s"] = float(np.median([r["wall_s"] for r in mine]))
+        best["peak_mib"] = max(r["peak_mib"] for r in mine)
+        best["ratio"] = {}
+        for j, (base, _) in enumerate(runs):
+            if base.startswith("ort:") and all(not r[j]["error"] for r in rounds):
+                best["ratio"][base] = float(np.median([r[i]["wall_s"] / r[j]["wall_s"] for r in rounds]))
+        out.append(best)
+    return out
 
 
 def measure_once(model: str, case: str, level: Optional[int]) -> dict:
@@ -141,9 +171,12 @@ def evaluate(bench: dict, qmodel: str, ref: Dict[str, np.ndarray]) -> dict:
     got = run_all(sess, bench["eval_inputs"])
     name = sess.get_outputs()[0].name
     r, g = ref[name], got[name]
-    return {"snr_db": min(metrics.snr_db(ref[n], got[n]) for n in ref), "cosine": metrics.cosine(r, g),
-            "agree": 100 * metrics.top1_agreement(r, g),
-            "acc": 100 * float(np.mean(g.argmax(1) == bench["eval_labels"]))}
+    row = {"snr_db": min(metrics.snr_db(ref[n], got[n]) for n in ref), "cosine": metrics.cosine(r, g),
+           "agree": float("nan"), "acc": float("nan")}  # top-1 only for a [N, classes] first output
+    if r.ndim == 2:
+        row.update(agree=100 * metrics.top1_agreement(r, g),
+                   acc=100 * float(np.mean(g.argmax(1) == bench["eval_labels"])))
+    return row
 
 
 def run_all(sess, inputs: Dict[str, np.ndarray], batch: int = 50) -> Dict[str, np.ndarray]:
@@ -154,30 +187,32 @@ def run_all(sess, inputs: Dict[str, np.ndarray], batch: int = 50) -> Dict[str, n
     return run_session(sess, inputs, [o.name for o in sess.get_outputs()], 1 if fixed else batch)
 
 
-def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repeat: int) -> List[list]:
+def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repeat: int,
+                stages: List[list]) -> List[list]:
     import onnxruntime as ort
-
-    from models import get_benchmark
 
     bench = get_benchmark(model)
     ref_sess = ort.InferenceSession(bench["onnx"], providers=["CPUExecutionProvider"])
     ref = run_all(ref_sess, bench["eval_inputs"])
-    fp32_acc = 100 * float(np.mean(ref[ref_sess.get_outputs()[0].name].argmax(1) == bench["eval_labels"]))
-    rows = [[model, "fp32", "", "inf", "1.00000", "100.0", f"{fp32_acc:.1f}", "", ""]]
+    first = ref[ref_sess.get_outputs()[0].name]
+    fp32_acc = 100 * float(np.mean(first.argmax(1) == bench["eval_labels"])) if first.ndim == 2 else float("nan")
+    rows = [[model, "fp32", "", "inf", "1.00000", "100.0", f"{fp32_acc:.1f}", "", "", "", ""]]
     runs = [(c, lv) for c in cases for lv in (levels if c.startswith("xquant:") else [None])]
     if "xquant:default" in cases and None not in levels:
         runs.append(("xquant:default", None))  # everything as shipped: the row the targets compare
-    for case, level in runs:
-        cost = measure(model, case, level, repeat)
+    runs.sort(key=lambda r: not r[0].startswith("ort:"))  # onnxruntime first in every round
+    for (case, level), cost in zip(runs, measure_rounds(model, runs, repeat)):
         label = case if level is None or not case.startswith("xquant") else f"{case} ft{level}"
         label = f"{label} (shipped)" if level is None and case.startswith("xquant") else label
+        ratios = [f"{cost['ratio'][c]:.2f}" if c in cost["ratio"] else "" for c in ("ort:minmax", "ort:percentile")]
         if cost["error"]:
-            rows.append([model, label, "", "error", cost["error"], "", "", f"{cost['wall_s']:.1f}", ""])
+            rows.append([model, label, "", "error", cost["error"], "", "", f"{cost['wall_s']:.1f}", "", "", ""])
             continue
         m = evaluate(bench, cost["output"], ref)
         ft = "cfg" if level is None and case.startswith("xquant") else level
-        rows.append([model, label, ft, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}",
-                     f"{m['agree']:.1f}", f"{m['acc']:.1f}", f"{cost['wall_s']:.2f}", f"{cost['peak_mib']:.0f}"])
+        rows.append([model, label, ft, f"{m['snr_db']:.2f}", f"{m['cosine']:.5f}", f"{m['agree']:.1f}",
+                     f"{m['acc']:.1f}", f"{cost['wall_s']:.2f}", *ratios, f"{cost['peak_mib']:.0f}"])
+        stages.extend([model, label, stage, f"{seconds:.2f}"] for stage, seconds in cost.get("stages", []))
         print(f"  {model:12s} {label:24s} SNR {m['snr_db']:6.2f} dB  {cost['wall_s']:6.2f} s", file=sys.stderr)
     return rows
 
@@ -188,18 +223,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     from models import BENCHMARKS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS)
+    parser.add_argument("--models", nargs="+", default=list(BENCHMARKS),
+                        help=f"{', '.join(BENCHMARKS)}, effnet_lite0 (real, 224 px) or zoo:<name> (default: the first)")
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
     parser.add_argument("--levels", nargs="+", type=int, help="finetune levels for the xquant cases (default 0)")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh-process runs per case; time is their median")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of fresh-process runs (every case once per round); time is their median")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     levels: List[Optional[int]] = list(args.levels) if args.levels else [0]
-    headers = ["model", "case", "ft", "SNR dB", "cosine", "top-1 agree %", "acc %", "time s", "peak MiB"]
+    headers = ["model", "case", "ft", "SNR dB", "cosine", "top-1 agree %", "acc %", "time s", "x MinMax", "x Pct",
+               "peak MiB"]
     rows: List[list] = []
+    stages: List[list] = []
     for model in args.models:
-        rows.extend(bench_model(model, args.cases, levels, args.repeat))
-    print(tabulate(rows, headers=headers, tablefmt="github" if args.markdown else "simple"))
+        rows.extend(bench_model(model, args.cases, levels, args.repeat, stages))
+    fmt = "github" if args.markdown else "simple"
+    print(tabulate(rows, headers=headers, tablefmt=fmt))
+    if stages:
+        print()
+        print(tabulate(stages, headers=["model", "case", "stage (first run)", "seconds"], tablefmt=fmt))
     return 0
 
 

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="quantized model path (overrides the config's output)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the time of each stage (calibration, each fine-tune pass, ...) and peak memory")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     return parser
 
@@ -64,6 +66,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   show_progress=False if args.quiet else None, summary=not args.quiet)
         if not args.quiet:
             print_summary(result)
+        if args.profile:
+            from .profile import format_profile
+
+            print(format_profile(result.timings, result.finetune), file=sys.stderr)
         return 0
 
     return run_guarded("xquant", work, args.debug, (XQuantError,))

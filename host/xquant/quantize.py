@@ -76,12 +76,16 @@ def analyse(result: QuantizationResult, data: CalibrationData) -> dict:
 def save_outputs(result: QuantizationResult) -> None:
     """The .q.onnx, then the report (<working_dir>/<output_prefix>_report.md and .json) beside it; a
     report that cannot be written takes the model with it: a failed run leaves no .q.onnx."""
+    mark = time.perf_counter()
     save_model_atomic(result.model, result.output_path)
+    result.timings["write_s"] = time.perf_counter() - mark
     if result.report is None:
         return
     from .analysis.render import save_report
+    from .profile import stage_rows
 
     result.report["timings"] = dict(result.timings)
+    result.report["stages"] = [[label, seconds] for label, seconds in stage_rows(result.timings, result.finetune)]
     try:
         save_report(result.report, result.config.report_stem)
     except BaseException:
@@ -125,6 +129,7 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     mark = time.perf_counter()
     tuned = fine_tune(fp32, cfg, plan, stats, data, show_progress)
     timings["finetune_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     qdq = write_qdq(tuned.model, plan, tuned.params)
     validate(qdq, cfg.calibration.calibration_device)
     result = QuantizationResult(cfg, fp32, qdq, plan, tuned.params, cfg.model.output_model, timings=timings,

@@ -142,7 +142,16 @@ def to_markdown(report: dict) -> str:
             f"{st['truncate_var_names'] or '-'}",
             f"- measured on {report['samples']} calibration samples ({report['batches']} batches); analysis took "
             f"{report['analysis_s']:.2f} s", ""]
-    return "\n".join(head + _summary(report) + _inputs(report) + _tensors(report))
+    return "\n".join(head + _summary(report) + _inputs(report) + _tensors(report) + _stages(report))
+
+
+def _stages(report: dict) -> List[str]:
+    """Where the run's time went before the analysis (the ``--profile`` rows)."""
+    if not report.get("stages"):
+        return []
+    rows = [[label.strip() if not label.startswith(" ") else f"- {label.strip()}", f"{seconds:.2f}"]
+            for label, seconds in report["stages"]]
+    return ["## Time by stage (before this analysis)", ""] + _table(["stage", "seconds"], rows) + [""]
 
 
 def save_report(report: dict, stem: str) -> List[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Dict, Iterable, Optional, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -44,20 +45,36 @@ def progress(iterable: Iterable, total: int, desc: str, enabled: Optional[bool] 
 
 def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: CalibrationData, device: str,
                   batch_size: int, show_progress: Optional[bool] = None) -> Dict[str, TensorStats]:
+    """Statistics of ``tensors`` over the calibration data. A batch's histograms are updated in a second
+    thread while onnxruntime runs the next batch (numpy releases the GIL): two batches live at most."""
     session = make_session(with_outputs(model, tensors), device, "FP32 model for calibration")
     names = [o.name for o in session.get_outputs()]
     wanted = set(tensors)
     stats = {name: TensorStats() for name in tensors}
-    total = -(-data.num_samples // batch_size)
-    batches = data.batches(batch_size, fill=fixed_batch(model) > 0)
-    for batch in progress(batches, total, "calibrating", show_progress):
-        try:
-            values = session.run(names, batch)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ModelError(f"onnxruntime failed to run the FP32 model on calibration data: {first}.",
-                             "Check input_shape, mean/std and the data files.") from exc
+
+    def update(values: list) -> None:
         for name, value in zip(names, values):
             if name in wanted and isinstance(value, np.ndarray) and value.dtype == np.float32:
                 stats[name].update(value)
+
+    total = -(-data.num_samples // batch_size)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Optional[Future] = None
+        batches = data.batches(batch_size, fill=fixed_batch(model) > 0)
+        for batch in progress(batches, total, "calibrating", show_progress):
+            values = _run(session, names, batch)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(update, values)
+        if pending is not None:
+            pending.result()
     return {name: s for name, s in stats.items() if s.count > 0}
+
+
+def _run(session, names: List[str], batch: Dict[str, np.ndarray]) -> list:
+    try:
+        return session.run(names, batch)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"onnxruntime failed to run the FP32 model on calibration data: {first}.",
+                         "Check input_shape, mean/std and the data files.") from exc

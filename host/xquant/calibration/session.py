@@ -39,12 +39,22 @@ class ModelSession:
         return self.session.run(None if names is None else list(names), {**feeds, **(constants or {})}, options)
 
 
-def make_session(model: onnx.ModelProto, device: str = "cpu", what: str = "model",
-                 optimize: bool = False) -> ModelSession:
+def session_options(optimize: bool = False) -> ort.SessionOptions:
+    """Every graph optimisation (fused, blocked-layout float kernels: 2-3x the throughput of the basic level
+    on CNNs). Unless ``optimize``, QDQ fusion is off, so a QDQ model still computes what its
+    QuantizeLinear/DequantizeLinear nodes say (fake quantization, weights' DequantizeLinear folded once)
+    instead of onnxruntime's integer kernels; ``optimize`` lets it run as a deployed model would."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not optimize:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+    return options
+
+
+def make_session(model: onnx.ModelProto, device: str = "cpu", what: str = "model",
+                 optimize: bool = False) -> ModelSession:
+    options = session_options(optimize)
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(device))
     except Exception as exc:

@@ -20,17 +20,24 @@ class TensorStats:
         self.count = 0
 
     def update(self, values: np.ndarray) -> None:
+        """Add ``values``' finite elements. Passes over the data: min, max, one float32 product, one integer
+        cast for the bins (no float64 or masked copy unless the tensor holds NaN or inf)."""
         flat = np.asarray(values, dtype=np.float32).ravel()
-        flat = flat[np.isfinite(flat)]
         if flat.size == 0:
             return
         lo, hi = float(flat.min()), float(flat.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            flat = flat[np.isfinite(flat)]
+            if flat.size == 0:
+                return
+            lo, hi = float(flat.min()), float(flat.max())
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self._grow(max(abs(lo), abs(hi)))
-        scale = NUM_BINS / (2.0 * self.radius)
-        idx = ((flat + self.radius) * scale).astype(np.int64)
-        np.clip(idx, 0, NUM_BINS - 1, out=idx)
-        self.hist += np.bincount(idx, minlength=NUM_BINS)
+        scale = np.float32(NUM_BINS / (2.0 * self.radius))
+        pos = np.multiply(flat, scale)
+        pos += np.float32(self.radius * scale)
+        np.clip(pos, 0, NUM_BINS - 1, out=pos)
+        self.hist += np.bincount(pos.astype(np.intp), minlength=NUM_BINS)
         self.count += flat.size
 
     def _grow(self, extent: float) -> None:

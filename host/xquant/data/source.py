@@ -72,12 +72,18 @@ def held_back_files(cfg: XQuantConfig, n: int) -> Dict[str, List[str]]:
 
 
 class CalibrationData:
-    """Streams batches of preprocessed calibration inputs; holds only file names between batches."""
+    """Streams batches of preprocessed calibration inputs. While all samples fit KEEP_BYTES, the decoded
+    samples are kept, so calibration, fine-tuning and the summary decode each file once; past that only file
+    names are held between batches."""
+
+    KEEP_BYTES = 64 * 1024 * 1024
 
     def __init__(self, cfg: XQuantConfig) -> None:
         self.params = {p.input_name: p for p in cfg.calibration.input_parameters}
         self.files = select_calibration_files(cfg)
         self.num_samples = len(next(iter(self.files.values())))
+        self._kept: Dict[int, Dict[str, np.ndarray]] = {}  # sample index -> one-sample arrays
+        self._keep = True
 
     def batches(self, batch_size: int, fill: bool = False) -> Iterator[Dict[str, np.ndarray]]:
         """Batches of ``batch_size`` samples (samples on axis 0); with ``fill`` (a model whose batch is
@@ -86,8 +92,20 @@ class CalibrationData:
             index = list(range(start, min(start + batch_size, self.num_samples)))
             if fill:
                 index += [i % self.num_samples for i in range(batch_size - len(index))]
-            yield {name: load_input_batch(self.params[name], [files[i] for i in index])
-                   for name, files in self.files.items()}
+            if all(i in self._kept for i in index):
+                yield {name: np.concatenate([self._kept[i][name] for i in index]) for name in self.files}
+                continue
+            batch = {name: load_input_batch(self.params[name], [files[i] for i in index])
+                     for name, files in self.files.items()}
+            self._remember(index, batch)
+            yield batch
+
+    def _remember(self, index: List[int], batch: Dict[str, np.ndarray]) -> None:
+        per_sample = sum(v.nbytes for v in batch.values()) / max(len(index), 1)
+        self._keep = self._keep and per_sample * self.num_samples <= self.KEEP_BYTES
+        if self._keep and all(v.shape[:1] == (len(index),) for v in batch.values()):
+            for k, i in enumerate(index):
+                self._kept[i] = {name: v[k:k + 1].copy() for name, v in batch.items()}
 
     def model_batches(self, model: onnx.ModelProto, preferred: int) -> Iterator[Dict[str, np.ndarray]]:
         """Batches ``model`` can run: its fixed batch size (short batches filled), 1 when an input has no

@@ -1,11 +1,13 @@
 """Empirical bias correction, layer by layer in graph order: shift an INT8 layer's float bias by the
 per-channel mean of its output error (QDQ model minus FP32) on the fit samples, then move on to the next
-layer with this one corrected, so no shift is corrected twice. The QDQ model is written once, with the
-float biases as graph inputs, so each step is one run of one session. Only systematic shifts are corrected: a
+layer with this one corrected, so no shift is corrected twice. The QDQ model is written once and
+cut after every corrected layer and run segment by segment (finetune/segments.py): a layer's
+shift is subtracted from its cached output before the next segment runs, which is exactly what rerunning
+the corrected model would give, so every node runs once per sample. Only systematic shifts are corrected: a
 channel's mean error must exceed SIGNIFICANCE standard errors of that mean (over samples)."""
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -17,8 +19,10 @@ from ..plan.planner import QuantPlan
 from .layers import Layer, initializers, weighted_layers, with_initializers
 from ..calibration.session import make_session, with_outputs
 from .samples import Samples, run_session, run_tensors
+from .segments import SegmentRunner, supported
 
 SIGNIFICANCE = 3.0
+REF_BATCH = 8  # samples per FP32 reference run: every layer output of a batch is alive at once
 FIT_SAMPLES = 64  # measured: the same SNR as 100-256 samples within 0.25 dB, at half the time
 
 
@@ -27,9 +31,20 @@ def _qdq_name(qdq: onnx.ModelProto, name: str) -> str:
     return name if name in produced else f"{name}_prequant"
 
 
-def systematic_shift(diff: np.ndarray) -> np.ndarray:
-    """Per-channel (axis 1) mean of ``diff``, zero where it is within SIGNIFICANCE standard errors of 0."""
-    per_sample = diff.astype(np.float64).reshape(diff.shape[0], diff.shape[1], -1).mean(axis=2)
+def channel_means(chunks: Sequence[np.ndarray]) -> np.ndarray:
+    """[samples, channels] float64: each sample's mean over every axis after 1 (taken in float32, per chunk)."""
+    return np.concatenate([c.reshape(c.shape[0], c.shape[1], -1).mean(axis=2) for c in chunks]).astype(np.float64)
+
+
+def systematic_shift(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-channel (axis 1) mean of ``got - ref``, zero where it is within SIGNIFICANCE standard errors of 0.
+    Per-sample channel means are taken before the float64 statistics: no float64 copy of whole activations."""
+    per_sample = channel_means([got]) - channel_means([ref])
+    return shift_of(per_sample)
+
+
+def shift_of(per_sample: np.ndarray) -> np.ndarray:
+    """From [samples, channels] mean errors: their mean where it is SIGNIFICANCE standard errors from 0."""
     mean = per_sample.mean(axis=0)
     stderr = per_sample.std(axis=0) / np.sqrt(max(per_sample.shape[0] - 1, 1))
     return np.where(np.abs(mean) > SIGNIFICANCE * stderr, mean, 0.0)
@@ -48,6 +63,21 @@ def biases_as_inputs(qdq: onnx.ModelProto, biases: List[str], outputs: List[str]
     return model
 
 
+def reference_means(fp32: onnx.ModelProto, fit: Dict[str, np.ndarray], names: List[str], batch: int,
+                    device: str) -> Dict[str, np.ndarray]:
+    """{layer output: [samples, channels] means} of the FP32 model: one pass, each batch reduced at once
+    (REF_BATCH samples when the batch is free), so no layer's whole activation is kept."""
+    sess = make_session(with_outputs(fp32, names), device, "FP32 model for bias correction")
+    total, step = int(next(iter(fit.values())).shape[0]), batch or REF_BATCH
+    parts: Dict[str, List[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, total, step):
+        values = sess.run(names, {k: v[start:start + step] for k, v in fit.items()})
+        for name, value in zip(names, values):
+            if isinstance(value, np.ndarray) and value.ndim >= 2:
+                parts[name].append(channel_means([value]))
+    return {n: np.concatenate(v) for n, v in parts.items() if v}
+
+
 def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams],
                    samples: Samples, device: str) -> Tuple[onnx.ModelProto, int]:
     """(copy of ``model`` with corrected biases, number of layers whose bias changed)."""
@@ -58,9 +88,34 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
     batch = samples.fixed_batch
     limit = max(batch, FIT_SAMPLES - FIT_SAMPLES % batch) if batch > 1 else FIT_SAMPLES  # whole batches
     fit = {k: v[:limit] for k, v in samples.fit.items()}
-    ref = run_tensors(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
-    values = initializers(model)
     qdq = write_qdq(model, plan, params)
+    if not (supported(qdq) and supported(fp32)):
+        return _correct_by_whole_runs(fp32, model, qdq, layers, fit, samples.fixed_batch, device)
+    values = initializers(model)
+    names = [_qdq_name(qdq, layer.output) for layer in layers]
+    ref = reference_means(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
+    got_run = SegmentRunner(qdq, [[n] for n in names], fit, samples.fixed_batch, device,
+                            "segment of the model for bias correction")
+    updates: Dict[str, np.ndarray] = {}
+    for layer, name in zip(layers, names):
+        got = got_run.step()[name]
+        bias = values[layer.bias or ""]
+        if got[0].ndim < 2 or got[0].shape[1] != bias.shape[0] or layer.output not in ref:
+            continue
+        shift = shift_of(channel_means(got) - ref[layer.output])
+        if np.any(shift):
+            updates[layer.bias or ""] = (bias - shift).astype(np.float32)
+            for chunk in got:  # what the corrected layer gives, for the segments after it
+                chunk -= shift.astype(chunk.dtype).reshape((1, -1) + (1,) * (chunk.ndim - 2))
+    return (with_initializers(model, updates) if updates else model), len(updates)
+
+
+def _correct_by_whole_runs(fp32: onnx.ModelProto, model: onnx.ModelProto, qdq: onnx.ModelProto,
+                           layers: List[Layer], fit: Dict[str, np.ndarray], batch: int,
+                           device: str) -> Tuple[onnx.ModelProto, int]:
+    """The same rule for graphs with subgraph nodes (no segments): one whole-model run per layer."""
+    ref = run_tensors(fp32, fit, [layer.output for layer in layers], batch, device)
+    values = initializers(model)
     names = {layer.output: _qdq_name(qdq, layer.output) for layer in layers}
     biases = sorted({layer.bias or "" for layer in layers})
     sess = make_session(biases_as_inputs(qdq, biases, sorted(set(names.values()))), device,
@@ -70,10 +125,10 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
     for layer in layers:
         bias = layer.bias or ""
         name = names[layer.output]
-        got = run_session(sess, fit, [name], samples.fixed_batch, feeds)[name]
+        got = run_session(sess, fit, [name], batch, feeds)[name]
         if got.ndim < 2 or got.shape[1] != feeds[bias].shape[0]:
             continue
-        shift = systematic_shift(got - ref[layer.output])
+        shift = systematic_shift(got, ref[layer.output])
         if np.any(shift):
             feeds[bias] = (feeds[bias] - shift).astype(np.float32)
             changed += 1

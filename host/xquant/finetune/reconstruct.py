@@ -21,7 +21,8 @@ from ..export.weights import quantize_weight
 from ..plan.graph import GraphIndex
 from ..plan.planner import QuantPlan
 from .layers import Layer, initializers, weighted_layers, with_initializers
-from .samples import Samples, run_tensors
+from .samples import Samples
+from .segments import Chunks, runner_for
 from .torch_ops import Unsupported, run_node, supported
 
 log = logging.getLogger(__name__)
@@ -218,18 +219,15 @@ def _held_loss(torch, block: _Block, consts: Dict, weights: Dict, feeds: Dict, t
         return float(_loss(torch, block, _forward(torch, block, feeds, consts, weights), targets, rows))
 
 
-def _block_data(torch, block: _Block, fp32, current, plan, params, samples: Samples, device) -> Tuple[Dict, Dict]:
-    """(inputs as the current QDQ model feeds the block, FP32 values of its outputs) on fit + held-out samples."""
-    everything = {k: np.concatenate([samples.fit[k], samples.held[k]]) for k in samples.fit}
-    qdq = write_qdq(current, plan, params)
-    produced = {o for n in qdq.graph.node for o in n.output} | {v.name for v in qdq.graph.input}
-    raw = {name: _raw_name(produced, name) for name in block.inputs}
-    got = run_tensors(qdq, everything, sorted(set(raw.values())), samples.fixed_batch, device)
-    ref = run_tensors(fp32, everything, block.outputs, samples.fixed_batch, device)
-    feeds = {name: _tensor(torch, got[raw[name]]) for name in block.inputs}
+def _block_data(torch, block: _Block, got: Dict[str, Chunks], ref: Dict[str, Chunks], raw: Dict[str, str],
+                params) -> Tuple[Dict, Dict]:
+    """(inputs as the current QDQ model feeds the block, FP32 values of its outputs) on fit + held-out samples,
+    from the segment runners' chunks."""
+    feeds = {name: _tensor(torch, np.concatenate(got[raw[name]])) for name in block.inputs}
     feeds.update({name + QUANTIZED: _fake_quant(torch, feeds[name], params[name]) for name in block.inputs
                   if name in params})  # inputs are data: quantize them once, not every iteration
-    targets = {name: _tensor(torch, v) for name, v in ref.items() if np.issubdtype(v.dtype, np.floating)}
+    targets = {name: _tensor(torch, np.concatenate(v)) for name, v in ref.items()
+               if np.issubdtype(v[0].dtype, np.floating)}
     return feeds, targets
 
 
@@ -237,17 +235,17 @@ def _tensor(torch, array: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(array.astype(np.float32)))
 
 
-def _tune_block(torch, nodes, fp32, current, plan, params, samples, device, blocks: bool) -> Optional[Dict]:
+def _tune_block(torch, block: _Block, data, current, plan, params, samples, blocks: bool) -> Optional[Dict]:
     """New weights (and, for blocks, biases) of the block's layers, or None when they do not beat the
-    current ones on the held-out samples."""
-    block = _Block(nodes, GraphIndex(current), plan, params)
+    current ones on the held-out samples. ``data``: (QDQ chunks, FP32 chunks, raw input names)."""
+    nodes = block.nodes
     layers = [n for n in nodes if n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1] in plan.weights]
     if not layers or not all(supported(n) or n.op_type == "Constant" for n in nodes):
         return None
     now = initializers(current)
     learned = {n.input[1] for n in layers}
     bias_names = {n.input[2] for n in layers if blocks and len(n.input) > 2 and n.input[2] in now} - learned
-    feeds, targets = _block_data(torch, block, fp32, current, plan, params, samples, device)
+    feeds, targets = _block_data(torch, block, *data, params)
     consts = _constants(torch, current, plan, learned | bias_names)
     roundings = {w: _Rounding(torch, now[w].astype(np.float32), plan.weights[w]) for w in learned}
     biases = {b: torch.nn.Parameter(_tensor(torch, now[b])) for b in bias_names}
@@ -283,17 +281,29 @@ def _reconstruct(torch, fp32, model, plan, params, samples, device, blocks, show
     torch.manual_seed(SEED)
     layers = weighted_layers(model, plan)
     groups = cut_blocks(model, layers, plan) if blocks else layer_blocks(model, layers)
+    index = GraphIndex(model)
+    parts = [_Block(nodes, index, plan, params) for nodes in groups]
+    qdq = write_qdq(model, plan, params)
+    produced = {o for n in qdq.graph.node for o in n.output} | {v.name for v in qdq.graph.input}
+    raws = [{name: _raw_name(produced, name) for name in block.inputs} for block in parts]
+    everything = {k: np.concatenate([samples.fit[k], samples.held[k]]) for k in samples.fit}
+    got_run = runner_for(qdq, [sorted(set(r.values())) for r in raws], everything, samples.fixed_batch, device,
+                            "segment of the model for learned rounding")
+    ref_run = runner_for(fp32, [block.outputs for block in parts], everything, samples.fixed_batch, device,
+                            "segment of the FP32 model")
     current, kept, skipped = model, 0, 0
     desc = "block reconstruction" if blocks else "learned rounding"
-    for nodes in progress(groups, len(groups), desc, show_progress):
+    for block, raw in progress(list(zip(parts, raws)), len(parts), desc, show_progress):
+        data = (got_run.step(), ref_run.step(), raw)
         try:
-            new = _tune_block(torch, nodes, fp32, current, plan, params, samples, device, blocks)
+            new = _tune_block(torch, block, data, current, plan, params, samples, blocks)
         except Unsupported as exc:
-            log.info("%s: block at %s kept as it is (%s)", desc, nodes[0].name, exc)
+            log.info("%s: block at %s kept as it is (%s)", desc, block.nodes[0].name, exc)
             skipped += 1
             continue
         if new is not None:
             current = with_initializers(current, new)
+            got_run.use_initializers(write_qdq(current, plan, params))
             kept += 1
     what = "blocks" if blocks else "layers"
     return current, f"{kept} of {len(groups)} {what} improved" + (f", {skipped} unsupported" if skipped else "")

@@ -94,7 +94,7 @@ def run_session(sess, feeds: Dict[str, np.ndarray], names: Sequence[str], batch:
         chunk = {k: v[start:start + step] for k, v in feeds.items()}
         for name, value in zip(names, sess.run(list(names), chunk, constants)):
             parts[name].append(value)
-    return {n: np.concatenate(v) for n, v in parts.items()}
+    return {n: v[0] if len(v) == 1 else np.concatenate(v) for n, v in parts.items()}
 
 
 def run_tensors(model: onnx.ModelProto, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
