@@ -9,6 +9,7 @@ output folders in ``board_from_args`` / the commands' first step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 def add_board_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("board")
     group.add_argument("--board", required=required,
-                       help="host | qemu | qemu:ROOTFS | ssh://user@host[:port] | NAME from --inventory")
+                       help="host | qemu | qemu:ROOTFS | ssh://user@host[:port] | NAME from --inventory | "
+                            "labgrid://HOST:PORT/PLACE | labgrid://HOST:PORT/?tag=value[&...]")
     group.add_argument("--inventory", default=os.environ.get("XQHIL_INVENTORY"),
                        help="board inventory file, TOML or JSON (default: $XQHIL_INVENTORY)")
     group.add_argument("--python", help="interpreter command that runs the agent on the board")
@@ -60,6 +62,17 @@ def board_from_args(args: argparse.Namespace):
                          known_hosts=os.path.abspath(args.known_hosts) if args.known_hosts else None,
                          accept_unknown_host_key=args.accept_unknown_host_key, workdir=args.remote_dir)
     return check_usable(spec)
+
+
+def held_board_from_args(args: argparse.Namespace):
+    """A context manager yielding the board: a labgrid place is acquired (and released after), others as is."""
+    if not (args.board or "").startswith("labgrid://"):
+        return contextlib.nullcontext(board_from_args(args))
+    from .farm.provider import held_board, parse_labgrid_url
+
+    target = parse_labgrid_url(args.board)
+    args = argparse.Namespace(**{**vars(args), "board": "ssh://xqhil@localhost"})  # the flags, over any place
+    return held_board(target, board_from_args(args), wait=args.connect_timeout)
 
 
 def deadlines_from_args(args: argparse.Namespace):
@@ -99,11 +112,14 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     from .report import summary_line
     from .verify import VerifyOptions, quantize_and_verify
 
-    opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
-                         deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
-                         threads=args.threads, providers=providers_from_args(args))
+    board = held_board_from_args(args)
+    providers = providers_from_args(args)
     db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
-    report = quantize_and_verify(opts)
+    with board as spec:
+        opts = VerifyOptions(config=args.config, board=spec, qmodel=args.qmodel, out=args.out,
+                             deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
+                             threads=args.threads, providers=providers)
+        report = quantize_and_verify(opts)
     print(summary_line(report))
     for reason in report["reasons"]:
         print(f"  - {reason}")
@@ -132,8 +148,9 @@ def add_run(sub) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runone import run_model
 
-    result = run_model(args.model, board_from_args(args), deadlines_from_args(args), args.retries, args.inputs,
-                       args.warmup, args.repeat, args.threads or 0, providers_from_args(args), args.out)
+    with held_board_from_args(args) as spec:
+        result = run_model(args.model, spec, deadlines_from_args(args), args.retries, args.inputs,
+                           args.warmup, args.repeat, args.threads or 0, providers_from_args(args), args.out)
     print(json.dumps(result, indent=1))
     return EXIT_OK if result.get("ok") else EXIT_FAILED
 
@@ -154,7 +171,8 @@ def cmd_boards(args: argparse.Namespace) -> int:
     if args.probe:
         if not args.board:
             raise BadInput("boards --probe needs --board NAME.")
-        print(json.dumps(probe(board_from_args(args), deadlines_from_args(args), args.retries), indent=1))
+        with held_board_from_args(args) as spec:
+            print(json.dumps(probe(spec, deadlines_from_args(args), args.retries), indent=1))
         return EXIT_OK
     inventory = load_inventory(args.inventory) if args.inventory else {}
     print("built-in: host, qemu[:ROOTFS], ssh://user@host[:port]")
@@ -177,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
         add(sub)
     for name in ("history", "dashboard"):  # the same -q/-v/--debug (before a history subcommand)
-        add_common(sub.choices[name])
+        if "--quiet" not in sub.choices[name]._option_string_actions:  # history/cli.py may add them itself
+            add_common(sub.choices[name])
     return parser
 
 

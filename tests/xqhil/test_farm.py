@@ -1,0 +1,93 @@
+"""The board farm on a real labgrid lab on loopback: labgrid-coordinator, an exporter, loopback sshd boards."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from farm_lab import assert_one_job_per_board, start_lab
+from xqhil_testlib import run_cli, start_sshd
+
+pytest.importorskip("labgrid", reason="labgrid is not installed (pip install 'xqhil[farm]')")
+pytestmark = pytest.mark.hil
+
+
+def share_keys(boards) -> Path:
+    """One user key for all boards (the first one's) and one known_hosts holding every host key."""
+    first = boards[0]
+    for sshd in boards[1:]:
+        sshd.folder.joinpath("authorized_keys").write_text(first.folder.joinpath("userkey.pub").read_text())
+    known = first.folder.parent / "known_hosts_all"
+    known.write_text("".join(s.known_hosts.read_text() for s in boards))
+    return known
+
+
+@pytest.fixture
+def lab(tmp_path):
+    sshds = []
+    lab = start_lab(tmp_path / "lab")
+    try:
+        for i in range(3):
+            folder = tmp_path / f"board{i}"
+            folder.mkdir()
+            sshds.append(start_sshd(folder))
+        known = share_keys(sshds)
+        lab.start_exporter("exp", {f"rv{i}": ("127.0.0.1", s.port, s.user) for i, s in enumerate(sshds)})
+        for i in range(3):
+            lab.add_place(f"rv-{i}", f"exp/rv{i}/NetworkService/*", {"soc": "k1", "slot": f"s{i}"})
+        lab.wait_resources(3)
+        lab.sshds, lab.known = sshds, known
+        yield lab
+    finally:
+        for sshd in sshds:
+            sshd.stop()
+        lab.stop()
+
+
+def board_flags(lab, remote: Path):
+    remote.mkdir(exist_ok=True)
+    return ["--ssh-key", str(lab.sshds[0].key), "--known-hosts", str(lab.known), "--python", sys.executable,
+            "--remote-dir", str(remote)]
+
+
+def test_labgrid_place_is_probed_over_our_ssh_and_released(lab, tmp_path):
+    code, out, err = run_cli(["boards", "--probe", "--board", f"labgrid://{lab.address}/rv-1",
+                              *board_flags(lab, tmp_path / "remote")])
+    assert code == 0, err
+    assert f"127.0.0.1:{lab.sshds[1].port}" in out and "labgrid:rv-1" in out
+    events = lab.acquisitions()
+    assert [e[:2] for e in events] == [("acquired", "rv-1"), ("released", "rv-1")]
+    assert assert_one_job_per_board(lab) == 1
+
+
+def test_labgrid_tag_filter_reserves_a_matching_place(lab, project, tmp_path):
+    code, out, err = run_cli(["quantize-and-verify", str(project), "--board", f"labgrid://{lab.address}/?slot=s2",
+                              "--out", str(tmp_path / "out"), "--db", str(tmp_path / "h.sqlite3"), "-q",
+                              *board_flags(lab, tmp_path / "remote")])
+    assert code == 0, err
+    assert [e[:2] for e in lab.acquisitions()] == [("acquired", "rv-2"), ("released", "rv-2")]
+    assert "labgrid:rv-2" in (tmp_path / "out" / "verify.json").read_text()
+
+
+def test_unknown_place_is_bad_input_and_nothing_stays_acquired(lab, tmp_path):
+    code, out, err = run_cli(["boards", "--probe", "--board", f"labgrid://{lab.address}/rv-9",
+                              *board_flags(lab, tmp_path / "remote")])
+    assert code == 2 and "rv-9" in err and "rv-0" in err
+    assert lab.acquisitions() == []
+
+
+def test_acquire_with_exporter_down_is_an_infrastructure_failure(lab, tmp_path):
+    lab.exporters[0].terminate()
+    lab.exporters[0].wait(timeout=10)
+    code, out, err = run_cli(["boards", "--probe", "--board", f"labgrid://{lab.address}/rv-0",
+                              *board_flags(lab, tmp_path / "remote")])
+    assert code == 3, err
+    events = [e[:2] for e in lab.acquisitions()]
+    assert events in ([], [("acquired", "rv-0"), ("released", "rv-0")])
+
+
+@pytest.mark.parametrize("url", ["labgrid://127.0.0.1/rv-0", "labgrid://127.0.0.1:1/a/?x=1",
+                                 "labgrid://127.0.0.1:1/?Bad=1", "labgrid://127.0.0.1:1/"])
+def test_bad_labgrid_urls_are_bad_input(url, tmp_path):
+    code, out, err = run_cli(["boards", "--probe", "--board", url])
+    assert code == 2 and err.count("\n") == 1, err
