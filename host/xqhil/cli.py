@@ -1,4 +1,4 @@
-"""Command line: ``xqhil quantize-and-verify | run | boards | history | dashboard``.
+"""Command line: ``xqhil quantize-and-verify | run | boards | history | dashboard | farm``.
 
 Each subcommand has one ``add_*`` function that declares it and one ``cmd_*`` function that runs it;
 ``build_parser()`` assembles them, so more subcommands can be added the same way. Only ``main`` maps
@@ -192,8 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     from .history.cli import add_history_commands
 
+    from .farm.cli import add_farm
+
     for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
         add(sub)
+    add_farm(sub, add_common)
     for name in ("history", "dashboard"):  # the same -q/-v/--debug (before a history subcommand)
         if "--quiet" not in sub.choices[name]._option_string_actions:  # history/cli.py may add them itself
             add_common(sub.choices[name])

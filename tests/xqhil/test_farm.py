@@ -1,12 +1,14 @@
 """The board farm on a real labgrid lab on loopback: labgrid-coordinator, an exporter, loopback sshd boards."""
 from __future__ import annotations
 
+import json
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 from farm_lab import assert_one_job_per_board, start_lab
-from xqhil_testlib import run_cli, start_sshd
+from xqhil_testlib import fault_python, run_cli, start_sshd
 
 pytest.importorskip("labgrid", reason="labgrid is not installed (pip install 'xqhil[farm]')")
 pytestmark = pytest.mark.hil
@@ -91,3 +93,53 @@ def test_acquire_with_exporter_down_is_an_infrastructure_failure(lab, tmp_path):
 def test_bad_labgrid_urls_are_bad_input(url, tmp_path):
     code, out, err = run_cli(["boards", "--probe", "--board", url])
     assert code == 2 and err.count("\n") == 1, err
+
+
+def write_matrix(lab, tmp_path: Path, project: Path, boards, repeat: int, places=None, **extra) -> Path:
+    remote = tmp_path / "remote"
+    remote.mkdir(exist_ok=True)
+    lines = [f'coordinator = "{lab.address}"', f"boards = {json.dumps(boards)}", f"repeat = {repeat}",
+             f'out = "{tmp_path / "farm-out"}"', f'db = "{tmp_path / "history.sqlite3"}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    lines += ["[[models]]", f'config = "{project}"', "[board]", f'python = "{sys.executable}"',
+              f'ssh_key = "{lab.sshds[0].key}"', f'known_hosts = "{lab.known}"', f'workdir = "{remote}"']
+    for name, python in (places or {}).items():
+        lines += [f'[places."{name}"]', f"python = {json.dumps(python)}"]
+    path = tmp_path / "matrix.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def history_runs(db: Path):
+    with sqlite3.connect(str(db)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_wrong_one(lab, project, tmp_path):
+    flaky = fault_python(sys.executable, "kill-after:1")  # the agent dies mid-run: the connection's run is lost
+    wrong = fault_python(sys.executable, "perturb-int8:3.0")  # a numerically wrong chip
+    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 6, {"rv-0": flaky, "rv-2": wrong},
+                          retries=2, quarantine_after=2)
+    code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
+    summary = json.loads(out)
+    jobs = summary["jobs"]
+    assert len(jobs) == 6 and sorted(j["job"] for j in jobs) == list(range(1, 7)), err  # nothing lost
+    assert summary["quarantined"] == {"rv-0": "infra_2_in_a_row"}
+    attempts = summary["attempts"]
+    on_flaky = [a for a in attempts if a["place"] == "rv-0"]
+    assert len(on_flaky) == 2 and all(a["exit"] == 3 for a in on_flaky)
+    for a in on_flaky:  # retried, and on another board
+        final = next(j for j in jobs if j["job"] == a["job"])
+        assert final["place"] != "rv-0" and final["attempt"] == 2
+    for j in jobs:
+        assert j["status"] == ("fail" if j["place"] == "rv-2" else "pass"), j
+        if j["place"] == "rv-2":  # a numeric failure is never retried
+            assert [a["place"] for a in attempts if a["job"] == j["job"]][-1] == "rv-2"
+            assert sum(1 for a in attempts if a["job"] == j["job"] and a["exit"] == 1) == 1
+    assert any(j["place"] == "rv-2" for j in jobs) and any(j["place"] == "rv-1" for j in jobs)
+    assert code == 1
+    assert history_runs(tmp_path / "history.sqlite3") == 6 and all(j["recorded"] for j in jobs)
+    assert assert_one_job_per_board(lab) == len(attempts)
+    assert all(e[0] == "released" for e in lab.acquisitions()[-1:])
+    code, out, err = run_cli(["farm", "status", lab.address])
+    assert code == 0 and "quarantined: infra_2_in_a_row" in out.splitlines()[1], out
