@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +147,63 @@ def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_
     assert all(e[0] == "released" for e in lab.acquisitions()[-1:])
     code, out, err = run_cli(["farm", "status", lab.address])
     assert code == 0 and "quarantined: infra_2_in_a_row" in out.splitlines()[1], out
+    code, out, err = run_cli(["farm", "check", str(matrix), "rv-0"])  # the probe passes: back in the pool
+    assert code == 0 and "rv-0: ok" in out, err
+    code, out, err = run_cli(["farm", "status", lab.address])
+    assert "quarantined" not in out, out
+
+
+def start_farm(matrix: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([sys.executable, "-m", "xqhil", "farm", "run", str(matrix)], env=env,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_held(lab, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(held_now(lab)) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{count} places were not acquired: {lab.acquisitions()}")
+
+
+def held_now(lab):
+    held = {}
+    for event, place, _holder in lab.acquisitions():
+        held[place] = event == "acquired"
+    return sorted(p for p, h in held.items() if h)
+
+
+def test_ctrl_c_releases_every_board(lab, project, tmp_path):
+    slow = fault_python(sys.executable, "sleep:60")  # every board hangs in the probe
+    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 3, {f"rv-{i}": slow for i in range(3)})
+    proc = start_farm(matrix)
+    try:
+        wait_held(lab, 3)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert held_now(lab) == [], err
+    assert_one_job_per_board(lab)
+
+
+def test_killed_farm_does_not_keep_its_boards(lab, project, tmp_path):
+    slow = fault_python(sys.executable, "sleep:60")
+    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 3, {f"rv-{i}": slow for i in range(3)})
+    proc = start_farm(matrix)
+    try:
+        wait_held(lab, 3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # no finally runs anywhere
+        proc.wait(timeout=30)
+    assert len(held_now(lab)) == 3
+    code, out, err = run_cli(["farm", "status", lab.address])
+    assert out.count("(dead: farm sweep releases it)") == 3, out
+    code, out, err = run_cli(["farm", "status", lab.address, "--sweep"])
+    assert code == 0 and out.count("released rv-") == 3, out
+    assert held_now(lab) == []

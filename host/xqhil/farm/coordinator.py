@@ -114,6 +114,8 @@ class Coordinator:
 
     # ------------------------------------------------------------------ reading
     def places(self) -> Dict[str, PlaceInfo]:
+        """The places as the coordinator has them now (the session's view is brought up to date first)."""
+        self.loop.run_until_complete(self.session.sync_with_coordinator())
         return {name: PlaceInfo(name, dict(p.tags), p.acquired, p.comment or "")
                 for name, p in sorted(self.session.places.items())}
 
