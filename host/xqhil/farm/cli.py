@@ -53,7 +53,8 @@ def cmd_farm_run(args: argparse.Namespace) -> int:
 
     matrix = load_matrix(args.matrix)
     db = check_history_db(args.db or matrix.db)
-    settings = {"connect_timeout": args.connect_timeout, "step_timeout": args.step_timeout, "retries": args.retries}
+    settings = {"connect_timeout": args.connect_timeout, "step_timeout": args.step_timeout, "retries": args.retries,
+                "probe": matrix.probe}
     summary = Farm(matrix, settings, str(db), quiet=args.quiet).run()
     if args.json:
         print(json.dumps(summary, indent=1))

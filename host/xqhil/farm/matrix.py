@@ -5,6 +5,7 @@
     repeat = 1                            # each (model, config, board) this many times
     retries = 2                           # extra attempts after an infrastructure failure (exit 3) only
     quarantine_after = 2                  # consecutive infrastructure failures that quarantine a board
+    probe = "each-job"                    # or "first": probe a board on its first job and after a failure
     out = "farm-out"                      # per-job report folders (default: next to the matrix)
     db = "history.sqlite3"                # run history (default: as quantize-and-verify)
     [[models]]                            # an XQuant config with verify_parameters; qmodel optional
@@ -31,7 +32,7 @@ from ..errors import BadInput
 from .provider import PLACE_RE, TAG_KEY_RE, TAG_VAL_RE
 
 KEYS = ("coordinator", "boards", "repeat", "retries", "quarantine_after", "out", "db", "models", "configs",
-        "board", "places", "wait")
+        "board", "places", "wait", "probe")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Matrix:
     template: BoardSpec
     places: Dict[str, BoardSpec]
     wait: float = 60.0
+    probe: str = "each-job"
 
     def spec_template(self, place: str) -> BoardSpec:
         return self.places.get(place, self.template)
@@ -164,5 +166,8 @@ def load_matrix(path: str) -> Matrix:
     out = os.path.normpath(os.path.join(base, raw.get("out", "farm-out")))
     db = os.path.normpath(os.path.join(base, raw["db"])) if raw.get("db") else None
     wait = raw.get("wait", 60.0)
+    probe = raw.get("probe", "each-job")
+    if probe not in ("each-job", "first"):
+        raise BadInput(f"{where}: probe must be \"each-job\" or \"first\", got {probe!r}.")
     return Matrix(path, coordinator, _jobs(raw, base, where), _int(raw, "retries", 2, 0, where),
-                  _int(raw, "quarantine_after", 2, 1, where), out, db, template, overrides, float(wait))
+                  _int(raw, "quarantine_after", 2, 1, where), out, db, template, overrides, float(wait), probe)

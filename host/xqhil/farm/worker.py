@@ -13,6 +13,7 @@ from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, BadInput,
 from ..transport import Deadlines
 
 log = logging.getLogger(__name__)
+_HEALTHY: Dict[str, Dict[str, Any]] = {}  # place -> fingerprint of its last passed probe (probe = "first")
 
 
 def _stop(signum: int, _frame: Any) -> None:
@@ -62,13 +63,19 @@ def run_job(coord, place: str, template, settings: Dict[str, Any], job: Dict[str
         result["timings"]["acquire_s"] = round(time.perf_counter() - t0, 4)
         t1 = time.perf_counter()
         try:
-            result["fingerprint"] = fingerprint(probe_board(spec, deadlines, settings["retries"]))
+            if settings.get("probe") != "first" or not _HEALTHY.get(place):
+                _HEALTHY[place] = fingerprint(probe_board(spec, deadlines, settings["retries"]))
+            result["fingerprint"] = _HEALTHY[place]
         except XqhilError as exc:
             return {**result, "status": "probe", "exit": EXIT_INFRA, "message": exc.one_line()}
         finally:
             result["timings"]["probe_s"] = round(time.perf_counter() - t1, 4)
-        return {**result, **_verify(spec, deadlines, settings, job)}
+        outcome = _verify(spec, deadlines, settings, job)
+        if outcome["exit"] == EXIT_INFRA:
+            _HEALTHY.pop(place, None)
+        return {**result, **outcome}
     except XqhilError as exc:
+        _HEALTHY.pop(place, None)
         return {**result, "status": "infra" if _exit_of(exc) == EXIT_INFRA else "bad-input",
                 "exit": _exit_of(exc), "message": exc.one_line()}
     except Exception as exc:  # an internal error is reported with the job, the farm goes on
