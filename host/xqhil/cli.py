@@ -182,6 +182,13 @@ def cmd_boards(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------------------- farm
+def add_farm(sub) -> None:
+    from .farm.cli import add_farm as add
+
+    add(sub, add_common)
+
+
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="xqhil", description="Hardware-in-the-loop validation of INT8 ONNX "
@@ -192,14 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     from .history.cli import add_history_commands
 
-    from .farm.cli import add_farm
-
-    for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
+    for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands, add_farm):
         add(sub)
-    add_farm(sub, add_common)
     for name in ("history", "dashboard"):  # the same -q/-v/--debug (before a history subcommand)
-        if "--quiet" not in sub.choices[name]._option_string_actions:  # history/cli.py may add them itself
-            add_common(sub.choices[name])
+        add_common(sub.choices[name])
     return parser
 
 
