@@ -207,3 +207,19 @@ def test_killed_farm_does_not_keep_its_boards(lab, project, tmp_path):
     code, out, err = run_cli(["farm", "status", lab.address, "--sweep"])
     assert code == 0 and out.count("released rv-") == 3, out
     assert held_now(lab) == []
+
+
+@pytest.mark.parametrize("text, what", [
+    ('coordinator = "127.0.0.1:1"\nboards = ["rv-0"]\nmodles = []\n', "unknown key(s) modles"),
+    ('coordinator = "127.0.0.1:1"\nboards = ["rv-0"]\n[[models]]\nconfig = "missing.json"\n', "missing.json"),
+    ('coordinator = "127.0.0.1:1"\nboards = ["?Soc=k1"]\n[[models]]\nconfig = "cfg.json"\n', "tag filter"),
+    ('boards = ["rv-0"]\n[[models]]\nconfig = "cfg.json"\n', "coordinator"),
+    ('coordinator = "127.0.0.1:1"\nboards = ["rv-0"]\nrepeat = 0\n[[models]]\nconfig = "cfg.json"\n', "repeat"),
+    ('coordinator = "127.0.0.1:1"\nboards = ["rv-0"]\n[[models]]\nconfig = "cfg.json"\n[board]\naddress = "x"\n',
+     "without kind/address"),
+])
+def test_bad_matrix_is_one_line_bad_input(text, what, project, tmp_path):
+    matrix = project.parent / "matrix.toml"
+    matrix.write_text(text)
+    code, out, err = run_cli(["farm", "run", str(matrix)])
+    assert code == 2 and what in err and err.count("\n") == 1, err
