@@ -223,3 +223,17 @@ def test_bad_matrix_is_one_line_bad_input(text, what, project, tmp_path):
     matrix.write_text(text)
     code, out, err = run_cli(["farm", "run", str(matrix)])
     assert code == 2 and what in err and err.count("\n") == 1, err
+
+
+def test_a_place_held_by_someone_else_is_skipped_not_quarantined(lab, project, tmp_path):
+    env = dict(os.environ, LG_COORDINATOR=lab.address)
+    subprocess.run([str(Path(sys.executable).parent / "labgrid-client"), "-p", "rv-0", "acquire"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 3)
+    code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
+    summary = json.loads(out)
+    assert code == 0, err
+    assert {j["status"] for j in summary["jobs"]} == {"pass"} and len(summary["jobs"]) == 3
+    assert "rv-0" not in {a["place"] for a in summary["attempts"]} and summary["quarantined"] == {}
+    assert held_now(lab) == ["rv-0"]  # still the other user's
+    assert_one_job_per_board(lab)

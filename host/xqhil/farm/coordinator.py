@@ -43,6 +43,7 @@ class PlaceInfo:
     tags: Dict[str, str]
     acquired: Optional[str]
     comment: str = ""
+    reservation: Optional[str] = None
 
     @property
     def quarantined(self) -> Optional[str]:
@@ -67,8 +68,9 @@ class Coordinator:
             raise labgrid_missing() from None
         self.pb2 = pb2
         self.address = address
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)  # grpc.aio binds the channel to the current loop
+        # one loop per process, kept open: grpc.aio binds channels to the current loop and its poller still
+        # calls into the loop after a channel is closed
+        self.loop = lgclient.ensure_event_loop()
 
         class Session(lgclient.ClientSession):
             def gethostname(self) -> str:
@@ -99,8 +101,6 @@ class Coordinator:
             self.loop.run_until_complete(self.session.close())
         except Exception:  # closing must not hide the real error
             pass
-        self.loop.close()
-        asyncio.set_event_loop(None)
 
     def _rpc(self, name: str, request, what: str):
         import grpc
@@ -116,7 +116,7 @@ class Coordinator:
     def places(self) -> Dict[str, PlaceInfo]:
         """The places as the coordinator has them now (the session's view is brought up to date first)."""
         self.loop.run_until_complete(self.session.sync_with_coordinator())
-        return {name: PlaceInfo(name, dict(p.tags), p.acquired, p.comment or "")
+        return {name: PlaceInfo(name, dict(p.tags), p.acquired, p.comment or "", p.reservation or None)
                 for name, p in sorted(self.session.places.items())}
 
     def place(self, name: str) -> PlaceInfo:

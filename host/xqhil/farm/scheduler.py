@@ -45,6 +45,7 @@ class State:
     history: List[Dict[str, Any]] = field(default_factory=list)  # every attempt
     infra_streak: Dict[str, int] = field(default_factory=dict)
     quarantined: Dict[str, str] = field(default_factory=dict)
+    acquire_failures: Dict[str, int] = field(default_factory=dict)
 
 
 class Farm:
@@ -94,10 +95,10 @@ class Farm:
             return job
         return None
 
-    def _dispatch(self, tags: Dict[str, Dict[str, str]]) -> None:
+    def _dispatch(self, tags: Dict[str, Dict[str, str]], taken: set) -> None:
         for place, w in sorted(self.workers.items()):
-            if not w.ready or w.busy is not None or not self._usable(place):
-                continue
+            if not w.ready or w.busy is not None or not self._usable(place) or place in taken:
+                continue  # a place someone else holds or reserved is skipped, not counted against the board
             job = self._pick(place, tags)
             if job is None:
                 continue
@@ -150,6 +151,15 @@ class Farm:
         self.state.history.append(result)
         if result.get("report"):
             self._record(result)
+        if result["status"] == "acquire":  # taken by someone else meanwhile: not the board's fault
+            self.state.attempts[job.index] -= 1
+            self.state.pending.appendleft(job)
+            self.state.acquire_failures[place] = self.state.acquire_failures.get(place, 0) + 1
+            if self.state.acquire_failures[place] >= 3:
+                log.warning("place %s: 3 acquires failed (%s); not used in this run", place, result["message"])
+                w.jobs.put(None)
+            return
+        self.state.acquire_failures[place] = 0
         if result["exit"] != EXIT_INFRA:
             self.state.infra_streak[place] = 0
             self._finish(job, result)
@@ -227,8 +237,9 @@ class Farm:
 
     def _loop(self, coord: Coordinator) -> None:
         while len(self.state.final) < len(self.m.jobs):
-            tags = {n: p.tags for n, p in coord.places().items()}
-            self._dispatch(tags)
+            places = coord.places()
+            tags = {n: p.tags for n, p in places.items()}
+            self._dispatch(tags, {n for n, p in places.items() if p.acquired or p.reservation})
             if all(w.busy is None for w in self.workers.values()) and all(
                     w.ready or not w.proc.is_alive() for w in self.workers.values()):
                 self._strand(tags)
