@@ -104,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--board-seconds", type=float, default=2.0)
+    ap.add_argument("--skip-throughput", action="store_true", help="only the overhead and recovery figures")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="xqhil-bench-farm-") as tmp:
         folder = Path(tmp)
@@ -126,13 +127,14 @@ def main() -> None:
                 sys.executable
             matrix = write_matrix(folder, lab, sshds, known, project, args.jobs, python)
             rows, base = [], None
-            for count in (1, 2, 3):
+            for count in () if args.skip_throughput else (1, 2, 3):
                 wall, summary = run_matrix(lab, matrix, count)
                 base = base or wall
                 rows.append([count, args.jobs, f"{wall:.1f}", f"{args.jobs / wall:.2f}", f"{base / wall:.2f}x"])
-            print(f"{args.jobs}-job matrix, board time {args.board_seconds:g} s per agent start "
-                  f"(wall clock of 'xqhil farm run', incl. one quantization and worker start):")
-            print(tabulate(rows, ["boards", "jobs", "wall s", "jobs/s", "speed-up"], tablefmt="github"))
+            if rows:
+                print(f"{args.jobs}-job matrix, board time {args.board_seconds:g} s per agent start "
+                      f"(wall clock of 'xqhil farm run', incl. one quantization and worker start):")
+                print(tabulate(rows, ["boards", "jobs", "wall s", "jobs/s", "speed-up"], tablefmt="github"))
             rows = []
             for probe in ("each-job", "first"):
                 plain = write_matrix(folder, lab, sshds, known, project, 12, sys.executable, probe)
