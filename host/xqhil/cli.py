@@ -54,6 +54,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def board_from_args(args: argparse.Namespace):
     """The board to use, with what this machine needs for it checked now, before any work."""
+    if getattr(args, "held_board", None) is not None:  # a labgrid place acquired by run_command
+        return args.held_board
     from .boards import check_usable, load_inventory, resolve_board
 
     inventory = load_inventory(args.inventory) if args.inventory else None
@@ -73,6 +75,15 @@ def held_board_from_args(args: argparse.Namespace):
     target = parse_labgrid_url(args.board)
     args = argparse.Namespace(**{**vars(args), "board": "ssh://xqhil@localhost"})  # the flags, over any place
     return held_board(target, board_from_args(args), wait=args.connect_timeout)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the subcommand; a ``labgrid://`` board is held for the whole command (released in ``finally``)."""
+    if "ssh_key" not in vars(args) or not (args.board or "").startswith("labgrid://"):
+        return args.func(args)
+    with held_board_from_args(args) as spec:
+        args.held_board = spec
+        return args.func(args)
 
 
 def deadlines_from_args(args: argparse.Namespace):
@@ -112,14 +123,11 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     from .report import summary_line
     from .verify import VerifyOptions, quantize_and_verify
 
-    board = held_board_from_args(args)
-    providers = providers_from_args(args)
+    opts = VerifyOptions(config=args.config, board=board_from_args(args), qmodel=args.qmodel, out=args.out,
+                         deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
+                         threads=args.threads, providers=providers_from_args(args))
     db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
-    with board as spec:
-        opts = VerifyOptions(config=args.config, board=spec, qmodel=args.qmodel, out=args.out,
-                             deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
-                             threads=args.threads, providers=providers)
-        report = quantize_and_verify(opts)
+    report = quantize_and_verify(opts)
     print(summary_line(report))
     for reason in report["reasons"]:
         print(f"  - {reason}")
@@ -148,9 +156,8 @@ def add_run(sub) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .runone import run_model
 
-    with held_board_from_args(args) as spec:
-        result = run_model(args.model, spec, deadlines_from_args(args), args.retries, args.inputs,
-                           args.warmup, args.repeat, args.threads or 0, providers_from_args(args), args.out)
+    result = run_model(args.model, board_from_args(args), deadlines_from_args(args), args.retries, args.inputs,
+                       args.warmup, args.repeat, args.threads or 0, providers_from_args(args), args.out)
     print(json.dumps(result, indent=1))
     return EXIT_OK if result.get("ok") else EXIT_FAILED
 
@@ -171,8 +178,7 @@ def cmd_boards(args: argparse.Namespace) -> int:
     if args.probe:
         if not args.board:
             raise BadInput("boards --probe needs --board NAME.")
-        with held_board_from_args(args) as spec:
-            print(json.dumps(probe(spec, deadlines_from_args(args), args.retries), indent=1))
+        print(json.dumps(probe(board_from_args(args), deadlines_from_args(args), args.retries), indent=1))
         return EXIT_OK
     inventory = load_inventory(args.inventory) if args.inventory else {}
     print("built-in: host, qemu[:ROOTFS], ssh://user@host[:port]")
@@ -197,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xqhil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    add_farm(sub)
     from .history.cli import add_history_commands
 
-    for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands, add_farm):
+    for add in (add_quantize_and_verify, add_run, add_boards, add_history_commands):
         add(sub)
     for name in ("history", "dashboard"):  # the same -q/-v/--debug (before a history subcommand)
         add_common(sub.choices[name])
@@ -225,4 +232,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(getattr(args, "quiet", False), verbose)
     from xquant.errors import XQuantError  # the quantizer's bad-input errors (exit 2)
 
-    return run_guarded("xqhil", lambda: args.func(args), verbose, (XqhilError, XQuantError))
+    return run_guarded("xqhil", lambda: run_command(args), verbose, (XqhilError, XQuantError))
