@@ -1,4 +1,4 @@
-"""Command line: ``xqhil quantize-and-verify | run | boards | history | dashboard``.
+"""Command line: ``xqhil quantize-and-verify | run | boards | history | dashboard | farm``.
 
 Each subcommand has one ``add_*`` function that declares it and one ``cmd_*`` function that runs it;
 ``build_parser()`` assembles them, so more subcommands can be added the same way. Only ``main`` maps
@@ -9,6 +9,7 @@ output folders in ``board_from_args`` / the commands' first step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 def add_board_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("board")
     group.add_argument("--board", required=required,
-                       help="host | qemu | qemu:ROOTFS | ssh://user@host[:port] | NAME from --inventory")
+                       help="host | qemu | qemu:ROOTFS | ssh://user@host[:port] | NAME from --inventory | "
+                            "labgrid://HOST:PORT/PLACE | labgrid://HOST:PORT/?tag=value[&...]")
     group.add_argument("--inventory", default=os.environ.get("XQHIL_INVENTORY"),
                        help="board inventory file, TOML or JSON (default: $XQHIL_INVENTORY)")
     group.add_argument("--python", help="interpreter command that runs the agent on the board")
@@ -82,6 +84,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def board_from_args(args: argparse.Namespace):
     """The board to use, with what this machine needs for it checked now, before any work."""
+    if getattr(args, "held_board", None) is not None:  # a labgrid place acquired by run_command
+        return args.held_board
     from .boards import check_usable, load_inventory, resolve_board
 
     inventory = load_inventory(args.inventory) if args.inventory else None
@@ -90,6 +94,26 @@ def board_from_args(args: argparse.Namespace):
                          known_hosts=os.path.abspath(args.known_hosts) if args.known_hosts else None,
                          accept_unknown_host_key=args.accept_unknown_host_key, workdir=args.remote_dir)
     return check_usable(spec)
+
+
+def held_board_from_args(args: argparse.Namespace):
+    """A context manager yielding the board: a labgrid place is acquired (and released after), others as is."""
+    if not (args.board or "").startswith("labgrid://"):
+        return contextlib.nullcontext(board_from_args(args))
+    from .farm.provider import held_board, parse_labgrid_url
+
+    target = parse_labgrid_url(args.board)
+    args = argparse.Namespace(**{**vars(args), "board": "ssh://xqhil@localhost"})  # the flags, over any place
+    return held_board(target, board_from_args(args), wait=args.connect_timeout)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the subcommand; a ``labgrid://`` board is held for the whole command (released in ``finally``)."""
+    if "ssh_key" not in vars(args) or not (args.board or "").startswith("labgrid://"):
+        return args.func(args)
+    with held_board_from_args(args) as spec:
+        args.held_board = spec
+        return args.func(args)
 
 
 def deadlines_from_args(args: argparse.Namespace):
@@ -268,6 +292,13 @@ def cmd_boards(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------------------- farm
+def add_farm(sub) -> None:
+    from .farm.cli import add_farm as add
+
+    add(sub, add_common)
+
+
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="xqhil", description="Hardware-in-the-loop validation of INT8 ONNX "
@@ -276,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xqhil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    add_farm(sub)
     from .history.cli import add_history_commands
 
     for add in (add_quantize_and_verify, add_run, add_localize, add_replay, add_boards, add_history_commands):
@@ -302,4 +334,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(getattr(args, "quiet", False), verbose)
     from xquant.errors import XQuantError  # the quantizer's bad-input errors (exit 2)
 
-    return run_guarded("xqhil", lambda: args.func(args), verbose, (XqhilError, XQuantError))
+    return run_guarded("xqhil", lambda: run_command(args), verbose, (XqhilError, XQuantError))

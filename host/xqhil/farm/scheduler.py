@@ -1,0 +1,287 @@
+"""The farm scheduler: matrix jobs onto labgrid places, one worker process per place (never two jobs on one
+board: each job acquires its place at the coordinator), retries by error class, quarantine, history.
+
+Error classes: exit 3 (infrastructure: acquire, probe, connection, agent killed) is retried, at most
+``retries`` times and on another matching board where there is one; exit 1 (a verification failure, maybe a
+chip bug) and exit 2 (bad input) are final. A board with ``quarantine_after`` consecutive infrastructure
+failures is tagged out of the pool. A probe failure does not use up a job's retries (the job never ran)."""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, List, Optional
+
+from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, HilError
+from .coordinator import Coordinator
+from .health import quarantine, sweep
+from .matrix import Job, Matrix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    place: str
+    proc: Any
+    jobs: Any
+    ready: bool = False
+    busy: Optional[int] = None  # job index
+    pid: Optional[int] = None
+
+
+@dataclass
+class State:
+    pending: Deque[Job]
+    attempts: Dict[int, int] = field(default_factory=dict)
+    failed_on: Dict[int, set] = field(default_factory=dict)
+    final: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    history: List[Dict[str, Any]] = field(default_factory=list)  # every attempt
+    infra_streak: Dict[str, int] = field(default_factory=dict)
+    quarantined: Dict[str, str] = field(default_factory=dict)
+    acquire_failures: Dict[str, int] = field(default_factory=dict)
+
+
+class Farm:
+    def __init__(self, matrix: Matrix, settings: Dict[str, Any], db: Optional[str], quiet: bool = False) -> None:
+        self.m, self.settings, self.db, self.quiet = matrix, settings, db, quiet
+        self.state = State(deque(matrix.jobs))
+        self.workers: Dict[str, Worker] = {}
+        self.ctx = multiprocessing.get_context("spawn")  # grpc sessions do not survive fork
+        self.results = self.ctx.Queue()
+        self.bar = None
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ setup
+    def _eligible(self, coord: Coordinator) -> List[str]:
+        places = coord.places()
+        names = [n for n, p in places.items() if any(j.board.matches(n, p.tags) for j in self.m.jobs)]
+        for name in names:
+            if places[name].quarantined:
+                self.state.quarantined[name] = places[name].quarantined
+        return [n for n in names if n not in self.state.quarantined]
+
+    def _start_workers(self, places: List[str]) -> None:
+        from .worker import worker_main
+
+        for place in places:
+            jobs = self.ctx.Queue()
+            proc = self.ctx.Process(target=worker_main, name=f"xqhil-farm-{place}", daemon=True,
+                                    args=(self.m.coordinator, place, self.m.spec_template(place), self.settings,
+                                          jobs, self.results))
+            proc.start()
+            self.workers[place] = Worker(place, proc, jobs)
+
+    # ------------------------------------------------------------------ dispatch
+    def _usable(self, place: str) -> bool:
+        w = self.workers.get(place)
+        return w is not None and place not in self.state.quarantined and w.proc.is_alive()
+
+    def _pick(self, place: str, tags: Dict[str, Dict[str, str]]) -> Optional[Job]:
+        for job in self.state.pending:
+            if not job.board.matches(place, tags.get(place, {})):
+                continue
+            failed = self.state.failed_on.get(job.index, set())
+            others = [p for p in self.workers if p != place and self._usable(p) and p not in failed
+                      and job.board.matches(p, tags.get(p, {}))]
+            if place in failed and others:
+                continue  # retry on another board where one matches
+            return job
+        return None
+
+    def _dispatch(self, tags: Dict[str, Dict[str, str]], taken: set) -> None:
+        for place, w in sorted(self.workers.items()):
+            if not w.ready or w.busy is not None or not self._usable(place) or place in taken:
+                continue  # a place someone else holds or reserved is skipped, not counted against the board
+            job = self._pick(place, tags)
+            if job is None:
+                continue
+            self.state.pending.remove(job)
+            attempt = self.state.attempts.get(job.index, 0) + 1
+            self.state.attempts[job.index] = attempt
+            out = os.path.join(self.m.out, f"job{job.index:03d}-a{attempt}")
+            w.busy = job.index
+            w.jobs.put({"index": job.index, "attempt": attempt, "config": job.model, "qmodel": self.qmodels[job.model],
+                        "threads": job.threads, "providers": list(job.providers) if job.providers else None,
+                        "out": out})
+            self._say(f"start {job.label} on {place} (attempt {attempt})")
+
+    def _strand(self, tags: Dict[str, Dict[str, str]]) -> None:
+        """Jobs no usable board can take end as infrastructure failures (nothing lost, nothing waits forever)."""
+        for job in list(self.state.pending):
+            if not any(self._usable(p) and job.board.matches(p, tags.get(p, {})) for p in self.workers):
+                self.state.pending.remove(job)
+                last = next((h for h in reversed(self.state.history) if h["job"] == job.index), None)
+                why = "no usable board matches " + job.board.text()
+                self._finish(job, {"job": job.index, "status": "no-board", "exit": EXIT_INFRA,
+                                   "message": why + (f"; last error: {last['message']}" if last else "")})
+
+    # ------------------------------------------------------------------ results
+    def _job(self, index: int) -> Job:
+        return self.m.jobs[index - 1]
+
+    def _finish(self, job: Job, result: Dict[str, Any]) -> None:
+        self.state.final[job.index] = result
+        if self.bar is not None:
+            self.bar.update(1)
+        done = len(self.state.final)
+        self._say(f"end   {job.label} on {result.get('place', '-')}: {result['status']} "
+                  f"[{done}/{len(self.m.jobs)}] {result.get('message', '')[:160]}")
+
+    def _record(self, result: Dict[str, Any]) -> None:
+        from ..history.reporting import record_verify_report
+
+        with open(result["report"], encoding="utf-8") as handle:
+            report = json.load(handle)
+        report.setdefault("farm", {"place": result["place"], "job": result["job"], "attempt": result["attempt"]})
+        summary = record_verify_report(report, self.db)
+        result["recorded"] = bool(summary.get("recorded"))
+        result["run_id"] = summary.get("run_id")
+
+    def _handle(self, place: str, result: Dict[str, Any]) -> None:
+        w = self.workers[place]
+        w.busy = None
+        job = self._job(result["job"])
+        self.state.history.append(result)
+        if result.get("report"):
+            self._record(result)
+        if result["status"] == "acquire":  # taken by someone else meanwhile: not the board's fault
+            self.state.attempts[job.index] -= 1
+            self.state.pending.appendleft(job)
+            self.state.acquire_failures[place] = self.state.acquire_failures.get(place, 0) + 1
+            if self.state.acquire_failures[place] >= 3:
+                log.warning("place %s: 3 acquires failed (%s); not used in this run", place, result["message"])
+                w.jobs.put(None)
+            return
+        self.state.acquire_failures[place] = 0
+        if result["exit"] != EXIT_INFRA:
+            self.state.infra_streak[place] = 0
+            self._finish(job, result)
+            return
+        streak = self.state.infra_streak[place] = self.state.infra_streak.get(place, 0) + 1
+        self.state.failed_on.setdefault(job.index, set()).add(place)
+        if streak >= self.m.quarantine_after and place not in self.state.quarantined:
+            reason = f"infra_{streak}_in_a_row"
+            self.state.quarantined[place] = reason
+            quarantine(self.coord, place, reason)
+            w.jobs.put(None)
+        self._say(f"      {job.label} on {place}: {result['status']} (infrastructure) {result['message'][:160]}")
+        if result["status"] == "probe":
+            self.state.attempts[job.index] -= 1  # the job never ran
+        if self.state.attempts[job.index] <= self.m.retries:
+            self.state.pending.appendleft(job)
+        else:
+            self._finish(job, result)
+
+    def _lost(self) -> None:
+        """A worker that died mid-job: its job is an infrastructure failure, its place is swept."""
+        for place, w in self.workers.items():
+            if w.busy is not None and not w.proc.is_alive():
+                job_index = w.busy
+                self._handle(place, {"job": job_index, "attempt": self.state.attempts[job_index], "place": place,
+                                     "status": "worker-died", "exit": EXIT_INFRA,
+                                     "message": f"the job process exited with {w.proc.exitcode}"})
+                sweep(self.coord)
+
+    # ------------------------------------------------------------------ main loop
+    def _say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(f"xqhil farm: {text}", file=sys.stderr)
+        elif not self.quiet:
+            print(f"xqhil farm: {text}", file=sys.stderr, flush=True)
+
+    def _quantize_once(self) -> None:
+        """Each model is quantized once here, not by every job (jobs reuse the .q.onnx)."""
+        from xquant.config import load_config
+
+        self.qmodels: Dict[str, str] = {}
+        for job in self.m.jobs:
+            if job.model in self.qmodels:
+                continue
+            if job.qmodel:
+                self.qmodels[job.model] = job.qmodel
+                continue
+            import xquant
+
+            xquant.quantize_onnx_model(job.model)
+            self.qmodels[job.model] = load_config(job.model)[0].model.output_model
+
+    def run(self) -> Dict[str, Any]:
+        self._quantize_once()
+        with Coordinator(self.m.coordinator) as coord:
+            self.coord = coord
+            sweep(coord)
+            places = self._eligible(coord)
+            if not places:
+                raise HilError(f"no usable labgrid place on {self.m.coordinator} matches the matrix's boards "
+                               f"(quarantined: {', '.join(self.state.quarantined) or 'none'}).",
+                               "Check with 'xqhil farm status'; lift a quarantine with 'xqhil farm check'.")
+            if not self.quiet and sys.stderr.isatty():
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=len(self.m.jobs), desc="xqhil farm", unit="job", file=sys.stderr)
+            try:
+                self._start_workers(places)
+                self._loop(coord)
+            finally:
+                self._stop_workers()
+                if self.bar is not None:
+                    self.bar.close()
+        return self._summary()
+
+    def _loop(self, coord: Coordinator) -> None:
+        while len(self.state.final) < len(self.m.jobs):
+            places = coord.places()
+            tags = {n: p.tags for n, p in places.items()}
+            self._dispatch(tags, {n for n, p in places.items() if p.acquired or p.reservation})
+            if all(w.busy is None for w in self.workers.values()) and all(
+                    w.ready or not w.proc.is_alive() for w in self.workers.values()):
+                self._strand(tags)
+            try:
+                kind, place, pid, payload = self.results.get(timeout=0.5)
+            except queue.Empty:
+                self._lost()
+                continue
+            w = self.workers[place]
+            if kind == "ready":
+                w.ready, w.pid = True, pid
+            elif kind == "dead":
+                log.warning("worker for %s could not start: %s", place, payload)
+                w.proc.join(5)
+            else:
+                self._handle(place, payload)
+
+    def _stop_workers(self) -> None:
+        for w in self.workers.values():
+            if w.proc.is_alive():
+                if w.busy is not None:
+                    w.proc.terminate()  # SIGTERM: the job unwinds and releases its place
+                else:
+                    w.jobs.put(None)
+        deadline = time.monotonic() + 20
+        for w in self.workers.values():
+            w.proc.join(max(0.1, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(5)
+        try:
+            sweep(self.coord)  # places of workers that had to be killed
+        except HilError as exc:
+            log.warning("%s", exc.one_line())
+
+    def _summary(self) -> Dict[str, Any]:
+        final = [self.state.final[j.index] | {"label": j.label} for j in self.m.jobs if j.index in self.state.final]
+        codes = {r["exit"] for r in final}
+        code = next((c for c in (EXIT_FAILED, EXIT_INFRA, EXIT_BAD_INPUT) if c in codes), EXIT_OK)
+        summary = {"exit": code, "jobs": final, "attempts": self.state.history,
+                   "quarantined": self.state.quarantined, "wall_s": round(time.perf_counter() - self.started, 3)}
+        os.makedirs(self.m.out, exist_ok=True)
+        with open(os.path.join(self.m.out, "farm.json"), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=1)
+        return summary
