@@ -146,6 +146,16 @@ def write_variant(cfg_path: str, level: Optional[int]) -> str:
     return path
 
 
+def evaluate(output: str, ref: Dict[str, np.ndarray], cfg: dict, held: List[str], entry: dict):
+    """Fidelity dict, or the error text when the written INT8 model does not load or run."""
+    if not os.path.exists(output):
+        return "no model written"
+    try:
+        return fidelity(ref, run_model(output, load_split(cfg, held, entry)), bool(entry.get("classifier")))
+    except Exception as exc:  # an invalid model is a result of the case, never the end of the run
+        return f"{type(exc).__name__}: {exc}"
+
+
 def tail(text: str, n: int = 6) -> str:
     return "\n".join([line for line in text.strip().splitlines() if line.strip()][-n:])
 
@@ -158,7 +168,7 @@ def verdict_of(out_dir: str) -> str:
 
 
 class Failures:
-    """Appends one entry per failing stage to the shared failures file (once per model, stage and error)."""
+    """Appends one entry per failure to the shared failures file (once per model and error, first stage seen)."""
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
@@ -169,7 +179,7 @@ class Failures:
         if res["rc"] == 3 and res["cmd"][1:3] == ["-m", "xquant"]:  # internal error: keep the traceback
             res = dict(res, out=run_process(res["cmd"] + ["--debug"], 1800)["out"])
         error = tail(res["out"], 14)
-        key = f"<!-- zoo:{name}:{stage}:{error.splitlines()[-1][:80] if error else res['rc']} -->"
+        key = f"<!-- zoo:{name}:{error.splitlines()[-1][:80] if error else res['rc']} -->"  # once per model+error
         old = open(self.path).read() if os.path.exists(self.path) else ""
         if key in old:
             return
@@ -190,8 +200,10 @@ def bench_model(name: str, entry: dict, cfg_path: str, args, failures: Failures)
     work = os.path.join(os.path.dirname(cfg_path), "bench")
     os.makedirs(work, exist_ok=True)
     held = cfg["verify_parameters"]["data_list_path"]
-    ref = run_model(cfg["model_parameters"]["onnx_model"], load_split(cfg, held, entry))
-    classifier = bool(entry.get("classifier"))
+    try:
+        ref = run_model(cfg["model_parameters"]["onnx_model"], load_split(cfg, held, entry))
+    except Exception as exc:  # the bench's inputs do not fit the FP32 model: a bench defect, shown as such
+        return [[name, "fp32 reference", "", f"FAIL: {type(exc).__name__}: {str(exc)[:60]}", "", "", "", "", ""]]
     rows: List[list] = []
     cases = [("ort minmax", None), ("ort percentile", None), ("xquant default", None)]
     if not args.quick:
@@ -211,9 +223,15 @@ def bench_model(name: str, entry: dict, cfg_path: str, args, failures: Failures)
             base = res["wall_s"]
         row = [name, label, res["rc"]]
         expected_refusal = entry.get("expect") == "refused" and label.startswith("xquant")
-        if res["rc"] == 0 and os.path.exists(output) and not expected_refusal:
-            m = fidelity(ref, run_model(output, load_split(cfg, held, entry)), classifier)
+        m = evaluate(output, ref, cfg, held, entry) if res["rc"] == 0 and not expected_refusal else None
+        if isinstance(m, dict):
             row += [fmt(m["snr_db"]), fmt(m["cosine"], 5), fmt(m["agree"], 1)]
+        elif isinstance(m, str):  # written, but onnxruntime cannot load or run it
+            res = dict(res, rc="run", out=m)
+            row[2] = "run"
+            row += ["FAIL (INT8 model): " + m[:60], "", ""]
+            if label.startswith("xquant"):
+                failures.add(name, f"onnxruntime running the {label} model", res, cfg_path, entry)
         elif expected_refusal and res["rc"] == 2:
             row += ["refused (expected)", "", ""]
         else:

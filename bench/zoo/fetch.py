@@ -192,6 +192,10 @@ def xquant_config(entry: dict, model: str, calib: List[str], held: List[str], n_
     }
 
 
+def digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def with_profile(entry: dict, profile: str) -> dict:
     """The entry as used by ``profile``: "ci" takes each input's smaller ``ci_shape`` where the model allows it."""
     if profile == "full":
@@ -208,12 +212,12 @@ def prepare(name: str, n_calib: int = 16, n_eval: int = 16, cache: Optional[str]
     entry = with_profile(manifest[name], profile)
     folder = os.path.join(cache, "models", name)
     tag = ("" if profile == "full" else f"{profile}_") + f"c{n_calib}_e{n_eval}"
-    cfg_path = os.path.join(folder, f"xquant_{tag}.json")
+    cfg_path = os.path.join(folder, f"xquant_{tag}_{digest(entry)}.json")  # a manifest edit makes a new one
     if os.path.exists(cfg_path):
         return cfg_path
     model = prepare_model(entry, cache)
     ctx = context(manifest, cache)
-    data = os.path.join(folder, f"data_{tag}")
+    data = os.path.join(folder, f"data_{tag}_{digest(entry['inputs'])}")
     calib = write_inputs(entry, "calib", n_calib, ctx, data)
     held = write_inputs(entry, "eval", n_eval, ctx, data)
     cfg = xquant_config(entry, model, calib, held, n_calib, n_eval, os.path.join(folder, "work"))
