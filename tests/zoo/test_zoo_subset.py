@@ -2,8 +2,8 @@
 
 The models are the manifest entries flagged ``ci`` (bench/zoo/manifest.toml), each covering a structure the
 Fashion-MNIST tests do not: batch -1, opset 11 with Erf, a detector with a truncated decode tail, a document
-classifier, a float multi-input LSTM, opset 7, an int64 + bool transformer with external data. `make test`
-fetches them first (`make zoo-ci`, cache under ci/.cache/zoo, sha256 checked); inputs are real photos,
+classifier, a float multi-input LSTM, a tf2onnx LSTM, opset 7, an int64 + bool transformer with external
+data. `make test` fetches them first (`make zoo-ci`, cache under ci/.cache/zoo, sha256 checked); inputs are real photos,
 documents, rendered text and espeak-ng speech (bench/zoo/recipes.py), 8 calibration and 8 held-out samples.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from zoo import fetch  # noqa: E402
 
 MANIFEST = fetch.load_manifest()
 CI_MODELS = [name for name, entry in MANIFEST.items() if entry.get("ci")]
-QEMU_MODELS = ["oww_alexa_op7", "silero_vad_seq"]  # the smallest: a few seconds of emulated inference
+QEMU_MODELS = ["oww_hey_mycroft", "silero_vad_seq"]  # the smallest: seconds of emulated inference
 SAMPLES = 8
 
 # Models that fail in the quantizer today; strict, so the test flips to a failure (remove the mark) once fixed.
