@@ -30,7 +30,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from zoo import fetch  # noqa: E402  (bench/zoo/fetch.py)
 
-DEFAULT_FAILURES = "/work/wt/brief/zoo-failures.md"
 
 
 def run_process(cmd: List[str], timeout: int, env: Optional[dict] = None) -> dict:
@@ -285,8 +284,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--calib", type=int, default=16)
     parser.add_argument("--eval", type=int, default=16)
     parser.add_argument("--timeout", type=int, default=1200, help="per quantization process, s")
-    parser.add_argument("--failures", default=DEFAULT_FAILURES if os.path.isdir(os.path.dirname(DEFAULT_FAILURES))
-                        else None, help="append failing stages here (markdown)")
+    parser.add_argument("--failures", default=os.environ.get("XQHIL_ZOO_FAILURES"),
+                        help="append failing stages to this markdown file (default: $XQHIL_ZOO_FAILURES, else none)")
     parser.add_argument("--markdown", default=os.path.join(fetch.cache_dir(), "zoo-table.md"))
     args = parser.parse_args(argv)
     if args.quick:
