@@ -28,10 +28,10 @@ SAMPLES = 8
 
 # Models that fail in the quantizer today; strict, so the test flips to a failure (remove the mark) once fixed.
 KNOWN_FAILURES = {
-    "ppocr_cls": "zoo-failures.md 'ppocr_cls: xquant': batch dim -1 leaves fine-tuning no samples",
-    "khmer_segmenter": "zoo-failures.md 'khmer_segmenter: xquant': int64/bool inputs refused (float32 only)",
-    "oww_alexa_op7": "zoo-failures.md 'oww_alexa_op7: xquant': opset 7 refused (11 to 21 only)",
-    "silero_vad_seq": "zoo-failures.md 'silero_vad_seq: xquant': inputs batched together although h/c have "
+    "ppocr_cls": "zoo-failures.md entry 30: batch dim -1 leaves fine-tuning no samples",
+    "khmer_segmenter": "zoo-failures.md entry 21: int64/bool inputs refused (float32 only)",
+    "oww_alexa_op7": "zoo-failures.md entry 1: opset 7 refused (11 to 21 only)",
+    "silero_vad_seq": "zoo-failures.md entry 6: inputs batched together although h/c have "
                       "a fixed dim 0 of 1 (only 'input' has a symbolic dim 0)",
 }
 
