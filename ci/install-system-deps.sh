@@ -2,11 +2,13 @@
 # Debian packages the tests need: qemu-user + mmdebstrap (riscv64 board), openssh-server (loopback board),
 # podman + runc + arch-test (the Dockerfile.riscv container, ci/build-image.sh), chromium (dashboard check),
 # dataset-fashion-mnist (demo and benchmark data), python3-venv (Debian's python3 cannot make a venv without
-# it). Idempotent.
+# it), espeak-ng + fonts-dejavu-core + locales (the zoo's realistic inputs: speech, rendered text, Khmer words
+# of the km_KH locale file). Idempotent.
 #   usage: install-system-deps.sh          everything the tests need
 #          install-system-deps.sh venv     only what `make demo` needs to create its venv
 set -euo pipefail
-pkgs=(qemu-user-static mmdebstrap openssh-server podman runc arch-test chromium dataset-fashion-mnist python3-venv)
+pkgs=(qemu-user-static mmdebstrap openssh-server podman runc arch-test chromium dataset-fashion-mnist python3-venv
+      espeak-ng fonts-dejavu-core locales)
 [ "${1:-}" = "venv" ] && pkgs=(python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do

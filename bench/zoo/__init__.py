@@ -1,0 +1,1 @@
+"""The real-model zoo: manifest, fetcher and input recipes (see bench/zoo.py)."""
