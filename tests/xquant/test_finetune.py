@@ -55,7 +55,7 @@ def test_each_level_keeps_or_improves_fidelity_on_real_test_images(demo_levels):
     snr = {level: row["snr_db"] for level, row in demo_levels.items()}
     assert snr[1] >= snr[0] - 0.1 and snr[2] >= snr[1] - 0.1 and snr[3] >= snr[2] - 0.1
     assert snr[2] > snr[0] + 2.0  # learned rounding is a real gain on this model
-    assert demo_levels[0]["passes"] == [] and demo_levels[0]["finetune_s"] < 0.5
+    assert demo_levels[0]["passes"] == []  # level 0 runs no pass (a structural check: no wall-clock bound)
 
 
 def test_passes_are_kept_only_when_they_lower_the_held_out_error(demo_levels):
