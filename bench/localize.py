@@ -5,8 +5,10 @@
 Per row: fault kind, op type, model, the node named (and whether it is the injected one), board runs beyond
 the run that picks the samples, seconds, and whether the repro bundle replays (exit 1 on the faulty board,
 0 on a clean one). Models: a synthetic mixed-op model (Conv, Add, MaxPool, Concat, Sigmoid, MatMul, Softmax),
-the bundled demo CNN (trained on Fashion-MNIST) and, when the zoo cache has it, PaddleOCR's text-line
-orientation classifier (MobileNetV3, 149 boundaries; bench/zoo fetches it). Clean rows must localise nothing;
+the bundled demo CNN (trained on Fashion-MNIST) and, when the zoo cache has them (`python bench/zoo.py
+--models ppocr_cls nudenet_320n` writes their level-0 INT8 models), two real pretrained models: PaddleOCR's
+text-line orientation classifier (MobileNetV3, 149 boundaries) and NudeNet's YOLOv8n detector (Resize,
+Concat, Sigmoid in its neck and head). Clean rows must localise nothing;
 `bisect` rows run on a runtime that refuses exposed quantized outputs. Faults: tests/xqhil/faults.
 """
 from __future__ import annotations
@@ -30,7 +32,8 @@ from xqhil.boards import resolve_board  # noqa: E402
 from xqhil.localize import Board, localize_config, replay  # noqa: E402
 from xqhil_testlib import FAULTS, start_sshd  # noqa: E402
 
-ZOO = Path(os.path.expanduser("~/.cache/xqhil-zoo/models/ppocr_cls"))
+ZOO = Path(os.environ.get("XQHIL_ZOO_CACHE") or os.path.expanduser("~/.cache/xqhil-zoo")) / "models"
+ZOO_MODELS = ("ppocr_cls", "nudenet_320n")  # real pretrained: bench/zoo.py writes their level-0 INT8 models
 
 # (model, fault kind, fault argument, node, op); clean rows have no node; "bisect" runs refuse exposure
 ROWS = [
@@ -46,6 +49,9 @@ ROWS = [
     ("ppocr_cls", "zero", "", "HardSigmoid@3", "HardSigmoid"), ("ppocr_cls", "clamp", "0.3", "", "Gemm"),
     ("ppocr_cls", "none", "", "", ""), ("ppocr_cls", "scale", "1.01", "", "Softmax", "bisect"),
     ("mixed", "stale", "", "conv3", "Conv"),
+    ("nudenet_320n", "scale", "1.01", "", "Resize"), ("nudenet_320n", "zp", "", "", "Concat"),
+    ("nudenet_320n", "signflip", "", "", "Conv"), ("nudenet_320n", "zero", "", "", "Sigmoid"),
+    ("nudenet_320n", "none", "", "", ""),
 ]
 QUICK = {0, 3, 8, 9, 10, 13}
 
@@ -127,9 +133,11 @@ def prepare(cache: Path) -> dict:
         xquant.quantize_onnx_model(str(project(demo, "fashion_cnn", str(REPO / "demo" / "model" / "fashion_cnn.onnx"),
                                                [1, 1, 28, 28], names, 48)))
     models["fashion_cnn"] = (demo / "fashion_cnn.json", demo / "fashion_cnn.q.onnx")
-    cls = ZOO / "xquant_c16_e16_ft0.json"
-    if cls.exists() and (ZOO / "bench" / "xquant_ft0.q.onnx").exists():
-        models["ppocr_cls"] = (cls, ZOO / "bench" / "xquant_ft0.q.onnx")
+    for name in ZOO_MODELS:
+        configs = sorted((ZOO / name).glob("xquant_c16_e16*_ft0.json"))
+        qmodel = ZOO / name / "bench" / "xquant_ft0.q.onnx"
+        if configs and qmodel.exists():
+            models[name] = (configs[-1], qmodel)
     return models
 
 
