@@ -57,3 +57,27 @@ def test_max_with_a_constant_shares_its_input_scale(tmp_path, capsys):
         assert inits[scales[f"m{i}"]] == inits[scales[f"l{i}"]], f"block {i}: Max requantizes"
     x = np.random.default_rng(7).normal(0, 1, (32, 1, 8, 32)).astype(np.float32)  # held out
     assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 30
+
+
+def test_a_non_finite_constant_operand_stays_float(tmp_path, capsys):
+    # jax2tf's softmax guard Max(-inf, ReduceMax(x)) (zoo magika): quantizing -inf crashed the writer
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(np.array(-np.inf, np.float32), "neg_inf"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("ReduceMax", ["c"], ["m"], axes=[2, 3], keepdims=1, name="rmax"),
+             helper.make_node("Max", ["neg_inf", "m"], ["g"], name="guard"),
+             helper.make_node("Sub", ["c", "g"], ["y"], name="sub")]
+    graph = helper.make_graph(nodes, "inf_guard",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    cfg = npy_config(model, tmp_path, {"x": list(rng.normal(0, 1, (16, 1, 6, 6)).astype(np.float32))})
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / "inf_guard.q.onnx")
+    assert "neg_inf" not in {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    x = np.random.default_rng(8).normal(0, 1, (8, 1, 6, 6)).astype(np.float32)
+    assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 25

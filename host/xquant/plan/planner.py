@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ..config.schema import XQuantConfig
 from .custom import NodeSetting
@@ -170,7 +172,8 @@ class Planner:
             if name in self.index.initializers:
                 if is_weight_slot:
                     self.plan.weights[name] = WeightSpec(name, rule.weight_axis)
-                elif pos in self._data_positions(node, rule) and name not in self.plan.weights:
+                elif (pos in self._data_positions(node, rule) and name not in self.plan.weights
+                      and self._finite(name)):  # Max(-inf, x) (a softmax guard): no INT8 grid holds inf
                     self.plan.weights[name] = WeightSpec(name, None, symmetric=False)
             elif pos in self._data_positions(node, rule) or is_weight_slot:
                 if self.index.is_activation(name) and not self._fused_edge(name):
@@ -180,6 +183,9 @@ class Planner:
         for name in node.output:
             if name and not self._fused_edge(name):
                 self._mark_activation(name)
+
+    def _finite(self, name: str) -> bool:
+        return bool(np.isfinite(numpy_helper.to_array(self.index.initializers[name])).all())
 
     @staticmethod
     def _data_positions(node: onnx.NodeProto, rule: OpRule) -> range | tuple:
