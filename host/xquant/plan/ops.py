@@ -31,7 +31,7 @@ _RULES: Dict[str, OpRule] = {
     "Add": OpRule("compute", None, fuses_activation=True),
     "Sub": OpRule("compute", None),
     "Mul": OpRule("compute", None),
-    "Div": OpRule("compute", None),
+    "Div": OpRule("compute", (0,)),  # the divisor stays float: see Planner._only_divides
     "Sum": OpRule("compute", None),
     "AveragePool": OpRule("compute"),
     "GlobalAveragePool": OpRule("compute"),
