@@ -4,7 +4,8 @@ Rules only describe; the planner marks tensors and the QDQ writer is the only pl
 Kinds:
   compute      inputs and output get their own scales (Conv, Add, Sigmoid, ...)
   passthrough  moves or selects data: output shares the input's scale (MaxPool, Reshape, ...)
-  concat       all data inputs and the output share one scale
+  concat       all data inputs and the output share one scale (Concat; Max/Min, whose output is one of
+               their inputs' values: one shared scale makes them exact in INT8)
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ _RULES: Dict[str, OpRule] = {
     "Add": OpRule("compute", None, fuses_activation=True),
     "Sub": OpRule("compute", None),
     "Mul": OpRule("compute", None),
-    "Div": OpRule("compute", None),
+    "Div": OpRule("compute", (0,)),  # the divisor stays float: see Planner._only_divides
     "Sum": OpRule("compute", None),
     "AveragePool": OpRule("compute"),
     "GlobalAveragePool": OpRule("compute"),
@@ -55,6 +56,8 @@ _RULES: Dict[str, OpRule] = {
     "InstanceNormalization": OpRule("compute", (0,)),
     "BatchNormalization": OpRule("compute", (0,)),
     "Concat": OpRule("concat", None),
+    "Max": OpRule("concat", None),
+    "Min": OpRule("concat", None),
     "MaxPool": OpRule("passthrough"),
     "GlobalMaxPool": OpRule("passthrough"),
     "Reshape": OpRule("passthrough"),
