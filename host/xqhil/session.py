@@ -113,7 +113,10 @@ class BoardSession:
     def run(self, models: Dict[str, str], input_names: Sequence[str], inputs: Sequence[np.ndarray],
             tasks: Sequence[Task], providers: Optional[Sequence[str]] = None, threads: int = 0,
             environment: Optional[Dict[str, str]] = None,
-            provider_options: Optional[Dict[str, Dict[str, str]]] = None) -> BoardRun:
+            provider_options: Optional[Dict[str, Dict[str, str]]] = None,
+            batch_axes: Optional[Sequence[Optional[int]]] = None) -> BoardRun:
+        """``inputs`` hold samples on axis 0; ``batch_axes`` says where each input's model stacks them
+        (reference.input_layout; None: axis 0 for all)."""
         with tempfile.TemporaryDirectory(prefix="xqhil-host-") as scratch:
             files = {AGENT_FILE: agent_path()}
             files.update({f"{model_id}.onnx": path for model_id, path in models.items()})
@@ -124,7 +127,8 @@ class BoardSession:
                               tasks=list(tasks), providers=list(providers) if providers else None,
                               threads=threads, deadline_s=max(1.0, self.deadlines.run - 5.0),
                               files={name: sha256_file(path) for name, path in files.items()},
-                              environment=dict(environment or {}), provider_options=dict(provider_options or {}))
+                              environment=dict(environment or {}), provider_options=dict(provider_options or {}),
+                              batch_axes=None if batch_axes is None else list(batch_axes))
             files[REQUEST_FILE] = os.path.join(scratch, REQUEST_FILE)
             with open(files[REQUEST_FILE], "w", encoding="utf-8") as handle:
                 json.dump(request.as_dict(), handle, indent=1)

@@ -21,7 +21,7 @@ from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, 
 from .errors import BadInput
 from .progress import Stages
 from .protocol import sha256_file, standard_tasks
-from .reference import choose_batch, run_on_pc, static_classes
+from .reference import choose_batch, input_layout, run_on_pc, static_classes
 from .report import SCHEMA, write_reports
 from .session import BoardRun, BoardSession
 from .transport import Deadlines
@@ -162,11 +162,20 @@ def _model_section(opts: VerifyOptions, fp32: str, int8: str) -> dict:
             "fp32_sha256": sha256_file(fp32), "int8_sha256": sha256_file(int8), "config_sha256": config_sha}
 
 
-def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int, threads: int):
+def _layout(fp32: str, int8: str, names: List[str]) -> List[Optional[int]]:
+    """Each input's batch axis (None: no batch axis), the same for both models."""
+    axes = input_layout(fp32, names)
+    if input_layout(int8, names) != axes:
+        raise BadInput(f"the FP32 and INT8 models stack samples on different input axes ({axes} vs "
+                       f"{input_layout(int8, names)}).", "Verify the INT8 model quantized from this FP32 model.")
+    return axes
+
+
+def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int, threads: int, axes):
     stages.detail("FP32")
-    pc_fp32, names = run_on_pc(fp32, "FP32 model", data.names, data.arrays, batch, threads)
+    pc_fp32, names = run_on_pc(fp32, "FP32 model", data.names, data.arrays, batch, threads, axes)
     stages.detail("INT8")
-    pc_int8, int8_names = run_on_pc(int8, "INT8 model", data.names, data.arrays, batch, threads)
+    pc_int8, int8_names = run_on_pc(int8, "INT8 model", data.names, data.arrays, batch, threads, axes)
     if len(int8_names) != len(names):
         raise BadInput(f"the INT8 model has {len(int8_names)} output(s) but the FP32 model has {len(names)}.",
                        "Quantize without truncation, or verify the truncated FP32 model.")
@@ -215,18 +224,19 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         int8 = _quantize(opts, cfg)
         fp32 = cfg.model.onnx_model
         batch, fixed = choose_batch(fp32, int8, params.batch_size)
+        axes = _layout(fp32, int8, data.names)
         if fixed:
             _trim(data, batch)
         threads = opts.threads if opts.threads is not None else (opts.board.threads or params.threads)
         stages.start("run on PC")
-        pc_fp32, pc_int8, names = _pc_runs(stages, fp32, int8, data, batch, threads)
+        pc_fp32, pc_int8, names = _pc_runs(stages, fp32, int8, data, batch, threads, axes)
         _check_classes(labels, classes_known, pc_fp32)
         stages.start("run on board")
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
                           standard_tasks(params.warmup, params.repeat, batch), providers, threads,
-                          *opts.runtime_options)
+                          *opts.runtime_options, batch_axes=axes)
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}
