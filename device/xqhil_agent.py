@@ -418,9 +418,10 @@ def input_batch_dim(session, names, axes):
     return 1
 
 
-def output_batch_axes(np, session, names, arrays, in_axes=None):
+def output_batch_axes(np, session, names, arrays, in_axes=None, size=0):
     """The sample axis of every output (see declared_batch_axis); free batches are probed with 1 and 2 samples
-    when the declared shapes do not tell."""
+    when the declared shapes do not tell. A model run in batches of ``size`` 1 that fails on 2 samples (an
+    export that hard-codes batch 1 behind a free declared batch) takes the first axis of size 1, if any."""
     input_batch = input_batch_dim(session, names, in_axes)
     axes = [declared_batch_axis(o.shape, input_batch) for o in session.get_outputs()]
     if UNKNOWN not in axes:
@@ -433,7 +434,15 @@ def output_batch_axes(np, session, names, arrays, in_axes=None):
     if isinstance(input_batch, int):  # a fixed batch: the actual shapes of one run are static shapes
         actual = shapes(input_batch)
         return [fixed_batch_axis(actual[i], input_batch) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
-    one, two = shapes(1), shapes(2)
+    one = shapes(1)
+    try:
+        two = shapes(2)
+    except Exception:
+        if size != 1:
+            raise
+        two = [None] * len(one)
+    if None in two:
+        return [fixed_batch_axis(one[i], 1) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
     return [probed_batch_axis(one[i], two[i]) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
 
 
@@ -454,7 +463,7 @@ def run_accuracy(np, session, names, arrays, batch_size, in_axes=None):
     if single and size > 1:
         raise ValueError("input(s) %s have no batch axis, so they take one sample per run: use batch_size 1, "
                          "not %d" % (single, size))
-    axes = output_batch_axes(np, session, names, arrays, in_axes)
+    axes = output_batch_axes(np, session, names, arrays, in_axes, size)
     if None in axes and size > 1:
         free = [o.name for o, axis in zip(session.get_outputs(), axes) if axis is None]
         raise ValueError("output(s) %s have no sample axis, so batches of %d cannot be split into samples"

@@ -103,10 +103,11 @@ def sha256_file(path: str) -> str:
 
 
 def standard_tasks(warmup: int, repeat: int, batch_size: int = 1,
-                   models: Sequence[str] = ("fp32", "int8")) -> List[Task]:
-    """Accuracy mode for each model, then performance mode for each model."""
+                   models: Sequence[str] = ("fp32", "int8"), perf_batch: int = 1) -> List[Task]:
+    """Accuracy mode for each model, then performance mode for each model (batches of ``perf_batch``: 1,
+    or the batch a model fixes)."""
     tasks = [Task(f"{m}-accuracy", m, "accuracy", batch_size) for m in models]
-    tasks += [Task(f"{m}-performance", m, "performance", 1, warmup, repeat) for m in models]
+    tasks += [Task(f"{m}-performance", m, "performance", perf_batch, warmup, repeat) for m in models]
     return tasks
 
 
