@@ -5,6 +5,7 @@ samples out on it, feed integer inputs as the model declares them and run scalar
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -13,6 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 from xqhil_testlib import verify
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xquant"))
+from realworld_models import build_conv_net, build_hard_coded_batch_net  # noqa: E402
 
 LAYERS, WIDTH, CLASSES, LENGTH = 2, 16, 4, 12
 
@@ -69,10 +73,11 @@ def build_token_model(seed: int = 0) -> onnx.ModelProto:
 
 
 def make_layout_project(folder: Path, model: onnx.ModelProto, samples: Dict[str, List[np.ndarray]],
-                        n_calib: int) -> Path:
+                        n_calib: int, external: bool = False) -> Path:
     """The model, one .npy per sample and input (first n_calib for calibration, the rest verify) and a config."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, folder / "model.onnx")
+    onnx.save(model, folder / "model.onnx", save_as_external_data=external, location="model.onnx.data",
+              size_threshold=1024)
     params, verify_lists = [], []
     for name, arrays in samples.items():
         (folder / "data").mkdir(exist_ok=True)
@@ -190,3 +195,44 @@ def test_agent_refuses_batches_over_a_scalar_input(tmp_path):
     arrays = [np.zeros((2, WIDTH), np.float32), np.zeros((2, LAYERS, WIDTH), np.float32), np.full(2, 8000, np.int64)]
     with pytest.raises(ValueError, match=r"\['sr'\] have no batch axis"):
         agent.run_accuracy(np_mod, session, ["x", "state", "sr"], arrays, 2, [0, 1, None])
+
+
+def image_project(folder: Path, model: onnx.ModelProto, n_calib: int = 8, n_eval: int = 8) -> Path:
+    rng = np.random.default_rng(5)
+    return make_layout_project(folder, model, {
+        "x": [rng.standard_normal((1, 28, 28)).astype(np.float32) for _ in range(n_calib + n_eval)]}, n_calib)
+
+
+def test_fixed_batch_model_is_timed_with_its_batch(tmp_path):
+    # orientation_b8: performance tasks fed 1 sample to a batch-8 model ("index 0 Got 1 Expected 8")
+    config = image_project(tmp_path / "p", build_conv_net(batch=4))
+    code, report, _, stderr = verify(config, "host", tmp_path / "out")
+    assert code == 0, stderr
+    assert report["verdict"] == "pass" and report["data"]["batch_size"] == 4
+    assert len(report["latency"]["int8"]["samples_ms"]) == 2 and report["latency"]["speedup"] > 0
+
+
+def test_free_declared_batch_hard_coded_to_one_verifies_with_batch_1(tmp_path):
+    # khmer_segmenter: declares a free batch, a Reshape fixes it at 1; the output probe fed 2 samples
+    # and its output declares 1 where the batch goes (emissions [1, seq, 2]): only a probe could tell
+    model = build_hard_coded_batch_net()
+    dim = model.graph.output[0].type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = 1
+    config = image_project(tmp_path / "p", model)
+    code, report, _, stderr = verify(config, "host", tmp_path / "out")
+    assert code == 0, stderr
+    assert report["verdict"] == "pass" and report["data"]["batch_size"] == 1 and report["data"]["samples"] == 8
+    assert report["fidelity"]["outputs"]["logits"]["chip_fp32_vs_pc_fp32"]["max_abs"] == 0.0
+
+
+def test_model_with_external_data_runs_on_the_board(tmp_path):
+    # khmer_segmenter: model.onnx + model.onnx.data; the board got model.onnx alone
+    config = make_layout_project(tmp_path / "p", build_token_model(), {
+        "ids": [np.random.default_rng(i).integers(0, 256, LENGTH).astype(np.int32) for i in range(12)]}, 8,
+        external=True)
+    assert (config.parent / "model.onnx.data").stat().st_size > 8000
+    code, report, _, stderr = verify(config, "host", tmp_path / "out")
+    assert code == 0, stderr
+    assert report["verdict"] == "pass"
+    assert report["fidelity"]["outputs"]["logits"]["chip_fp32_vs_pc_fp32"]["max_abs"] == 0.0
