@@ -236,3 +236,14 @@ def test_model_with_external_data_runs_on_the_board(tmp_path):
     assert code == 0, stderr
     assert report["verdict"] == "pass"
     assert report["fidelity"]["outputs"]["logits"]["chip_fp32_vs_pc_fp32"]["max_abs"] == 0.0
+
+
+def test_a_protocol_1_agent_is_refused_clearly():
+    # a stale agent would feed every input with the batch on axis 0: the host refuses its answer
+    from xqhil.errors import HilError
+    from xqhil.protocol import PROTOCOL_VERSION, check_response
+
+    assert PROTOCOL_VERSION == 2
+    with pytest.raises(HilError, match="the agent speaks version 1, the host speaks 2"):
+        check_response({"protocol": 1, "ok": False, "error": {"type": "ProtocolMismatch", "message": "x"}},
+                       "board")
