@@ -201,6 +201,11 @@ def _pc_pair(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int,
     if len(int8_names) != len(names):
         raise BadInput(f"the INT8 model has {len(int8_names)} output(s) but the FP32 model has {len(names)}.",
                        "Quantize without truncation, or verify the truncated FP32 model.")
+    for name, ref, got in zip(names, pc_fp32, pc_int8):
+        if ref.shape != got.shape:
+            raise BadInput(f"the INT8 model's output '{name}' has shape {list(got.shape[1:])} per sample on the PC, "
+                           f"the FP32 model's {list(ref.shape[1:])}: the quantized model changed the output.",
+                           "Re-quantize it (a quantizer defect when xquant made it) before verifying on a board.")
     return pc_fp32, pc_int8, names
 
 

@@ -247,3 +247,18 @@ def test_a_protocol_1_agent_is_refused_clearly():
     with pytest.raises(HilError, match="the agent speaks version 1, the host speaks 2"):
         check_response({"protocol": 1, "ok": False, "error": {"type": "ProtocolMismatch", "message": "x"}},
                        "board")
+
+
+def test_int8_model_that_changes_an_output_shape_is_one_line_exit_2(tmp_path):
+    # ddddocr_rec: the INT8 model's output came back flattened; compare crashed with an internal error
+    config = token_project(tmp_path / "p", n_calib=4, n_eval=4)
+    changed = build_token_model()
+    changed.graph.node[-1].output[0] = "logits_2d"
+    changed.graph.initializer.append(_init("axes1", np.array([1], np.int64)))
+    changed.graph.node.append(helper.make_node("Unsqueeze", ["logits_2d", "axes1"], ["logits"]))
+    changed.graph.output[0].type.tensor_type.shape.dim.insert(1, onnx.TensorShapeProto.Dimension(dim_value=1))
+    onnx.save(changed, tmp_path / "changed.onnx")
+    code, report, _, stderr = verify(config, "host", tmp_path / "out", "--qmodel", str(tmp_path / "changed.onnx"))
+    assert code == 2 and report is None
+    assert stderr.strip().count("\n") == 0 and "output 'logits' has shape [1, 3] per sample" in stderr
+    assert "the FP32 model's [3]" in stderr
