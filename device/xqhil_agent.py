@@ -4,7 +4,7 @@
 One file, standard library + numpy + onnxruntime only, Python >= 3.8; it never imports host code. The host
 copies it into a fresh work folder on the board together with the models, the inputs and a request.
 
-Wire protocol, version 1 (this docstring is the reference; docs/protocol.md explains it for humans)
+Wire protocol, version 2 (this docstring is the reference; docs/protocol.md explains it for humans)
 ------------------------------------------------------------------------------------------------
 Invocations::
 
@@ -27,7 +27,12 @@ Request (JSON object; every file name is a plain name inside the request's folde
     provider_options  optional {provider: {key: value}}: onnxruntime provider options of each session;
                  echoed in device.provider_options
     models       {model_id: file name}
-    inputs       {"file": "inputs.npz", "names": [graph input names]}; npz keys in0, in1, ... hold [N, ...]
+    inputs       {"file": "inputs.npz", "names": [graph input names], "batch_axes": [int | "none"] or null};
+                 npz keys in0, in1, ... hold [N, ...]: samples stacked on axis 0, in the dtype the model
+                 declares (int64 / int32 / bool pass through as they are). batch_axes (version 2): per input,
+                 where the model stacks samples (e.g. 1 for recurrent state [layers, N, hidden]); "none": the
+                 input has no batch axis (a scalar such as a sample rate, a fixed state): it takes one sample,
+                 so batches are of 1. null or absent: 0 for every input
     tasks        [{"id", "model": model_id, "mode": "accuracy" | "performance", "batch_size": int,
                    accuracy: "output": file name for the outputs npz,
                    performance: "warmup": int, "repeat": int}]
@@ -68,8 +73,8 @@ import time
 import traceback
 import zipfile
 
-PROTOCOL = 1
-AGENT_VERSION = "0.2.0"
+PROTOCOL = 2
+AGENT_VERSION = "0.3.0"
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 VENDOR_PROVIDERS = ("SpaceMITExecutionProvider",)
 VENDOR_MODULES = ("spacemit_ort",)  # imported when present: they register the vendor provider
@@ -79,6 +84,7 @@ EXIT_OK, EXIT_BAD_REQUEST, EXIT_CRASH, EXIT_DEADLINE, EXIT_NO_SPACE = 0, 2, 3, 4
 DEFAULT_DEADLINE_S, MAX_DEADLINE_S = 3600.0, 86400.0
 NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 UNKNOWN = "unknown"  # declared_batch_axis: the declared shapes do not tell
+NO_BATCH = "none"  # inputs.batch_axes: the input has no batch axis
 
 
 class AgentError(Exception):
@@ -233,6 +239,11 @@ def deadline_of(request):
     return min(float(value), MAX_DEADLINE_S)
 
 
+def _batch_axes_ok(value, count):
+    return value is None or (isinstance(value, list) and len(value) == count
+                             and all(a == NO_BATCH or _is_int(a) for a in value))
+
+
 def check_request(request):
     """The type of every field the agent reads: a malformed request is a BadRequest, never a crash."""
     _check(request, "files", _names_map, "an object {file name: sha256}")
@@ -243,6 +254,8 @@ def check_request(request):
     inputs = request.get("inputs") or {}
     _check(inputs, "file", lambda v: isinstance(v, str), "a file name", "inputs.file")
     _check(inputs, "names", _str_list, "a list of input names", "inputs.names")
+    _check(inputs, "batch_axes", lambda v: _batch_axes_ok(v, len(inputs.get("names") or [])),
+           'null or a list with one integer >= 0 or "none" per input name', "inputs.batch_axes")
     _check(request, "tasks", lambda v: isinstance(v, list), "a list of task objects")
     for index, task in enumerate(request.get("tasks") or []):
         if not isinstance(task, dict):
@@ -337,12 +350,22 @@ def batches(np, arrays, batch_size):
         yield [a[start:start + size] for a in arrays]
 
 
-def feed_for(session, names, arrays):
+def lay_out(np, samples, axis):
+    """Samples stacked on axis 0 laid out as the model takes them: the batch moved to ``axis``; None (no batch
+    axis): the first sample alone (callers run such models one sample at a time)."""
+    if axis is None:
+        return np.ascontiguousarray(samples[0])
+    return samples if axis == 0 else np.ascontiguousarray(np.moveaxis(samples, 0, axis))
+
+
+def feed_for(np, session, names, arrays, axes=None):
+    """The feed of one batch (``arrays`` samples-first, ``axes`` per name: see inputs.batch_axes)."""
     wanted = [i.name for i in session.get_inputs()]
     missing = [n for n in wanted if n not in names]
     if missing:
         raise ValueError("model input(s) %s have no data; the request provides %s" % (missing, names))
-    return {n: arrays[names.index(n)] for n in wanted}
+    axes = list(axes) if axes is not None else [0] * len(names)
+    return {n: lay_out(np, arrays[names.index(n)], axes[names.index(n)]) for n in wanted}
 
 
 def declared_batch_axis(declared, input_batch):
@@ -383,23 +406,43 @@ def probed_batch_axis(shape_one, shape_two):
                      "for 2" % (tuple(shape_one), tuple(shape_two)))
 
 
-def output_batch_axes(np, session, names, arrays):
+def input_batch_dim(session, names, axes):
+    """The declared size of the batch: the first input with a batch axis, at that axis (an int when fixed, else
+    a name or None); 1 when no input has one (the model runs one sample at a time)."""
+    axes = list(axes) if axes is not None else [0] * len(names)
+    for item in session.get_inputs():
+        axis = axes[names.index(item.name)] if item.name in names else 0
+        if axis is not None:
+            shape = list(item.shape or [])
+            return shape[axis] if axis < len(shape) else None
+    return 1
+
+
+def output_batch_axes(np, session, names, arrays, in_axes=None, size=0):
     """The sample axis of every output (see declared_batch_axis); free batches are probed with 1 and 2 samples
-    when the declared shapes do not tell."""
-    first = session.get_inputs()[0].shape
-    input_batch = first[0] if first else None
+    when the declared shapes do not tell. A model run in batches of ``size`` 1 that fails on 2 samples (an
+    export that hard-codes batch 1 behind a free declared batch) takes the first axis of size 1, if any."""
+    input_batch = input_batch_dim(session, names, in_axes)
     axes = [declared_batch_axis(o.shape, input_batch) for o in session.get_outputs()]
     if UNKNOWN not in axes:
         return axes
 
     def shapes(count):
         feed = [a[:count] if count <= a.shape[0] else np.concatenate([a[:1]] * count) for a in arrays]
-        return [np.shape(o) for o in session.run(None, feed_for(session, names, feed))]
+        return [np.shape(o) for o in session.run(None, feed_for(np, session, names, feed, in_axes))]
 
     if isinstance(input_batch, int):  # a fixed batch: the actual shapes of one run are static shapes
         actual = shapes(input_batch)
         return [fixed_batch_axis(actual[i], input_batch) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
-    one, two = shapes(1), shapes(2)
+    one = shapes(1)
+    try:
+        two = shapes(2)
+    except Exception:
+        if size != 1:
+            raise
+        two = [None] * len(one)
+    if None in two:
+        return [fixed_batch_axis(one[i], 1) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
     return [probed_batch_axis(one[i], two[i]) if axis == UNKNOWN else axis for i, axis in enumerate(axes)]
 
 
@@ -410,13 +453,17 @@ def join_samples(np, parts, axis):
     return np.moveaxis(np.concatenate(parts, axis=axis), axis, 0)
 
 
-def run_accuracy(np, session, names, arrays, batch_size):
+def run_accuracy(np, session, names, arrays, batch_size, in_axes=None):
     """Run every sample; return (outputs samples-first, [N, ...] whatever axis the model puts them on,
-    total milliseconds)."""
+    total milliseconds). ``in_axes``: each input's batch axis (inputs.batch_axes)."""
     if not arrays or int(arrays[0].shape[0]) == 0:
         raise ValueError("no input samples to run")
-    axes = output_batch_axes(np, session, names, arrays)
     size = max(1, int(batch_size or 1))
+    single = [n for n, axis in zip(names, in_axes or []) if axis is None]
+    if single and size > 1:
+        raise ValueError("input(s) %s have no batch axis, so they take one sample per run: use batch_size 1, "
+                         "not %d" % (single, size))
+    axes = output_batch_axes(np, session, names, arrays, in_axes, size)
     if None in axes and size > 1:
         free = [o.name for o, axis in zip(session.get_outputs(), axes) if axis is None]
         raise ValueError("output(s) %s have no sample axis, so batches of %d cannot be split into samples"
@@ -424,15 +471,15 @@ def run_accuracy(np, session, names, arrays, batch_size):
     collected = [[] for _ in axes]
     start = time.perf_counter()
     for chunk in batches(np, arrays, size):
-        outs = session.run(None, feed_for(session, names, chunk))
+        outs = session.run(None, feed_for(np, session, names, chunk, in_axes))
         for slot, out in zip(collected, outs):
             slot.append(np.asarray(out))
     total_ms = (time.perf_counter() - start) * 1000.0
     return [join_samples(np, slot, axis) for slot, axis in zip(collected, axes)], total_ms
 
 
-def run_performance(np, session, names, arrays, batch_size, warmup, repeat):
-    feed = feed_for(session, names, [a[:max(1, int(batch_size or 1))] for a in arrays])
+def run_performance(np, session, names, arrays, batch_size, warmup, repeat, in_axes=None):
+    feed = feed_for(np, session, names, [a[:max(1, int(batch_size or 1))] for a in arrays], in_axes)
     start = time.perf_counter()
     session.run(None, feed)
     first_ms = (time.perf_counter() - start) * 1000.0
@@ -553,6 +600,8 @@ class Agent:
         spec = spec or {}
         path = safe_path(self.folder, spec.get("file", "inputs.npz"))
         names = list(spec.get("names") or [])
+        axes = spec.get("batch_axes")
+        axes = [None if a == NO_BATCH else int(a) for a in axes] if axes is not None else [0] * len(names)
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = [np.ascontiguousarray(data["in%d" % i]) for i in range(len(names))]
@@ -560,9 +609,9 @@ class Agent:
             raise AgentError("BadRequest", "cannot read inputs %s: %s" % (path, error_text(exc))) from None
         if not arrays or len({int(a.shape[0]) for a in arrays}) != 1:
             raise AgentError("BadRequest", "inputs must be one or more arrays with the same number of samples")
-        return names, arrays
+        return names, arrays, axes
 
-    def run_task(self, np, sessions, names, arrays, task):
+    def run_task(self, np, sessions, names, arrays, task, axes=None):
         result = {"ok": False, "error": None, "model": task.get("model"), "mode": task.get("mode"),
                   "batch_size": int(task.get("batch_size") or 1)}
         session, path = sessions.get(task.get("model")), ""
@@ -572,7 +621,7 @@ class Agent:
                 reason = entry["error"] if entry else "it is not in the request's models"
                 raise RuntimeError("model %r is not loaded: %s" % (task.get("model"), reason))
             if task.get("mode") == "accuracy":
-                outs, total_ms = run_accuracy(np, session, names, arrays, result["batch_size"])
+                outs, total_ms = run_accuracy(np, session, names, arrays, result["batch_size"], axes)
                 path = safe_path(self.folder, task.get("output") or "out-%s.npz" % task.get("id"))
                 np.savez(path, **{"out%d" % i: o for i, o in enumerate(outs)})
                 result.update(samples=int(arrays[0].shape[0]), total_ms=total_ms, output={
@@ -580,7 +629,7 @@ class Agent:
                     "names": [o.name for o in session.get_outputs()]})
             elif task.get("mode") == "performance":
                 result["latency"] = run_performance(np, session, names, arrays, result["batch_size"],
-                                                    task.get("warmup", 5), task.get("repeat", 20))
+                                                    task.get("warmup", 5), task.get("repeat", 20), axes)
             else:
                 raise ValueError("unknown mode %r (accuracy or performance)" % (task.get("mode"),))
             result["ok"] = True
@@ -612,11 +661,11 @@ class Agent:
         self.response["agent_sha256"] = sha256_file(os.path.abspath(__file__))
         sessions = self.load_models(ort, request)
         self.stage("inputs")
-        names, arrays = self.read_inputs(np, request.get("inputs")) if request.get("tasks") else ([], [])
+        names, arrays, axes = self.read_inputs(np, request.get("inputs")) if request.get("tasks") else ([], [], [])
         for task in request.get("tasks") or []:
             task_id = str(task.get("id"))
             self.stage("task " + task_id)
-            self.response["tasks"][task_id] = self.run_task(np, sessions, names, arrays, task)
+            self.response["tasks"][task_id] = self.run_task(np, sessions, names, arrays, task, axes)
         self.stage("done")
         self.response["ok"] = True
 

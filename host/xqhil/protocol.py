@@ -1,4 +1,4 @@
-"""Host side of the agent's wire protocol (version 1).
+"""Host side of the agent's wire protocol (version 2: per-input batch axes).
 
 The protocol is documented in one place: the docstring of ``device/xqhil_agent.py`` (docs/protocol.md
 explains it). This module builds requests and checks responses; a version mismatch is a clear error.
@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import HilError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+NO_BATCH = "none"  # inputs.batch_axes: the input has no batch axis (one sample per run)
 REQUEST_FILE = "request.json"
 RESPONSE_FILE = "response.json"
 INPUTS_FILE = "inputs.npz"
@@ -57,15 +58,22 @@ class Request:
     files: Dict[str, str] = field(default_factory=dict)  # file name -> sha256
     environment: Dict[str, str] = field(default_factory=dict)  # set on the board before onnxruntime loads
     provider_options: Dict[str, Dict[str, str]] = field(default_factory=dict)  # provider -> {key: value}
+    batch_axes: Optional[List[Optional[int]]] = None  # per input: where samples stack, None: no batch axis
 
     def as_dict(self) -> Dict[str, Any]:
         return {
             "protocol": PROTOCOL_VERSION, "deadline_s": float(self.deadline_s), "files": dict(self.files),
             "providers": list(self.providers) if self.providers else None, "threads": int(self.threads),
-            "models": dict(self.models), "inputs": {"file": INPUTS_FILE, "names": list(self.input_names)},
+            "models": dict(self.models), "inputs": {"file": INPUTS_FILE, "names": list(self.input_names),
+                                              "batch_axes": wire_axes(self.batch_axes)},
             "tasks": [t.as_dict() for t in self.tasks], "response": RESPONSE_FILE,
             "environment": dict(self.environment), "provider_options": dict(self.provider_options),
         }
+
+
+def wire_axes(axes: Optional[Sequence[Optional[int]]]) -> Optional[List[Any]]:
+    """Batch axes as the request carries them: an int per input, NO_BATCH for none; None when not given."""
+    return None if axes is None else [NO_BATCH if a is None else int(a) for a in axes]
 
 
 def check_applied(response: Dict[str, Any], request: Request, where: str) -> None:
@@ -95,10 +103,11 @@ def sha256_file(path: str) -> str:
 
 
 def standard_tasks(warmup: int, repeat: int, batch_size: int = 1,
-                   models: Sequence[str] = ("fp32", "int8")) -> List[Task]:
-    """Accuracy mode for each model, then performance mode for each model."""
+                   models: Sequence[str] = ("fp32", "int8"), perf_batch: int = 1) -> List[Task]:
+    """Accuracy mode for each model, then performance mode for each model (batches of ``perf_batch``: 1,
+    or the batch a model fixes)."""
     tasks = [Task(f"{m}-accuracy", m, "accuracy", batch_size) for m in models]
-    tasks += [Task(f"{m}-performance", m, "performance", 1, warmup, repeat) for m in models]
+    tasks += [Task(f"{m}-performance", m, "performance", perf_batch, warmup, repeat) for m in models]
     return tasks
 
 

@@ -72,6 +72,25 @@ def load_outputs(path: str, where: str = "the board") -> List[np.ndarray]:
     return arrays
 
 
+def single_file(model_id: str, path: str, scratch: str) -> str:
+    """``path`` as one self-contained file for the board: a model that keeps its weights in external data
+    files (``model.onnx.data``) is re-saved with them inline under ``scratch`` (the board gets one file per
+    model; external names never become remote paths)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    graph_only = onnx.load(path, load_external_data=False)
+    if not any(uses_external_data(t) for t in graph_only.graph.initializer):
+        return path
+    inline = os.path.join(scratch, f"{model_id}-inline.onnx")
+    try:
+        onnx.save(onnx.load(path), inline)
+    except ValueError as exc:  # protobuf's 2 GB limit
+        raise BadInput(f"model '{path}' cannot be made one file for the board: {exc}.",
+                       "The board takes one file per model; verify a model under 2 GB.") from exc
+    return inline
+
+
 def _agent_failure(transport: Transport, code: int, stderr: str) -> HilError:
     tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
     detail = f": {' | '.join(tail)}" if tail else ""
@@ -113,10 +132,14 @@ class BoardSession:
     def run(self, models: Dict[str, str], input_names: Sequence[str], inputs: Sequence[np.ndarray],
             tasks: Sequence[Task], providers: Optional[Sequence[str]] = None, threads: int = 0,
             environment: Optional[Dict[str, str]] = None,
-            provider_options: Optional[Dict[str, Dict[str, str]]] = None) -> BoardRun:
+            provider_options: Optional[Dict[str, Dict[str, str]]] = None,
+            batch_axes: Optional[Sequence[Optional[int]]] = None) -> BoardRun:
+        """``inputs`` hold samples on axis 0; ``batch_axes`` says where each input's model stacks them
+        (reference.input_layout; None: axis 0 for all)."""
         with tempfile.TemporaryDirectory(prefix="xqhil-host-") as scratch:
             files = {AGENT_FILE: agent_path()}
-            files.update({f"{model_id}.onnx": path for model_id, path in models.items()})
+            files.update({f"{model_id}.onnx": single_file(model_id, path, scratch)
+                          for model_id, path in models.items()})
             if tasks:
                 files[INPUTS_FILE] = os.path.join(scratch, INPUTS_FILE)
                 write_inputs(files[INPUTS_FILE], inputs)
@@ -124,7 +147,8 @@ class BoardSession:
                               tasks=list(tasks), providers=list(providers) if providers else None,
                               threads=threads, deadline_s=max(1.0, self.deadlines.run - 5.0),
                               files={name: sha256_file(path) for name, path in files.items()},
-                              environment=dict(environment or {}), provider_options=dict(provider_options or {}))
+                              environment=dict(environment or {}), provider_options=dict(provider_options or {}),
+                              batch_axes=None if batch_axes is None else list(batch_axes))
             files[REQUEST_FILE] = os.path.join(scratch, REQUEST_FILE)
             with open(files[REQUEST_FILE], "w", encoding="utf-8") as handle:
                 json.dump(request.as_dict(), handle, indent=1)

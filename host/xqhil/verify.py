@@ -21,7 +21,7 @@ from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, 
 from .errors import BadInput
 from .progress import Stages
 from .protocol import sha256_file, standard_tasks
-from .reference import choose_batch, run_on_pc, static_classes
+from .reference import choose_batch, input_layout, run_on_pc, static_classes
 from .report import SCHEMA, write_reports
 from .session import BoardRun, BoardSession
 from .transport import Deadlines
@@ -162,14 +162,50 @@ def _model_section(opts: VerifyOptions, fp32: str, int8: str) -> dict:
             "fp32_sha256": sha256_file(fp32), "int8_sha256": sha256_file(int8), "config_sha256": config_sha}
 
 
-def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int, threads: int):
+def _layout(fp32: str, int8: str, names: List[str]) -> List[Optional[int]]:
+    """Each input's batch axis (None: no batch axis), the same for both models."""
+    axes = input_layout(fp32, names)
+    if input_layout(int8, names) != axes:
+        raise BadInput(f"the FP32 and INT8 models stack samples on different input axes ({axes} vs "
+                       f"{input_layout(int8, names)}).", "Verify the INT8 model quantized from this FP32 model.")
+    return axes
+
+
+def _pc_runs(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int, fixed: bool, threads: int,
+             axes):
+    """PC FP32 and INT8 outputs, their names and the batch size they ran with: a model that declares a free
+    batch but only runs one sample (an export that hard-codes batch 1 in a Reshape; xquant pins it the same
+    way) runs with batch 1, with a note."""
+    try:
+        return _pc_pair(stages, fp32, int8, data, batch, threads, axes) + (batch,)
+    except BadInput as exc:
+        if fixed or batch == 1:
+            raise
+        first = exc
+    try:
+        result = _pc_pair(stages, fp32, int8, data, 1, threads, axes)
+    except BadInput:
+        raise first from None
+    reason = str(first.__cause__ or first).strip().splitlines()[0][:160]
+    log.warning("the model declares a free batch but fails on %d samples and runs on 1 (%s): verifying with "
+                "batch 1", batch, reason)
+    data.notes.append(f"the model declares a free batch but fails on batches of {batch}: verified with batch 1")
+    return result + (1,)
+
+
+def _pc_pair(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int, threads: int, axes):
     stages.detail("FP32")
-    pc_fp32, names = run_on_pc(fp32, "FP32 model", data.names, data.arrays, batch, threads)
+    pc_fp32, names = run_on_pc(fp32, "FP32 model", data.names, data.arrays, batch, threads, axes)
     stages.detail("INT8")
-    pc_int8, int8_names = run_on_pc(int8, "INT8 model", data.names, data.arrays, batch, threads)
+    pc_int8, int8_names = run_on_pc(int8, "INT8 model", data.names, data.arrays, batch, threads, axes)
     if len(int8_names) != len(names):
         raise BadInput(f"the INT8 model has {len(int8_names)} output(s) but the FP32 model has {len(names)}.",
                        "Quantize without truncation, or verify the truncated FP32 model.")
+    for name, ref, got in zip(names, pc_fp32, pc_int8):
+        if ref.shape != got.shape:
+            raise BadInput(f"the INT8 model's output '{name}' has shape {list(got.shape[1:])} per sample on the PC, "
+                           f"the FP32 model's {list(ref.shape[1:])}: the quantized model changed the output.",
+                           "Re-quantize it (a quantizer defect when xquant made it) before verifying on a board.")
     return pc_fp32, pc_int8, names
 
 
@@ -215,18 +251,20 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         int8 = _quantize(opts, cfg)
         fp32 = cfg.model.onnx_model
         batch, fixed = choose_batch(fp32, int8, params.batch_size)
+        axes = _layout(fp32, int8, data.names)
         if fixed:
             _trim(data, batch)
         threads = opts.threads if opts.threads is not None else (opts.board.threads or params.threads)
         stages.start("run on PC")
-        pc_fp32, pc_int8, names = _pc_runs(stages, fp32, int8, data, batch, threads)
+        pc_fp32, pc_int8, names, batch = _pc_runs(stages, fp32, int8, data, batch, fixed, threads, axes)
         _check_classes(labels, classes_known, pc_fp32)
         stages.start("run on board")
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
-                          standard_tasks(params.warmup, params.repeat, batch), providers, threads,
-                          *opts.runtime_options)
+                          standard_tasks(params.warmup, params.repeat, batch, perf_batch=batch if fixed else 1),
+                          providers, threads,
+                          *opts.runtime_options, batch_axes=axes)
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}

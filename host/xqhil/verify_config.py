@@ -51,7 +51,7 @@ class VerifyParams:
 @dataclass
 class VerifyData:
     names: List[str]  # model input names, in config order
-    arrays: List[np.ndarray]  # float32 [N, ...] per input
+    arrays: List[np.ndarray]  # [N, ...] per input, samples on axis 0, in the dtype the model declares
     labels: Optional[np.ndarray]
     source: str  # human description of where the samples come from
     notes: List[str]

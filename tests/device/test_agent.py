@@ -52,7 +52,7 @@ def workdir(tmp_path: Path, samples: int = 5, tasks=None, **request) -> Path:
     x = np.random.default_rng(0).standard_normal((samples, 6)).astype(np.float32)
     np.savez(tmp_path / "inputs.npz", in0=x)
     body = {
-        "protocol": 1, "deadline_s": 60, "providers": None, "threads": 1,
+        "protocol": load_agent().PROTOCOL, "deadline_s": 60, "providers": None, "threads": 1,
         "files": {n: sha(tmp_path / n) for n in ("xqhil_agent.py", "m.onnx", "inputs.npz")},
         "models": {"m": "m.onnx"}, "inputs": {"file": "inputs.npz", "names": ["x"]},
         "tasks": tasks if tasks is not None else [
@@ -76,7 +76,7 @@ def test_accuracy_outputs_match_onnxruntime_and_all_samples_run(tmp_path):
     folder = workdir(tmp_path, samples=5)
     proc, resp = run_agent(folder)
     assert proc.returncode == 0, proc.stderr
-    assert resp["ok"] and resp["error"] is None and resp["protocol"] == 1
+    assert resp["ok"] and resp["error"] is None and resp["protocol"] == load_agent().PROTOCOL
     task = resp["tasks"]["acc"]
     assert task["ok"] and task["samples"] == 5 and task["output"]["names"] == ["y", "z"]
     assert task["output"]["sha256"] == sha(folder / "out-acc.npz")
@@ -116,7 +116,8 @@ def test_hello_prints_protocol_and_device():
     proc = subprocess.run([sys.executable, str(AGENT), "--hello"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     data = json.loads(proc.stdout)
-    assert data["protocol"] == 1 and data["device"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert data["protocol"] == load_agent().PROTOCOL
+    assert data["device"]["python"] == ".".join(map(str, sys.version_info[:3]))
 
 
 def test_model_that_fails_to_load_is_reported_not_raised(tmp_path):
