@@ -26,11 +26,6 @@ CI_MODELS = [name for name, entry in MANIFEST.items() if entry.get("ci")]
 QEMU_MODELS = ["oww_hey_mycroft", "silero_vad_seq"]  # the smallest: seconds of emulated inference
 SAMPLES = 8
 
-# Models that fail in the quantizer today; strict, so the test flips to a failure (remove the mark) once fixed.
-KNOWN_FAILURES = {
-    "silero_vad_seq": "zoo-failures.md entry 6: inputs batched together although h/c have "
-                      "a fixed dim 0 of 1 (only 'input' has a symbolic dim 0)",
-}
 
 
 def cache() -> str:
@@ -59,13 +54,7 @@ def verify(cfg: Path, board: str, tmp_path: Path, timeout: int) -> tuple:
     return proc, json.loads(report.read_text()) if report.exists() else None
 
 
-def marks(name: str):
-    if name in KNOWN_FAILURES:
-        return [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name])]
-    return []
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=marks(n)) for n in CI_MODELS])
+@pytest.mark.parametrize("name", CI_MODELS)
 def test_zoo_model_passes_on_host(name: str, tmp_path: Path) -> None:
     proc, report = verify(config_for(name, tmp_path), "host", tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -73,7 +62,7 @@ def test_zoo_model_passes_on_host(name: str, tmp_path: Path) -> None:
     assert list(tmp_path.glob("*.q.onnx")), "no quantized model written"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=marks(n)) for n in QEMU_MODELS])
+@pytest.mark.parametrize("name", QEMU_MODELS)
 def test_zoo_model_passes_on_qemu(name: str, tmp_path: Path) -> None:
     rootfs = Path(os.environ.get("XQHIL_RISCV64_ROOTFS", REPO / "ci" / ".cache" / "riscv64-rootfs"))
     if not (rootfs / "usr" / "bin" / "python3").is_file():
