@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "host"))
 sys.path.insert(0, str(REPO / "tests" / "xqhil"))
 
 from xqhil.boards import resolve_board  # noqa: E402
+from xqhil.errors import HilError  # noqa: E402
 from xqhil.localize import Board, localize_config, replay  # noqa: E402
 from xqhil_testlib import FAULTS, start_sshd  # noqa: E402
 
@@ -142,10 +143,13 @@ def prepare(cache: Path) -> dict:
 
 
 def pick_node(qmodel: Path, op: str) -> str:
-    """The model's last compute node of type ``op`` (when a row names none)."""
+    """The model's last compute node of type ``op`` whose output is quantized (read by a QuantizeLinear:
+    inside the INT8 part, not in a float tail), when a row names none."""
     import onnx
 
-    return [n.name for n in onnx.load(str(qmodel)).graph.node if n.op_type == op][-1]
+    nodes = onnx.load(str(qmodel)).graph.node
+    quantized = {n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
+    return [n.name for n in nodes if n.op_type == op and any(o in quantized for o in n.output)][-1]
 
 
 def python_for(base: str, kind: str, arg: str, node: str, refuse: bool) -> str:
@@ -164,8 +168,11 @@ def run_row(row, models, board_kw, out: Path) -> list:
     base_python = board_kw["clean_base"]
     start = time.perf_counter()
     board = Board(resolve_board(board_kw["board"], None, None, python=faulty, **board_kw["extra"]))
-    result = localize_config(str(config), board, board_kw["board"], str(qmodel), str(out / f"{model}-{kind}-{op}"),
-                             bisect=False)
+    try:
+        result = localize_config(str(config), board, board_kw["board"], str(qmodel),
+                                 str(out / f"{model}-{kind}-{op}"), bisect=False)
+    except HilError as exc:  # a row that cannot run is a row that says why, not the end of the bench
+        return [kind, op or "-", model, f"error: {exc}"[:120], "NO", "", round(time.perf_counter() - start, 1), ""]
     seconds = time.perf_counter() - start
     ops = [n for n, _ in result["region_ops"]]
     named = (result["status"] == "clean") if kind == "none" else (result["status"] == "localised" and node in ops)
