@@ -298,3 +298,23 @@ def test_tolerances_are_exact_on_the_cpu_provider_and_one_step_elsewhere():
     b[2, 1] += 5.0
     b[0, 0] += 1.0
     assert pick_samples([a], [b], 4) == [2, 0] and pick_samples([a], [a], 4) == []
+
+
+def test_cut_inputs_without_a_sample_axis_are_fed_whole():
+    """A cut of a detector reads tensors computed from shapes alone (an anchor grid [A, 1], no sample axis)
+    beside activations [batch, C]: the localiser's runs hand the agent the anchors per sample, not split on
+    axis 0 (found on NudeNet's YOLOv8n, where every cut after the head's Concat failed with InvalidArgument)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from xqhil.localize.runs import batch_axes
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["act"], ["a"]), helper.make_node("Identity", ["anchors"], ["b"])], "cut",
+        [helper.make_tensor_value_info("act", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("anchors", TensorProto.FLOAT, [5, 1])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [5, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    values = [np.zeros((1, 3), np.float32), np.zeros((1, 5, 1), np.float32)]  # samples-first, one sample
+    assert batch_axes(model, ["act", "anchors"], values) == [0, None]

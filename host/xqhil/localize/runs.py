@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
+from xquant.model_io import graph_inputs
+
 from ..boards.spec import BoardSpec
 from ..protocol import Task
 from ..reference import run_on_pc
@@ -45,7 +47,7 @@ class Board:
             task = Task(model_id, model_id, "accuracy", 1)
             run = BoardSession(self.spec, self.deadlines, self.retries).run(
                 {model_id: path}, list(names), list(arrays), [task], self.providers, self.threads,
-                self.environment, self.provider_options)
+                self.environment, self.provider_options, batch_axes(model, names, arrays))
         self.runs += 1
         self.device = run.device or self.device
         entry, result = run.model(model_id), run.task(model_id)
@@ -64,8 +66,24 @@ def run_pc(model: onnx.ModelProto, what: str, names: Sequence[str], arrays: Sequ
     with tempfile.TemporaryDirectory(prefix="xqhil-localize-") as scratch:
         path = os.path.join(scratch, "model.onnx")
         onnx.save(model, path)
-        outputs, out_names = run_on_pc(path, what, names, arrays, 1, threads)
+        outputs, out_names = run_on_pc(path, what, names, arrays, 1, threads, batch_axes(model, names, arrays))
     return dict(zip(out_names, outputs))
+
+
+def batch_axes(model: onnx.ModelProto, names: Sequence[str], arrays: Sequence[np.ndarray]) -> List[Optional[int]]:
+    """Where each input of ``model`` stacks this run's samples (``arrays`` are samples-first): none where a
+    value has one axis more than the input declares (a tensor without a sample axis, such as a detector's
+    anchor grid computed from shapes, which the agent stacked per sample), else the input's own batch axis
+    (xquant.model_io.graph_inputs, the one inspection helper)."""
+    declared = {gi.name: gi for gi in graph_inputs(model)}
+    axes: List[Optional[int]] = []
+    for name, value in zip(names, arrays):
+        gi = declared.get(name)
+        if gi is not None and value.ndim == len(gi.shape) + 1:
+            axes.append(None)
+        else:
+            axes.append(gi.batch_axis if gi is not None and gi.batch_axis is not None else 0)
+    return axes
 
 
 def feed(model: onnx.ModelProto, values: Dict[str, np.ndarray]) -> Tuple[List[str], List[np.ndarray]]:
