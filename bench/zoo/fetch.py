@@ -45,11 +45,9 @@ def load_manifest(path: str = MANIFEST) -> Dict[str, dict]:
 
 
 def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from xqhil.protocol import sha256_file  # the harness's own checksum (the same one the board checks)
+
+    return sha256_file(path)
 
 
 def wheel_path(entry: dict, cache: str) -> str:

@@ -10,7 +10,6 @@ and mount(8); where either is missing those rows skip, saying so.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -25,9 +24,8 @@ import pytest
 from history_testlib import make_doc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xqhil"))
-from xqhil_testlib import fault_python, make_project  # noqa: E402
+from xqhil_testlib import fault_python, make_project, run_cli  # noqa: E402
 
-from xqhil.cli import main  # noqa: E402
 from xqhil.history import record_and_check  # noqa: E402
 
 CORRUPT = b"\xab" * 8192  # two pages
@@ -105,10 +103,7 @@ def snapshot(path: Path) -> dict:
 
 
 def xqhil(*argv: str) -> tuple:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(list(argv))
 
 
 @pytest.fixture(scope="module")

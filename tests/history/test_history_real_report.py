@@ -7,8 +7,6 @@ that a real report lacks.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import platform
 import sqlite3
@@ -20,18 +18,14 @@ import pytest
 from history_testlib import make_doc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xqhil"))
-from xqhil_testlib import make_project  # noqa: E402
+from xqhil_testlib import make_project, run_cli  # noqa: E402
 
-from xqhil.cli import main  # noqa: E402
 from xqhil.history import RunStore  # noqa: E402
 from xqhil.history import doc as docs  # noqa: E402
 
 
 def xqhil(*argv: str) -> tuple:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
+    return run_cli(list(argv))
 
 
 @pytest.fixture(scope="module")

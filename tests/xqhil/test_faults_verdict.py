@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import pytest
-from xqhil_testlib import FAULTS, fault_python, make_project, verify
+from xqhil_testlib import FAULTS, demo_config, fault_python, make_project, verify
 
 TAMPER = FAULTS / "tamper.py"
 
@@ -173,25 +173,8 @@ MID_CONV = "/head/head.1/head.1.0/Conv"  # the demo CNN's last Conv, before the 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
     """configs/demo.json (real Fashion-MNIST, 500 labelled samples) with absolute paths, quantized once."""
-    source = REPO / "configs" / "demo.json"
-    if not (REPO / "demo" / "model" / "fashion_cnn.onnx").exists():
-        pytest.skip("the bundled demo (demo/model/fashion_cnn.onnx) is missing")
-    cfg = json.loads(source.read_text())
     folder = tmp_path_factory.mktemp("demo")
-
-    def absolute(path: str) -> str:
-        return str((source.parent / path).resolve())
-
-    cfg["model_parameters"].update(onnx_model=absolute(cfg["model_parameters"]["onnx_model"]),
-                                   working_dir=str(folder / "work"))
-    cfg["quantization_parameters"]["analysis_enable"] = False
-    for item in cfg["calibration_parameters"]["input_parametres"]:
-        item["data_list_path"] = absolute(item["data_list_path"])
-    section = cfg["verify_parameters"]
-    section.update(data_list_path=[absolute(p) for p in section["data_list_path"]],
-                   label_list_path=absolute(section["label_list_path"]), warmup=1, repeat=3)
-    config = folder / "demo.json"
-    config.write_text(json.dumps(cfg))
+    config = demo_config(folder, warmup=1, repeat=3)
     code, report, _, stderr = verify(config, "host", folder / "clean")
     assert code == 0, stderr
     return {"config": config, "qmodel": folder / "work" / "fashion_cnn.q.onnx", "clean": report}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from xqhil_testlib import demo_config as write_demo_config
 from xqhil_testlib import fault_python, int8_differences, leftovers, processes_mentioning, verify, with_opset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,26 +19,7 @@ pytestmark = pytest.mark.hil
 @pytest.fixture(scope="module")
 def demo_config(tmp_path_factory) -> Path:
     """configs/demo.json with absolute paths, 48 verification samples and 3 timed runs."""
-    source = REPO / "configs" / "demo.json"
-    if not (REPO / "demo" / "model" / "fashion_cnn.onnx").exists():
-        pytest.skip("the bundled demo (demo/model/fashion_cnn.onnx) is missing")
-    cfg = json.loads(source.read_text())
-    folder = tmp_path_factory.mktemp("demo")
-
-    def absolute(path: str) -> str:
-        return str((source.parent / path).resolve())
-
-    cfg["model_parameters"].update(onnx_model=absolute(cfg["model_parameters"]["onnx_model"]),
-                                   working_dir=str(folder / "work"))
-    for item in cfg["calibration_parameters"]["input_parametres"]:
-        item["data_list_path"] = absolute(item["data_list_path"])
-    verify_section = cfg["verify_parameters"]
-    verify_section.update(data_list_path=[absolute(p) for p in verify_section["data_list_path"]],
-                          label_list_path=absolute(verify_section["label_list_path"]), max_samples=48,
-                          warmup=1, repeat=3)
-    path = folder / "demo.json"
-    path.write_text(json.dumps(cfg))
-    return path
+    return write_demo_config(tmp_path_factory.mktemp("demo"), max_samples=48, warmup=1, repeat=3)
 
 
 def test_demo_model_on_qemu_riscv64(demo_config, rootfs, tmp_path):

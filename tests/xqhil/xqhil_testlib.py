@@ -374,3 +374,32 @@ def wait_for(predicate, seconds: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {seconds} s")
         time.sleep(0.05)
+
+
+def demo_config(folder: Path, **verify: object) -> Path:
+    """configs/demo.json (real Fashion-MNIST, labelled) with absolute paths, its outputs under ``folder``,
+    no analysis report, and ``verify`` merged into verify_parameters; written as ``folder``/demo.json."""
+    import json
+
+    import pytest
+
+    repo = Path(__file__).resolve().parents[2]
+    source = repo / "configs" / "demo.json"
+    if not (repo / "demo" / "model" / "fashion_cnn.onnx").exists():
+        pytest.skip("the bundled demo (demo/model/fashion_cnn.onnx) is missing")
+    cfg = json.loads(source.read_text())
+
+    def absolute(path: str) -> str:
+        return str((source.parent / path).resolve())
+
+    cfg["model_parameters"].update(onnx_model=absolute(cfg["model_parameters"]["onnx_model"]),
+                                   working_dir=str(folder / "work"))
+    cfg["quantization_parameters"]["analysis_enable"] = False
+    for item in cfg["calibration_parameters"]["input_parametres"]:
+        item["data_list_path"] = absolute(item["data_list_path"])
+    section = cfg["verify_parameters"]
+    section.update(data_list_path=[absolute(p) for p in section["data_list_path"]],
+                   label_list_path=absolute(section["label_list_path"]), **verify)
+    path = folder / "demo.json"
+    path.write_text(json.dumps(cfg))
+    return path
