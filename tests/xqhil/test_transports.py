@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from xqhil_testlib import leftovers, run_cli
 
+from xqhil.reference import agent_module
+
 
 def probe(board: str, *extra: str):
     code, out, err = run_cli(["boards", "--probe", "--board", board, "-q", *extra])
@@ -23,7 +25,8 @@ def test_probe_host_board(tmp_path):
     code, data, err = probe("host", "--remote-dir", str(tmp_path))
     assert code == 0, err
     assert data["device"]["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert data["protocol"] == 1 and set(data["harness"]) >= {"upload_s", "run_s", "fetch_s", "cleanup_s"}
+    assert data["protocol"] == agent_module().PROTOCOL
+    assert set(data["harness"]) >= {"upload_s", "run_s", "fetch_s", "cleanup_s"}
     assert leftovers(tmp_path) == []
 
 
