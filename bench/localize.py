@@ -144,12 +144,14 @@ def prepare(cache: Path) -> dict:
 
 def pick_node(qmodel: Path, op: str) -> str:
     """The model's last compute node of type ``op`` whose output is quantized (read by a QuantizeLinear:
-    inside the INT8 part, not in a float tail), when a row names none."""
+    inside the INT8 part), else its last node of that type, when a row names none."""
     import onnx
 
     nodes = onnx.load(str(qmodel)).graph.node
     quantized = {n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
-    return [n.name for n in nodes if n.op_type == op and any(o in quantized for o in n.output)][-1]
+    of_type = [n for n in nodes if n.op_type == op]
+    inside = [n for n in of_type if any(o in quantized for o in n.output)]
+    return (inside or of_type)[-1].name  # a float-tail node (a classifier's last Softmax) when no other
 
 
 def python_for(base: str, kind: str, arg: str, node: str, refuse: bool) -> str:
