@@ -13,7 +13,7 @@ import onnx
 
 from ..data.source import CalibrationData
 from ..errors import ModelError
-from ..model_io import fixed_batch, run_batch
+from ..model_io import run_batch
 from .session import make_session, with_outputs
 from .stats import TensorStats
 
@@ -60,7 +60,7 @@ def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: Calibrat
     total = -(-data.num_samples // batch_size)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: Optional[Future] = None
-        batches = data.batches(batch_size, fill=fixed_batch(model) > 0)
+        batches = data.model_batches(model, batch_size)
         for batch in progress(batches, total, "calibrating", show_progress):
             values = _run(session, names, batch)
             if pending is not None:
