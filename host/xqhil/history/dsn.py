@@ -36,11 +36,14 @@ def _passwords(dsn: str) -> list[str]:
     try:
         parts = urlsplit(dsn)
         found = [parts.password] if parts.password else []
-    except ValueError:
-        found = []
+    except ValueError:  # not a URL Python can split (a broken IPv6 host): the user:password@ part
+        found = re.findall(r"//[^:/@]*:([^@/]*)@", dsn)
     query = dsn.split("?", 1)[1] if "?" in dsn else ""
     found += [value for key, value in parse_qsl(query) if key == "password" and value]
-    return [p for p in found + [unquote(p) for p in found] if p]
+    found += [unquote(p) for p in found]
+    # an unencoded '@' in a password: libpq reads part of it as the host name and may echo that part
+    found += [part for p in found for part in p.split("@") if len(part) >= 3]
+    return [p for p in found if p]
 
 
 def redact(target: DbTarget) -> str:
@@ -65,6 +68,7 @@ def scrub(text: str, target: DbTarget | None) -> str:
     """``text`` with every password of ``target`` (a URL) replaced by ***."""
     if target is None or not is_dsn(os.fspath(target)):
         return text
+    text = text.replace(os.fspath(target), redact(target))
     for password in sorted(_passwords(os.fspath(target)), key=len, reverse=True):
         text = text.replace(password, HIDDEN)
     return text
