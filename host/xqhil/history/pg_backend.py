@@ -81,8 +81,17 @@ class PgBackend:
     # ---- what schema.Database asks for
     def execute(self, sql: str, params: Any = ()) -> Any:
         """``sql`` in SQLite's dialect: ``?`` marks, ``IS ?`` for a comparison that matches NULL."""
-        sql = re.sub(r"\bIS \?", "IS NOT DISTINCT FROM ?", sql).replace("?", "%s")
-        return self.conn.execute(sql, tuple(params))
+        return self.conn.execute(_pg_sql(sql), tuple(params))
+
+    def insert_many(self, sql: str, rows: list[list[Any]]) -> list[int]:
+        """``INSERT ... RETURNING id`` for every row in one pipelined round trip; the new ids in order."""
+        with self.conn.cursor() as cursor:
+            cursor.executemany(_pg_sql(sql), rows, returning=True)
+            ids = []
+            while True:
+                ids.append(int(cursor.fetchone()[0]))
+                if not cursor.nextset():
+                    return ids
 
     def ddl(self, sql: str) -> str:
         for pattern, replacement in _DDL:
@@ -90,13 +99,16 @@ class PgBackend:
         return sql
 
     def tables(self) -> list[str]:
-        rows = self.conn.execute("SELECT table_name FROM information_schema.tables "
-                                 "WHERE table_schema = current_schema()").fetchall()
+        """Tables and views of the current schema (from pg_catalog: information_schema is slow)."""
+        rows = self.conn.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                 "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+                                 ).fetchall()
         return [str(r[0]) for r in rows]
 
     def columns(self, table: str) -> list[str]:
-        rows = self.conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                                 "current_schema() AND table_name = %s ORDER BY ordinal_position",
+        rows = self.conn.execute("SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                                 "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                                  (table,)).fetchall()
         return [str(r[0]) for r in rows]
 
@@ -105,7 +117,7 @@ class PgBackend:
 
     # ---- opening, checking, writing
     def _prepare(self, create: bool) -> None:
-        self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+        self.conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")  # not in connect(): keeps ?options=
         version = schema.identify(self, self.path)  # another application's tables: refused untouched
         schema.refuse_newer(version, self.path)
         if version == 0 and (self.readonly or not create):
@@ -145,6 +157,11 @@ class PgBackend:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _pg_sql(sql: str) -> str:
+    """SQLite's ``?`` marks as psycopg's ``%s``; ``IS ?`` (equal, NULL matching NULL) as IS NOT DISTINCT FROM."""
+    return re.sub(r"\bIS \?", "IS NOT DISTINCT FROM ?", sql).replace("?", "%s")
 
 
 def pg_error(dsn: str, exc: BaseException) -> HistoryError:

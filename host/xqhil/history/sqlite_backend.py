@@ -68,6 +68,10 @@ class SqliteBackend:
     def columns(self, table: str) -> list[str]:
         return [str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({table})").fetchall()]
 
+    def insert_many(self, sql: str, rows: list[list[Any]]) -> list[int]:
+        """``INSERT ... RETURNING id`` once per row; the new ids in order."""
+        return [int(self.conn.execute(sql, row).fetchall()[0][0]) for row in rows]
+
     def error(self, exc: BaseException) -> HistoryError:
         return db_error(self.path, exc)
 

@@ -49,13 +49,25 @@ def import_lines(store: RunStore, lines: Iterable[str], where: str) -> dict[str,
     """Append the exported history ``lines`` to ``store`` in one transaction; return what was added."""
     ids: dict[int, int] = {}
     counts = {"run": 0, "baseline": 0, "regression": 0}
+    pending: list[dict[str, Any]] = []  # runs are inserted BATCH at a time (one round trip on PostgreSQL)
+
+    def flush() -> None:
+        ids.update(zip((item["id"] for item in pending), store.insert_raw_runs(pending)))
+        pending.clear()
+
     with store.write():
         for number, item in _parse(lines, where):
             kind = item.get("type")
             if kind == "run":
                 _text(item, "doc", where, number)
-                ids[_int(item, "id", where, number)] = store.insert_raw_run(item)
-            elif kind == "baseline":
+                _int(item, "id", where, number)
+                pending.append(item)
+                if len(pending) >= BATCH:
+                    flush()
+                counts[kind] += 1
+                continue
+            flush()
+            if kind == "baseline":
                 store.import_pin({**item, "run_id": _mapped(ids, item.get("run_id"), where, number)})
             elif kind == "regression":
                 store.insert_regression(_remap_regression(item, ids, where, number))
@@ -63,6 +75,7 @@ def import_lines(store: RunStore, lines: Iterable[str], where: str) -> dict[str,
                 raise HistoryError(f"{where} line {number}: unknown record type {kind!r} (run, baseline or "
                                    "regression): is this an 'xqhil history export' file?")
             counts[kind] += 1
+        flush()
     return counts
 
 
