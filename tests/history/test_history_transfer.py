@@ -82,7 +82,8 @@ def test_import_into_a_history_with_runs_remaps_every_reference(tmp_path, histor
         assert [(r.recorded_at, r.doc) for r in moved] == [(r.recorded_at, r.doc) for r in lite.list()]
         assert sorted(target.pinned_run_ids()) == [4, 10]
         shifted = [r for r in target.regressions() if r["run_id"] > 2]
-        for new, old in zip(shifted, lite.regressions(), strict=True):
+        assert len(shifted) == len(lite.regressions()) >= 4
+        for new, old in zip(shifted, lite.regressions()):
             assert (new["run_id"], new["baseline_run"], new["appeared_run"]) == (
                 old["run_id"] + 2, old["baseline_run"] + 2, old["appeared_run"] + 2)
             assert f"(run {old['appeared_run'] + 2})" in new["message"]

@@ -112,6 +112,11 @@ class RunStore:
         return self.backend.target
 
     @property
+    def conn(self) -> Any:
+        """The backend's DB-API connection (sqlite3 or psycopg); queries through it are backend-specific."""
+        return self.backend.conn
+
+    @property
     def readonly(self) -> bool:
         return bool(self.backend.readonly)
 
