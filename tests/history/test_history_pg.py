@@ -149,3 +149,31 @@ def test_check_before_a_run_and_a_read_only_user(pg_server, pg_db):
     with RunStore.open(reader) as store, pytest.raises(HistoryError, match="permission denied") as info:
         store.check()
     assert info.value.exit_code == 2 and "reader-pw-77" not in str(info.value)
+
+
+def test_without_psycopg_a_url_is_one_line_saying_what_to_install(pg_db, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as on a machine without the postgres extra
+    code, out, err = _run(capsys, "history", "--db", pg_db)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "needs psycopg 3" in err and "[postgres]" in err
+    assert PASSWORD not in err
+
+
+def test_a_writer_that_stops_inside_a_write_does_not_block_the_others_forever(pg_db):
+    """The advisory lock is transaction-scoped: a writer cut off mid-write (idle in transaction past the
+    timeout, or its connection dropped) releases it; the others then write."""
+    from xqhil.history import pg_backend
+
+    with RunStore.open(pg_db) as stuck:
+        stuck.backend.conn.execute("SET idle_in_transaction_session_timeout = '1s'")
+        with pytest.raises(HistoryError) as info, stuck.write():
+            stuck.record(make_doc(seed=1))
+            import time
+
+            time.sleep(2.5)  # the server ends this session; its transaction and lock go with it
+            stuck.record(make_doc(seed=2))
+    assert info.value.exit_code == 3 and PASSWORD not in str(info.value)
+    assert record_and_check(make_doc(seed=3), pg_db)["run_id"] >= 1
+    with RunStore.open(pg_db, readonly=True) as store:
+        assert [r.doc["latency"]["int8"]["samples_ms"] for r in store.list()] == [
+            make_doc(seed=3)["latency"]["int8"]["samples_ms"]]
+    assert pg_backend.IDLE_WRITE_TIMEOUT_S >= 60
