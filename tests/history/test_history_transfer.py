@@ -118,3 +118,22 @@ def test_export_errors(tmp_path, capsys):
     code, _, err = _run(capsys, "history", "export", "--db", db, "--out", tmp_path / "no" / "dir" / "x.jsonl")
     assert code == 3 and "cannot write the export" in err and not (tmp_path / "no").exists()
     assert _run(capsys, "history", "import", tmp_path / "absent.jsonl", "--db", db)[0] == 2
+
+
+def test_export_to_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "h.sqlite3"
+    with RunStore.open(db) as store:
+        for seed in range(60):  # about 200 kB: more than a pipe holds
+            store.record(make_doc(seed=seed))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "host")}
+    proc = subprocess.Popen([sys.executable, "-m", "xqhil", "history", "export", "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert json.loads(proc.stdout.readline())["format"] == "xqhil.history-export/1"
+    proc.stdout.close()  # as `| head -1` does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"error" not in err

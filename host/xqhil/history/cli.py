@@ -175,7 +175,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export to stdout, or to a file written whole (a temporary file renamed) or not at all."""
     with _open(args) as store:
         if args.out == "-":
-            counts = transfer.write_export(store, sys.stdout)
+            try:
+                counts = transfer.write_export(store, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
         else:
             out = Path(args.out)
             tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
