@@ -5,6 +5,7 @@ URL's password never reaches a message, a report or the dashboard; another appli
 empty database are refused untouched; a version-1 schema is migrated in place."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_a_run_recorded_by_one_process_is_listed_by_another(pg_db, tmp_path):
 @pytest.mark.parametrize("change, code, words", [
     (lambda dsn: dsn.replace(PASSWORD, "wrong-password-1234"), 2, "password authentication failed"),
     (lambda dsn: dsn.rsplit("/", 1)[0] + "/no_such_db", 2, "does not exist"),
-    (lambda dsn: dsn.replace("127.0.0.1:", "127.0.0.1:1").rsplit(":", 1)[0] + ":1/x", 3, "cannot reach"),
+    (lambda dsn: re.sub(r":\d+/", ":1/", dsn), 3, "cannot reach"),  # nothing listens on port 1
 ])
 def test_connection_errors_are_one_line_without_the_password(pg_db, capsys, change, code, words):
     dsn = change(pg_db)
