@@ -15,7 +15,7 @@ $(BIN)/.base: pyproject.toml
 
 $(BIN)/.dev: $(BIN)/.base
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev,finetune,farm]"
+	$(BIN)/pip install -q -e ".[dev,finetune,farm,postgres]"
 	touch $@
 
 venv: $(BIN)/.base

@@ -3,12 +3,13 @@
 # podman + runc + arch-test (the Dockerfile.riscv container, ci/build-image.sh), chromium (dashboard check),
 # dataset-fashion-mnist (demo and benchmark data), python3-venv (Debian's python3 cannot make a venv without
 # it), espeak-ng + fonts-dejavu-core + locales (the zoo's realistic inputs: speech, rendered text, Khmer words
-# of the km_KH locale file). Idempotent.
+# of the km_KH locale file), postgresql (the history tests start a throwaway server from its initdb/pg_ctl;
+# under root they run it as the unprivileged user nobody via runuser). Idempotent.
 #   usage: install-system-deps.sh          everything the tests need
 #          install-system-deps.sh venv     only what `make demo` needs to create its venv
 set -euo pipefail
 pkgs=(qemu-user-static mmdebstrap openssh-server podman runc arch-test chromium dataset-fashion-mnist python3-venv
-      espeak-ng fonts-dejavu-core locales)
+      espeak-ng fonts-dejavu-core locales postgresql)
 [ "${1:-}" = "venv" ] && pkgs=(python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -138,8 +138,8 @@ def add_quantize_and_verify(sub) -> None:
     parser.add_argument("config", help="XQuant JSON config (with an optional verify_parameters section)")
     parser.add_argument("--qmodel", help="reuse this quantized model instead of quantizing")
     parser.add_argument("--out", help="folder for verify.md and verify.json (default: the working_dir)")
-    parser.add_argument("--db", metavar="PATH", help="run history database (default: $XQHIL_DB, else "
-                        "$XDG_DATA_HOME/xqhil/history.sqlite3)")
+    parser.add_argument("--db", metavar="PATH|URL", help="run history: a SQLite file or a postgresql:// URL "
+                        "(default: $XQHIL_DB, else $XDG_DATA_HOME/xqhil/history.sqlite3)")
     parser.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when the run regressed against its baseline (see 'xqhil history')")
     parser.add_argument("--localize", choices=("auto", "never"), default="auto",

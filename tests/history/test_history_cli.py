@@ -8,8 +8,8 @@ from history_testlib import make_doc
 
 
 @pytest.fixture
-def db(tmp_path):
-    path = tmp_path / "h.sqlite3"
+def db(history_db):
+    path = history_db
     record_and_check(make_doc(model="resnet18", runtime="1.20.1", seed=1), path)
     record_and_check(make_doc(model="resnet18", runtime="1.21.0", int8_ms=15.0, seed=2), path)
     record_and_check(make_doc(model="mobilenet_v2", board="k1-lab-02", runtime="1.21.0", verdict="fail",

@@ -106,11 +106,11 @@ def test_microsecond_shift_of_a_fast_model_is_not_a_regression():
     assert R.check_latency(_lat(base), _lat(slow), "int8") is not None
 
 
-def test_slowdown_with_nothing_recorded_changed_is_noise_not_a_regression(tmp_path):
+def test_slowdown_with_nothing_recorded_changed_is_noise_not_a_regression(history_db):
     """Same device, runtime and INT8 model (a busy shared host): the run is slower, but there is no release
     to blame; it is not flagged, it becomes the baseline and its median feeds the measured run-to-run noise.
     A slowdown that comes with a runtime change is flagged."""
-    db = tmp_path / "h.sqlite3"
+    db = history_db
     _record(db, runtime="1.20.1", seed=1)
     busy = _record(db, runtime="1.20.1", int8_ms=24.0, seed=2)  # 2x: a neighbour took the core
     assert busy["baseline_run"] == 1 and busy["regressions"] == []
@@ -179,16 +179,16 @@ def _record(db, **kw):
     return record_and_check(make_doc(**kw), db)
 
 
-def test_recorded_runs_without_slowdown_raise_nothing(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_recorded_runs_without_slowdown_raise_nothing(history_db):
+    db = history_db
     summaries = [_record(db, runtime=v, seed=s) for s, v in enumerate(["1.20.0", "1.20.1", "1.21.0", "1.21.1"])]
     assert summaries[0]["baseline_run"] is None
     assert [s["baseline_run"] for s in summaries[1:]] == [1, 2, 3]
     assert all(s["regressions"] == [] for s in summaries)
 
 
-def test_recorded_slowdown_names_the_runtime_version_where_it_appeared(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_recorded_slowdown_names_the_runtime_version_where_it_appeared(history_db):
+    db = history_db
     for seed in range(3):
         _record(db, runtime="1.20.1", seed=seed)
     first = _record(db, runtime="1.21.0", int8_ms=14.4, seed=10)
@@ -205,8 +205,8 @@ def test_recorded_slowdown_names_the_runtime_version_where_it_appeared(tmp_path)
         assert [r["run_id"] for r in store.regressions()] == [4, 5]
 
 
-def test_failed_runs_are_skipped_as_baselines_and_accuracy_bug_is_reported(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_failed_runs_are_skipped_as_baselines_and_accuracy_bug_is_reported(history_db):
+    db = history_db
     _record(db, runtime="1.20.1", seed=1)
     bug = _record(db, runtime="1.22.0", verdict="fail", status="bug", chip_int8=60.2, snr_db=17.0, seed=2)
     assert {r["kind"] for r in bug["regressions"]} == {"accuracy", "fidelity"}
@@ -214,8 +214,8 @@ def test_failed_runs_are_skipped_as_baselines_and_accuracy_bug_is_reported(tmp_p
     assert _record(db, runtime="1.22.1", seed=3)["baseline_run"] == 1
 
 
-def test_pinned_baseline_wins(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_pinned_baseline_wins(history_db):
+    db = history_db
     _record(db, runtime="1.20.1", int8_ms=10.0, seed=1)
     _record(db, runtime="1.20.2", int8_ms=11.0, seed=2)  # passes: 10% slower, beyond noise -> regression
     with RunStore.open(db) as store:
@@ -226,8 +226,8 @@ def test_pinned_baseline_wins(tmp_path):
     assert item["runtime_version"] == "1.20.2"  # the slowdown began at run 2 and never went away
 
 
-def test_different_configs_and_boards_do_not_mix(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_different_configs_and_boards_do_not_mix(history_db):
+    db = history_db
     _record(db, board="k1-lab-01", seed=1)
     assert _record(db, board="k1-lab-02", int8_ms=20.0, seed=2)["baseline_run"] is None
     assert _record(db, config="per-channel", int8_ms=20.0, seed=3)["baseline_run"] is None

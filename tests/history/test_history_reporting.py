@@ -13,8 +13,8 @@ def _written_report(folder, **kw):
     return doc
 
 
-def test_outcome_is_added_to_both_reports(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_outcome_is_added_to_both_reports(tmp_path, history_db):
+    db = history_db
     first = record_verify_report(_written_report(tmp_path / "r1", seed=1), db)
     assert first["baseline_run"] is None
     doc = _written_report(tmp_path / "r2", runtime="1.21.0", int8_ms=14.5, seed=2)
@@ -28,8 +28,8 @@ def test_outcome_is_added_to_both_reports(tmp_path):
     assert "- REGRESSION: latency regression on k1-lab-01" in md and "baseline run 1" in md
 
 
-def test_markdown_section_is_replaced_not_repeated(tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_markdown_section_is_replaced_not_repeated(tmp_path, history_db):
+    db = history_db
     doc = _written_report(tmp_path / "r1", seed=1)
     record_verify_report(doc, db)
     record_verify_report(doc, db)  # the same report recorded again: a second run

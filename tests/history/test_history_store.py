@@ -1,4 +1,4 @@
-"""RunStore: recording, querying, pinning, paths and errors."""
+"""RunStore: recording, querying, pinning, paths and errors, on SQLite and on PostgreSQL (``db``)."""
 import sqlite3
 
 import pytest
@@ -8,8 +8,8 @@ from history_testlib import make_doc
 
 
 @pytest.fixture
-def db(tmp_path):
-    return tmp_path / "hist" / "runs.sqlite3"
+def db(history_db):
+    return history_db
 
 
 def test_record_and_get_round_trip(db):
@@ -23,7 +23,8 @@ def test_record_and_get_round_trip(db):
     assert run.recorded_at.endswith("Z")
 
 
-def test_database_uses_wal_and_current_schema(db):
+def test_database_uses_wal_and_current_schema(tmp_path):
+    db = tmp_path / "runs.sqlite3"
     with RunStore.open(db) as store:
         store.record(make_doc())
         assert store.schema_version == CURRENT_VERSION
@@ -94,13 +95,12 @@ def test_file_that_is_not_a_database(tmp_path):
 
 
 def test_newer_schema_is_refused(db):
-    RunStore.open(db).close()
-    conn = sqlite3.connect(db)
-    conn.execute("UPDATE schema_version SET version = 99")
-    conn.commit()
-    conn.close()
+    with RunStore.open(db) as store, store.write() as backend:
+        backend.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(HistoryError, match="schema version 99, newer"):
         RunStore.open(db)
+    with pytest.raises(HistoryError, match="schema version 99, newer"):
+        RunStore.open(db, readonly=True)
 
 
 def test_pin_and_unpin_baseline(db):

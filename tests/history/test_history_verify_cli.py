@@ -46,8 +46,8 @@ def _verify(db, *extra):
     return _xqhil("quantize-and-verify", "cfg.json", "--board", "host", "--db", str(db), "-q", *extra)
 
 
-def test_runs_are_recorded_and_a_slowdown_is_reported(fake_verify, tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_runs_are_recorded_and_a_slowdown_is_reported(fake_verify, tmp_path, history_db):
+    db = history_db
     fake_verify += [make_doc(seed=1), make_doc(runtime="1.21.0", int8_ms=14.6, seed=2),
                     make_doc(runtime="1.21.0", int8_ms=14.6, seed=3)]
     code, out, _ = _verify(db)
@@ -62,8 +62,8 @@ def test_runs_are_recorded_and_a_slowdown_is_reported(fake_verify, tmp_path):
     assert "## History" in (tmp_path / "run2" / "verify.md").read_text()
 
 
-def test_clean_run_with_fail_on_regression_exits_0(fake_verify, tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_clean_run_with_fail_on_regression_exits_0(fake_verify, tmp_path, history_db):
+    db = history_db
     fake_verify += [make_doc(seed=1), make_doc(seed=2)]
     assert _verify(db, "--fail-on-regression")[0] == 0
     code, out, _ = _verify(db, "--fail-on-regression")
@@ -105,8 +105,8 @@ def test_each_regression_is_printed_once(fake_verify, tmp_path):
     assert "recorded run" not in err  # the summary line is the only report of the recording
 
 
-def test_history_and_dashboard_are_xqhil_subcommands(fake_verify, tmp_path):
-    db = tmp_path / "h.sqlite3"
+def test_history_and_dashboard_are_xqhil_subcommands(fake_verify, tmp_path, history_db):
+    db = history_db
     fake_verify += [make_doc(seed=1), make_doc(runtime="1.21.0", int8_ms=14.6, seed=2)]
     _verify(db)
     _verify(db)
@@ -117,3 +117,18 @@ def test_history_and_dashboard_are_xqhil_subcommands(fake_verify, tmp_path):
     assert _xqhil("history", "show", "9", "--db", str(db))[0] == 2
     code, out, _ = _xqhil("dashboard", "--db", str(db), "--out", str(tmp_path / "dash"))
     assert code == 0 and (tmp_path / "dash" / "index.html").is_file()
+
+
+def test_postgresql_history_from_the_environment_never_shows_the_password(fake_verify, pg_server, pg_db,
+                                                                          monkeypatch):
+    from pg_testlib import PASSWORD
+
+    monkeypatch.setenv("XQHIL_DB", pg_db)
+    fake_verify += [make_doc(seed=1), make_doc()]
+    code, out, err = _xqhil("quantize-and-verify", "cfg.json", "--board", "host")
+    assert code == 0 and "history: run 1 recorded in postgresql://xqhil:***@127.0.0.1" in out
+    assert PASSWORD not in out + err
+    down = pg_server.dsn("gone").replace(f":{pg_server.port}/", ":1/")
+    code, out, err = _verify(down)
+    assert code == 3 and out == "" and err.strip().count("\n") == 0 and "cannot reach the PostgreSQL history" in err
+    assert PASSWORD not in err and len(fake_verify) == 1  # refused before quantize_and_verify ran

@@ -263,5 +263,5 @@ def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike
         write_text_atomic(str(out / "index.html"), html)
     except OSError as exc:
         raise HistoryError(f"cannot write the dashboard to {out}: {exc}", exit_code=3) from exc
-    log.info("dashboard of %s written to %s", db_path, out / "index.html")
+    log.info("dashboard of %s written to %s", store.path, out / "index.html")  # store.path: no password
     return out / "index.html"

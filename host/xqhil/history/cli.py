@@ -8,27 +8,37 @@ folder cannot be written, a full disk). Read commands (list, show, dashboard) op
     xqhil history [--db PATH] [--model M] [--board B] [--runtime V] [--verdict V] [--limit N] [--json]
     xqhil history show RUN [--json]        everything recorded about one run
     xqhil history pin RUN | unpin RUN      pin (or unpin) RUN as the baseline of its model/board/config
+    xqhil history export [--out FILE]      the whole history as JSON lines (default: stdout)
+    xqhil history import FILE              append an exported history (new run ids, references remapped)
     xqhil dashboard [--db PATH] --out DIR  static offline DIR/index.html
+
+``--db`` (or ``$XQHIL_DB``) is a SQLite file or a ``postgresql://`` URL; its password is never printed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from xquant.cli_support import int_at_least
 
-from xqhil.history import text
-from xqhil.history.store import ENV_DB, RunStore, default_db_path
+from xqhil.history import text, transfer
+from xqhil.history.dsn import redact
+from xqhil.history.errors import HistoryError
+from xqhil.history.store import ENV_DB, RunStore, default_db
 
 log = logging.getLogger(__name__)
 
 
 def _db_option(parser: argparse.ArgumentParser, nested: bool = False) -> None:
     # Nested parsers use SUPPRESS so they never overwrite a --db given before the subcommand.
-    parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS if nested else None,
-                        help=f"history database (default: ${ENV_DB}, else {default_db_path()})")
+    parser.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS if nested else None,
+                        help=f"history: a SQLite file or a postgresql:// URL (default: ${ENV_DB}, else "
+                             f"{redact(default_db())})")
 
 
 def _filters(parser: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -65,7 +75,7 @@ def add_history_commands(subparsers: Any) -> None:
     _filters(hist)
     _verbosity(hist)
     hist.set_defaults(func=cmd_list)
-    sub = hist.add_subparsers(dest="history_command", metavar="{list,show,pin,unpin}")
+    sub = hist.add_subparsers(dest="history_command", metavar="{list,show,pin,unpin,export,import}")
     listing = sub.add_parser("list", help="list runs (the default)")
     _db_option(listing, nested=True)
     _filters(listing, nested=True)
@@ -80,6 +90,7 @@ def add_history_commands(subparsers: Any) -> None:
         parser = sub.add_parser(name, help=helptext)
         _run_argument(parser)
         parser.set_defaults(func=handler)
+    _transfer_commands(sub)
     dash = subparsers.add_parser("dashboard", help="write a static offline HTML dashboard of the history")
     _db_option(dash)
     dash.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/index.html)")
@@ -88,9 +99,22 @@ def add_history_commands(subparsers: Any) -> None:
     dash.set_defaults(func=cmd_dashboard)
 
 
-def _open(args: argparse.Namespace, readonly: bool = True) -> RunStore:
+def _transfer_commands(sub: Any) -> None:
+    export = sub.add_parser("export", help="write the whole history as JSON lines (runs, pins, regressions)")
+    export.add_argument("--out", metavar="FILE", default="-", help="output file (default: stdout)")
+    _db_option(export, nested=True)
+    _verbosity(export, nested=True)
+    export.set_defaults(func=cmd_export)
+    imp = sub.add_parser("import", help="append a history written by 'xqhil history export' (new run ids)")
+    imp.add_argument("file", metavar="FILE", help="the export file ('-': stdin)")
+    _db_option(imp, nested=True)
+    _verbosity(imp, nested=True)
+    imp.set_defaults(func=cmd_import)
+
+
+def _open(args: argparse.Namespace, readonly: bool = True, create: bool = False) -> RunStore:
     """The history given by --db; read commands open it read-only, pin/unpin never create it."""
-    return RunStore.open(getattr(args, "db", None) or default_db_path(), create=False, readonly=readonly)
+    return RunStore.open(getattr(args, "db", None) or default_db(), create=create, readonly=readonly)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -138,6 +162,44 @@ def cmd_unpin(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from xqhil.dashboard import render_dashboard
 
-    index = render_dashboard(getattr(args, "db", None) or default_db_path(), args.out, title=args.title)
+    index = render_dashboard(getattr(args, "db", None) or default_db(), args.out, title=args.title)
     print(f"dashboard written to {index}")
+    return 0
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return f"{counts['run']} runs, {counts['baseline']} baselines, {counts['regression']} regressions"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export to stdout, or to a file written whole (a temporary file renamed) or not at all."""
+    with _open(args) as store:
+        if args.out == "-":
+            try:
+                counts = transfer.write_export(store, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
+        else:
+            out = Path(args.out)
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    counts = transfer.write_export(store, handle)
+                os.replace(tmp, out)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise HistoryError(f"cannot write the export to {out}: {exc}", exit_code=3) from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+        log.info("exported %s from %s", _counts(counts), store.path)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    where = "stdin" if args.file == "-" else args.file
+    with transfer.open_export_input(args.file) as handle, _open(args, readonly=False, create=True) as store:
+        counts = transfer.import_lines(store, handle, where)
+        print(f"imported {_counts(counts)} from {where} into {store.path}")
     return 0

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from xqhil.history.check import format_summary, record_and_check
 from xqhil.history.errors import HistoryError
-from xqhil.history.store import PathLike, RunStore, default_db_path
+from xqhil.history.dsn import redact
+from xqhil.history.store import PathLike, RunStore, default_db
 from xqhil.report import write_atomic
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,12 @@ def add_to_reports(report: dict, summary: Mapping[str, Any]) -> None:
         write_atomic(md, f"{text}\n\n{history_markdown(summary)}")
 
 
-def check_history_db(db_path: PathLike | None = None) -> Path:
-    """Open (creating it if needed) and check the history before a run; raise HistoryError if unusable."""
+def check_history_db(db_path: PathLike | None = None) -> Path | str:
+    """Open (creating it if needed) and check the history before a run; raise HistoryError if unusable.
+    Returns what reopens it (a path, or a URL with its password: pass it on, never print it)."""
     with RunStore.open(db_path) as store:
         store.check()
-    return store.path
+    return store.target
 
 
 def record_verify_report(report: dict, db_path: PathLike | None = None) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def record_verify_report(report: dict, db_path: PathLike | None = None) -> dict[
     try:
         summary = {"recorded": True, **record_and_check(report, db_path)}
     except HistoryError as exc:
-        summary = {"recorded": False, "db": str(db_path or default_db_path()), "error": exc.one_line()}
+        summary = {"recorded": False, "db": redact(db_path or default_db()), "error": exc.one_line()}
         log.warning("%s", format_summary(summary))
     try:
         add_to_reports(report, summary)

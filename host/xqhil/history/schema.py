@@ -10,18 +10,30 @@ Version history:
 2. Queryable columns on ``runs`` (hashes, runtime version, fingerprint, accuracy, latency, reports),
    back-filled from the stored documents; indexes; ``baselines`` (pinned baseline per model/board/config).
 3. ``regressions``: what each run's regression check found, with the runtime version where it appeared.
+
+The migrations are written once, in SQLite's dialect, and run on both backends through the backend's
+``execute`` and ``ddl`` (:mod:`xqhil.history.backends`): PostgreSQL gets identity columns, BIGINT and
+DOUBLE PRECISION for SQLite's INTEGER and REAL, and COALESCE for IFNULL.
 """
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from xqhil.history import doc as docs
 from xqhil.history.errors import HistoryError
 
 log = logging.getLogger(__name__)
+
+
+class Database(Protocol):
+    """What a migration needs from a backend."""
+
+    def execute(self, sql: str, params: Any = ()) -> Any: ...
+    def ddl(self, sql: str) -> str: ...
+    def tables(self) -> list[str]: ...
+    def columns(self, table: str) -> list[str]: ...
 
 V1_SQL = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -76,22 +88,24 @@ CREATE INDEX regressions_run ON regressions (run_id);
 """
 
 
-def _v1(conn: sqlite3.Connection) -> None:
-    for statement in V1_SQL.split(";"):
+def _script(db: Database, script: str) -> None:
+    for statement in script.split(";"):
         if statement.strip():
-            conn.execute(statement)
+            db.execute(db.ddl(statement))
 
 
-def _v2(conn: sqlite3.Connection) -> None:
+def _v1(db: Database) -> None:
+    _script(db, V1_SQL)
+
+
+def _v2(db: Database) -> None:
     for name, kind in V2_COLUMNS:
-        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-    for statement in V2_SQL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    _backfill_columns(conn)
+        db.execute(db.ddl(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
+    _script(db, V2_SQL)
+    _backfill_columns(db)
 
 
-def _backfill_columns(conn: sqlite3.Connection) -> None:
+def _backfill_columns(conn: Database) -> None:
     """Fill the version-2 columns of rows written by version 1 from their stored documents."""
     names = [name for name, _ in V2_COLUMNS if name != "recorded_at"]
     rows = conn.execute("SELECT id, doc, created FROM runs").fetchall()
@@ -108,56 +122,47 @@ def _backfill_columns(conn: sqlite3.Connection) -> None:
         log.info("migrated %d run(s) to schema version 2", len(rows))
 
 
-def _v3(conn: sqlite3.Connection) -> None:
-    for statement in V3_SQL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+def _v3(db: Database) -> None:
+    _script(db, V3_SQL)
 
 
-MIGRATIONS: list[tuple[int, Callable[[sqlite3.Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+MIGRATIONS: list[tuple[int, Callable[[Database], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 CURRENT_VERSION = MIGRATIONS[-1][0]
 
 
 RUNS_V1_COLUMNS = ("id", "created", "board", "model", "config_sha256", "verdict", "doc")
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
-
-
-def identify(conn: sqlite3.Connection, path: object) -> int:
+def identify(db: Database, path: object) -> int:
     """The schema version of an xqhil history (0: an empty database, no table at all); read-only.
 
     Raises HistoryError (exit 2) for a database of another application, before anything is changed:
     xqhil's tables are ``schema_version(version)`` with one row and ``runs`` with the version-1 columns.
     """
-    tables = sorted(str(r[0]) for r in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall())
+    tables = sorted(db.tables())
     if not tables:
         return 0
     ours = ("schema_version" in tables and "runs" in tables
-            and _columns(conn, "schema_version") == ["version"]
-            and set(RUNS_V1_COLUMNS) <= set(_columns(conn, "runs")))
-    version = read_version(conn) if ours else 0
+            and db.columns("schema_version") == ["version"]
+            and set(RUNS_V1_COLUMNS) <= set(db.columns("runs")))
+    version = read_version(db) if ours else 0
     if not ours or version < 1:
         shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        raise HistoryError(f"{path} is not an xqhil history database (another application's SQLite file, "
+        raise HistoryError(f"{path} is not an xqhil history database (another application's database, "
                            f"tables: {shown}); it was left unchanged: pass --db PATH to a history file "
                            "or to a new path")
     return version
 
 
-def read_version(conn: sqlite3.Connection) -> int:
+def read_version(db: Database) -> int:
     """The schema version of an open database; 0 for an empty one."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
-    if not exists:
+    if "schema_version" not in db.tables():
         return 0
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+def migrate(conn: Database) -> tuple[int, int]:
     """Apply pending migrations inside the caller's transaction; return (old, new) versions."""
     old = read_version(conn)
     for version, step in MIGRATIONS:
@@ -166,3 +171,16 @@ def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
             conn.execute("DELETE FROM schema_version")
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     return old, max(old, CURRENT_VERSION)
+
+
+def refuse_newer(version: int, where: object) -> None:
+    if version > CURRENT_VERSION:
+        raise HistoryError(f"history database {where} has schema version {version}, newer than this "
+                           f"xqhil understands ({CURRENT_VERSION}): upgrade xqhil")
+
+
+def log_migration(where: object, old: int, new: int) -> None:
+    if old == 0:
+        log.debug("history database %s created (schema version %d)", where, new)
+    elif old != new:
+        log.info("history database %s: schema version %d -> %d", where, old, new)

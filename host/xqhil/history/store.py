@@ -1,9 +1,11 @@
-"""SQLite store of quantize-and-verify runs.
+"""The store of quantize-and-verify runs: one interface, two backends.
 
-One file per team or machine (``--db PATH``; default :func:`default_db_path`). The database runs in WAL
-mode with a busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction, so several verify runs
-(processes) can record at the same time without losing a row. The schema is versioned and migrated on
-open (:mod:`xqhil.history.schema`).
+``RunStore.open(db)`` opens a SQLite file (a path: the embedded default, :func:`default_db`) or a
+PostgreSQL database (a ``postgresql://`` URL, for a team's shared history), migrated to the current
+schema (:mod:`xqhil.history.schema`). The queries are written once; the backend
+(:mod:`~xqhil.history.sqlite_backend`, :mod:`~xqhil.history.pg_backend`) connects, runs each write as
+one transaction that concurrent writers queue for, and turns its errors into one-line HistoryErrors.
+``store.path`` is what messages show (a file path, or the URL without its password).
 """
 from __future__ import annotations
 
@@ -12,10 +14,8 @@ import functools
 import json
 import logging
 import os
-import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,24 +23,25 @@ from typing import Any, Callable, TypeVar, Union
 
 from xqhil.history import doc as docs
 from xqhil.history import schema
-from xqhil.history.dberrors import FULL_BELOW_BYTES, db_error, free_bytes, readonly_reason
+from xqhil.history.dsn import ENV_DB, default_db, is_dsn
 from xqhil.history.errors import HistoryError
+from xqhil.history.sqlite_backend import BUSY_TIMEOUT_S, SqliteBackend
 
 log = logging.getLogger(__name__)
 
-ENV_DB = "XQHIL_DB"
+REGRESSION_FIELDS = ("kind", "metric", "baseline", "current", "threshold", "runtime_version", "appeared_run",
+                     "message")
+RAW_RUN = ("id", "created", "recorded_at", "doc", "model", "board", "verdict", "config_sha256")
 SELECT_RUN = "SELECT id, recorded_at, doc, model, board, verdict"
-BUSY_TIMEOUT_S = 30.0
+KEY_MATCH = "model = ? AND fp32_sha256 IS ? AND board = ? AND config_sha256 IS ?"
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
+__all__ = ["BUSY_TIMEOUT_S", "ENV_DB", "RunRecord", "RunStore", "default_db", "default_db_path", "open_store"]
 
 
-def default_db_path() -> Path:
-    """``$XQHIL_DB`` if set, else ``$XDG_DATA_HOME/xqhil/history.sqlite3`` (``~/.local/share`` default)."""
-    if os.environ.get(ENV_DB):
-        return Path(os.environ[ENV_DB]).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home).expanduser() / "xqhil" / "history.sqlite3"
+def default_db_path() -> Path | str:
+    """The history used without ``--db``: see :func:`xqhil.history.dsn.default_db`."""
+    return default_db()
 
 
 @dataclass(frozen=True)
@@ -65,104 +66,71 @@ class RunRecord:
 
 
 def _guard(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn the SQLite and OS errors of a store method into a one-line HistoryError."""
+    """Turn the backend's database and OS errors of a store method into a one-line HistoryError."""
     @functools.wraps(method)
     def wrapped(self: RunStore, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
-        except (OSError, sqlite3.Error) as exc:
-            raise db_error(self.path, exc) from exc
+        except self.backend.errors as exc:
+            raise self.backend.error(exc) from exc
     return wrapped
 
 
 class RunStore:
     """Open with :meth:`open`; use as a context manager to close.
 
-    Every method turns a SQLite or OS error into a one-line HistoryError naming the file and the cause.
+    Every method turns a database or OS error into a one-line HistoryError naming the database and the cause.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool = False) -> None:
-        self.conn = conn
-        self.path = path
-        self.readonly = readonly
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
 
     @classmethod
     def open(cls, path: PathLike | None = None, create: bool = True, readonly: bool = False) -> RunStore:
-        """Open the history at ``path`` (default :func:`default_db_path`).
+        """Open the history at ``path`` (a file path or a ``postgresql://`` URL; default :func:`default_db`).
 
-        ``readonly``: for read commands; the file must hold an xqhil history and is opened read-only
-        (``mode=ro``, ``immutable`` on read-only media), never migrated in place nor switched to WAL.
-        Otherwise it is opened for writing and migrated; ``create`` allows a new (missing or empty) file.
+        ``readonly``: for read commands; the database must hold an xqhil history. A SQLite file is then
+        opened read-only (``mode=ro``, ``immutable`` on read-only media), never migrated in place nor
+        switched to WAL. Otherwise it is opened for writing and migrated; ``create`` allows a new (missing
+        or empty) database.
         """
-        db = Path(path) if path is not None else default_db_path()
-        _check_path(db, create and not readonly)
-        try:
-            conn = _connect_readonly(db) if readonly else _connect(db)
-        except (OSError, sqlite3.Error) as exc:
-            raise db_error(db, exc) from exc
-        store = cls(conn, db, readonly)
-        try:
-            store._prepare()
-        except (OSError, sqlite3.Error) as exc:
-            conn.close()
-            raise db_error(db, exc) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return store
+        db = path if path is not None else default_db()
+        if is_dsn(db):
+            from xqhil.history.pg_backend import PgBackend
 
-    def _prepare(self) -> None:
-        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        version = schema.identify(self.conn, self.path)  # another application's file: refused untouched
-        if version > schema.CURRENT_VERSION:
-            raise HistoryError(f"history database {self.path} has schema version {version}, newer than this "
-                               f"xqhil understands ({schema.CURRENT_VERSION}): upgrade xqhil")
-        if self.readonly:
-            if version == 0:
-                raise HistoryError(f"{self.path} holds no xqhil history (an empty database): run "
-                                   "'xqhil quantize-and-verify' to record runs, or pass --db PATH")
-            if version < schema.CURRENT_VERSION:
-                self._migrate_in_memory()
-            return
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
-        if version == schema.CURRENT_VERSION:
-            return
-        with self.write():
-            old, new = schema.migrate(self.conn)
-        if old == 0:
-            log.debug("history database %s created (schema version %d)", self.path, new)
-        elif old != new:
-            log.info("history database %s: schema version %d -> %d", self.path, old, new)
+            return cls(PgBackend.open(str(db), create, readonly))
+        return cls(SqliteBackend.open(Path(db), create, readonly))
 
-    def _migrate_in_memory(self) -> None:
-        """Read an older history through a migrated copy in memory: the file is never written."""
-        memory = sqlite3.connect(":memory:", isolation_level=None)
-        self.conn.backup(memory)
-        self.conn.close()
-        self.conn = memory
-        with self.write():
-            schema.migrate(memory)
+    @property
+    def path(self) -> Any:
+        """The database as messages show it: a file path, or the URL with its password hidden."""
+        return self.backend.path
+
+    @property
+    def target(self) -> Any:
+        """What :meth:`open` takes to open this database again (a URL keeps its password: do not print)."""
+        return self.backend.target
+
+    @property
+    def conn(self) -> Any:
+        """The backend's DB-API connection (sqlite3 or psycopg); queries through it are backend-specific."""
+        return self.backend.conn
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.backend.readonly)
+
+    @property
+    def kind(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self.backend.name)
 
     def check(self) -> None:
-        """Before a run records into it: every page readable (quick_check) and a write lock obtainable."""
-        try:
-            row = self.conn.execute("PRAGMA quick_check(1)").fetchone()
-        except sqlite3.Error as exc:
-            raise db_error(self.path, exc) from exc
-        if not row or row[0] != "ok":
-            raise db_error(self.path, sqlite3.DatabaseError(f"database disk image is malformed ({row and row[0]})"))
-        try:  # a write that is rolled back: SQLite opens a read-only file without a word until then
-            _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-            try:
-                self.conn.execute("UPDATE schema_version SET version = version")
-            finally:
-                self.conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            raise db_error(self.path, exc) from exc
+        """Before a run records into it: the database is readable and a write lock obtainable."""
+        self.backend.check()
 
     def close(self) -> None:
-        self.conn.close()
+        self.backend.close()
 
     def __enter__(self) -> RunStore:
         return self
@@ -171,32 +139,19 @@ class RunStore:
         self.close()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; taken IMMEDIATE so concurrent writers queue instead of deadlocking.
+    def write(self) -> Iterator[Any]:
+        """One write transaction that concurrent writers queue for; nested use joins the open one, so
+        several writes commit (or roll back) as one."""
+        with self.backend.write() as backend:
+            yield backend
 
-        Nested use joins the open transaction, so several writes can commit (or roll back) as one."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        try:
-            _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-        except sqlite3.Error as exc:
-            raise db_error(self.path, exc) from exc
-        try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException as exc:
-            if self.conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise db_error(self.path, exc) from exc
-            raise
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.backend.execute(sql, list(params))
 
     @property
     @_guard
     def schema_version(self) -> int:
-        return schema.read_version(self.conn)
+        return schema.read_version(self.backend)
 
     @_guard
     def record(self, doc: Mapping[str, Any]) -> int:
@@ -205,17 +160,13 @@ class RunStore:
         values = docs.columns(document)
         values["recorded_at"] = _now()
         values["doc"] = json.dumps(document, sort_keys=True, allow_nan=True)
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
-        with self.write() as conn:
-            cursor = conn.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(values.values()))
-        run_id = int(cursor.lastrowid or 0)
+        run_id = self._insert("runs", values)
         log.debug("recorded run %d (%s) in %s", run_id, docs.run_key(document).label(), self.path)
         return run_id
 
     @_guard
     def get(self, run_id: int) -> RunRecord:
-        row = self.conn.execute(f"{SELECT_RUN} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = self._query(f"{SELECT_RUN} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise HistoryError(f"no run {run_id} in {self.path}: 'xqhil history' lists the run ids")
         return _record(row)
@@ -236,19 +187,18 @@ class RunStore:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = self.conn.execute(sql, params).fetchall()
+        rows = self._query(sql, params).fetchall()
         return [_record(row) for row in reversed(rows)]
 
     @_guard
     def runs_for_key(self, key: docs.RunKey, before: int | None = None) -> builtins.list[RunRecord]:
         """Comparable runs (same model, FP32 hash, board and config), oldest first."""
-        sql = (f"{SELECT_RUN} FROM runs WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
-               "AND config_sha256 IS ?")
-        params: list[Any] = [key.model, key.fp32_sha256, key.board, key.config_sha256]
+        sql = f"{SELECT_RUN} FROM runs WHERE {KEY_MATCH}"
+        params: list[Any] = _key_params(key)
         if before is not None:
             sql += " AND id < ?"
             params.append(before)
-        rows = self.conn.execute(sql + " ORDER BY id", params).fetchall()
+        rows = self._query(sql + " ORDER BY id", params).fetchall()
         return [_record(row) for row in rows]
 
     @_guard
@@ -256,99 +206,115 @@ class RunStore:
         """Make ``run_id`` the baseline of its model/board/config, whatever runs come later."""
         run = self.get(run_id)
         key = run.key
-        with self.write() as conn:
-            conn.execute("DELETE FROM baselines WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
-                         "AND config_sha256 IS ?", (key.model, key.fp32_sha256, key.board, key.config_sha256))
-            conn.execute("INSERT INTO baselines (model, fp32_sha256, board, config_sha256, run_id, pinned_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
-                         (key.model, key.fp32_sha256, key.board, key.config_sha256, run_id, _now()))
+        with self.write():
+            self._pin(key, run_id, _now())
         return run
+
+    def _pin(self, key: docs.RunKey, run_id: int, pinned_at: str) -> None:
+        self._query(f"DELETE FROM baselines WHERE {KEY_MATCH}", _key_params(key))
+        self._query("INSERT INTO baselines (model, fp32_sha256, board, config_sha256, run_id, pinned_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", _key_params(key) + [run_id, pinned_at])
 
     @_guard
     def unpin_baseline(self, run_id: int) -> bool:
         """Drop the pin of ``run_id``'s model/board/config; True when there was one."""
         key = self.get(run_id).key
-        with self.write() as conn:
-            cursor = conn.execute("DELETE FROM baselines WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
-                                  "AND config_sha256 IS ?",
-                                  (key.model, key.fp32_sha256, key.board, key.config_sha256))
+        with self.write():
+            cursor = self._query(f"DELETE FROM baselines WHERE {KEY_MATCH}", _key_params(key))
         return cursor.rowcount > 0
 
     @_guard
     def pinned_baseline(self, key: docs.RunKey) -> int | None:
-        row = self.conn.execute("SELECT run_id FROM baselines WHERE model = ? AND fp32_sha256 IS ? "
-                                "AND board = ? AND config_sha256 IS ?",
-                                (key.model, key.fp32_sha256, key.board, key.config_sha256)).fetchone()
+        row = self._query(f"SELECT run_id FROM baselines WHERE {KEY_MATCH}", _key_params(key)).fetchone()
         return int(row[0]) if row else None
 
     @_guard
     def pinned_run_ids(self) -> builtins.list[int]:
-        return [int(r[0]) for r in self.conn.execute("SELECT run_id FROM baselines").fetchall()]
+        return [int(r[0]) for r in self._query("SELECT run_id FROM baselines").fetchall()]
 
     @_guard
     def save_regressions(self, run_id: int, baseline_run: int | None,
                          regressions: Iterable[Mapping[str, Any]]) -> None:
         """Replace the stored regression findings of ``run_id``."""
-        fields = ("kind", "metric", "baseline", "current", "threshold", "runtime_version", "appeared_run",
-                  "message")
-        with self.write() as conn:
-            conn.execute("DELETE FROM regressions WHERE run_id = ?", (run_id,))
+        with self.write():
+            self._query("DELETE FROM regressions WHERE run_id = ?", (run_id,))
             for item in regressions:
-                conn.execute(f"INSERT INTO regressions (run_id, baseline_run, {', '.join(fields)}) "
-                             f"VALUES (?, ?, {', '.join('?' for _ in fields)})",
-                             [run_id, baseline_run] + [item.get(f) for f in fields])
+                self._insert("regressions", {"run_id": run_id, "baseline_run": baseline_run,
+                                             **{f: item.get(f) for f in REGRESSION_FIELDS}})
 
     @_guard
     def regressions(self, run_id: int | None = None) -> builtins.list[dict[str, Any]]:
         """Stored regression findings (of one run, or all), oldest first."""
-        sql = ("SELECT run_id, baseline_run, kind, metric, baseline, current, threshold, runtime_version, "
-               "appeared_run, message FROM regressions")
+        sql = f"SELECT run_id, baseline_run, {', '.join(REGRESSION_FIELDS)} FROM regressions"
         params: list[Any] = []
         if run_id is not None:
             sql += " WHERE run_id = ?"
             params.append(run_id)
-        cursor = self.conn.execute(sql + " ORDER BY id", params)
+        cursor = self._query(sql + " ORDER BY id", params)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
+    def _insert(self, table: str, values: Mapping[str, Any]) -> int:
+        """Insert one row inside a write transaction; return its new id."""
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self.write():
+            rows = self._query(f"INSERT INTO {table} ({names}) VALUES ({marks}) RETURNING id", values.values())
+            return int(rows.fetchall()[0][0])
+
+    # ---- whole-history transfer (xqhil.history.transfer): rows as stored, ids as they are
+    def raw_runs(self, batch: int = 500) -> Iterator[dict[str, Any]]:
+        """Every run as stored (the document as its exact text), in id order, read ``batch`` at a time."""
+        last = 0
+        while True:
+            rows = self._guarded_rows(f"SELECT {', '.join(RAW_RUN)} FROM runs WHERE id > ? ORDER BY id "
+                                      f"LIMIT {int(batch)}", [last])
+            yield from (dict(zip(RAW_RUN, row)) for row in rows)
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    @_guard
+    def raw_baselines(self) -> builtins.list[dict[str, Any]]:
+        names = ("run_id", "pinned_at", "model", "fp32_sha256", "board", "config_sha256")
+        rows = self._query(f"SELECT {', '.join(names)} FROM baselines ORDER BY pinned_at, run_id").fetchall()
+        return [dict(zip(names, row)) for row in rows]
+
+    @_guard
+    def insert_raw_runs(self, items: Iterable[Mapping[str, Any]]) -> builtins.list[int]:
+        """Add runs exported by :meth:`raw_runs` (times and documents kept), in one write; their new ids."""
+        rows = [_raw_columns(item) for item in items]
+        if not rows:
+            return []
+        names = builtins.list(rows[0])
+        sql = f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) RETURNING id"
+        with self.write():
+            return self.backend.insert_many(sql, [[row[n] for n in names] for row in rows])
+
+    @_guard
+    def import_pin(self, item: Mapping[str, Any]) -> None:
+        """Pin ``item["run_id"]`` for ``item``'s key unless the key has a pin at least as new."""
+        key = docs.RunKey(model=item["model"], fp32_sha256=item.get("fp32_sha256"), board=item["board"],
+                          config_sha256=item.get("config_sha256"))
+        with self.write():
+            row = self._query(f"SELECT pinned_at FROM baselines WHERE {KEY_MATCH}", _key_params(key)).fetchone()
+            if row is None or str(row[0]) < str(item.get("pinned_at") or ""):
+                self._pin(key, int(item["run_id"]), str(item.get("pinned_at") or _now()))
+
+    @_guard
+    def insert_regression(self, row: Mapping[str, Any]) -> int:
+        return self._insert("regressions", {name: row.get(name) for name in ("run_id", "baseline_run")
+                                            + REGRESSION_FIELDS})
+
+    def _guarded_rows(self, sql: str, params: Iterable[Any]) -> builtins.list[Any]:
+        try:
+            return list(self._query(sql, params).fetchall())
+        except self.backend.errors as exc:
+            raise self.backend.error(exc) from exc
+
     @_guard
     def regressed_run_ids(self) -> set:
-        return {int(r[0]) for r in self.conn.execute("SELECT DISTINCT run_id FROM regressions").fetchall()}
-
-
-def _check_path(db: Path, create: bool) -> None:
-    """A read (or ``create=False``) needs an existing, non-empty file; only a write may start one."""
-    hint = f"run 'xqhil quantize-and-verify' first or pass --db PATH (or set {ENV_DB})"
-    if db.is_dir():
-        raise HistoryError(f"history database {db} is a folder, not a file: pass --db PATH to a file")
-    if not db.exists():
-        if not create:
-            raise HistoryError(f"no history database at {db}: {hint}")
-        return
-    if not create and db.stat().st_size == 0:
-        raise HistoryError(f"{db} is empty (0 bytes), not an xqhil history database: {hint}")
-
-
-def _connect(db: Path) -> sqlite3.Connection:
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return sqlite3.connect(str(db), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-
-
-def _connect_readonly(db: Path) -> sqlite3.Connection:
-    """``mode=ro``; where SQLite cannot make a WAL file's ``-shm`` (read-only media, a full disk: no
-    writer can change the file there either), ``immutable=1``."""
-    uri = db.resolve().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    try:
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        free = free_bytes(db)
-        if readonly_reason(db) is None and (free is None or free >= FULL_BELOW_BYTES):
-            raise
-        log.debug("%s: %s; reading it as immutable (read-only media)", db, exc)
-    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        return {int(r[0]) for r in self._query("SELECT DISTINCT run_id FROM regressions").fetchall()}
 
 
 def _record(row: Any) -> RunRecord:
@@ -365,16 +331,23 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _retry_locked(action: Any, deadline_s: float = BUSY_TIMEOUT_S) -> Any:
-    """Run ``action``, retrying while SQLite reports the database locked (the busy handler does not
-    cover every case, e.g. switching journal mode or BEGIN IMMEDIATE during another's migration)."""
-    end = time.monotonic() + deadline_s
-    delay = 0.01
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > end:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
+def _raw_columns(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The row of an exported run: its stored fields, the queryable columns rebuilt from its document."""
+    values = {name: item.get(name) for name in RAW_RUN if name != "id"}
+    values.update({name: None for name, _ in schema.V2_COLUMNS if name != "recorded_at"})
+    try:
+        values.update(docs.columns(json.loads(str(values["doc"]))))
+    except (ValueError, TypeError, AttributeError):  # an unreadable document keeps its stored columns
+        for name in ("model", "board", "verdict", "config_sha256"):
+            values[name] = item.get(name)
+    values["created"] = item.get("created") or values.get("created") or ""
+    return values
+
+
+def _key_params(key: docs.RunKey) -> list[Any]:
+    return [key.model, key.fp32_sha256, key.board, key.config_sha256]
+
+
+def open_store(db: PathLike | None = None, create: bool = True, readonly: bool = False) -> RunStore:
+    """:meth:`RunStore.open`: a SQLite path or a ``postgresql://user:password@host:port/dbname`` URL."""
+    return RunStore.open(db, create=create, readonly=readonly)
