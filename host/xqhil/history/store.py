@@ -255,6 +255,9 @@ class RunStore:
     def pin_baseline(self, run_id: int) -> RunRecord:
         """Make ``run_id`` the baseline of its model/board/config, whatever runs come later."""
         run = self.get(run_id)
+        if run.verdict == docs.INFRA:
+            raise HistoryError(f"run {run_id} is an infrastructure failure (verdict INFRA), not a measurement: "
+                               "pin a run that passed")
         key = run.key
         with self.write() as conn:
             conn.execute("DELETE FROM baselines WHERE model = ? AND fp32_sha256 IS ? AND board = ? "
