@@ -166,6 +166,22 @@ def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_
     assert "quarantined" not in out, out
 
 
+@pytest.mark.parametrize("probe, acquisitions", [("lease", 1), ("each-job", 3)])
+def test_a_lease_acquires_and_probes_a_board_once_for_its_jobs(lab, project, tmp_path, probe, acquisitions):
+    """Three jobs on one place: a lease acquires and probes it once (each-job: three times), and the
+    coordinator's own log shows exactly those acquisitions, each released."""
+    matrix = write_matrix(lab, tmp_path, project, ["?slot=s1"], 3, probe=probe)
+    code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
+    summary = json.loads(out)
+    assert code == 0 and [j["status"] for j in summary["jobs"]] == ["pass"] * 3, err
+    leases = summary["leases"]
+    assert len(leases) == acquisitions and sum(x["jobs"] for x in leases) == 3
+    assert all(x["place"] == "rv-1" and x["probe_s"] > 0 and "release_s" in x for x in leases)
+    probed = [a for a in summary["attempts"] if a["timings"]["probe_s"] > 0]
+    assert len(probed) == acquisitions and all(a["fingerprint"]["agent_version"] for a in summary["attempts"])
+    assert assert_one_job_per_board(lab) == acquisitions and held_now(lab) == []
+
+
 def start_farm(matrix: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.Popen([sys.executable, "-m", "xqhil", "farm", "run", str(matrix)], env=env,
