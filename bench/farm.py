@@ -27,7 +27,7 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "host"), str(REPO / "tests" / "xqhil")]
 
-from farm_lab import start_lab  # noqa: E402
+from farm_lab import assert_one_job_per_board, start_lab  # noqa: E402
 from xqhil_testlib import fault_python, make_project, start_sshd  # noqa: E402
 
 from xqhil.farm.coordinator import Coordinator  # noqa: E402
@@ -167,6 +167,8 @@ def main() -> None:
             slow = write_matrix(folder, lab, sshds, known, project, 3, fault_python(sys.executable, "sleep:60"))
             print(f"\nrecovery after SIGKILL of a farm holding 3 boards: {recovery(lab, slow):.2f} s "
                   "(kill -> every board free through the sweeper)")
+            print(f"\n{assert_one_job_per_board(lab)} acquisitions in all, never two at once on one board "
+                  "(from the coordinator's log)")
         finally:
             for s in sshds:
                 s.stop()
