@@ -27,7 +27,7 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "host"), str(REPO / "tests" / "xqhil")]
 
-from farm_lab import start_lab  # noqa: E402
+from farm_lab import assert_one_job_per_board, start_lab  # noqa: E402
 from xqhil_testlib import fault_python, make_project, start_sshd  # noqa: E402
 
 from xqhil.farm.coordinator import Coordinator  # noqa: E402
@@ -35,7 +35,7 @@ from xqhil.farm.health import sweep  # noqa: E402
 
 
 def write_matrix(folder: Path, lab, sshds, known: Path, project: Path, jobs: int, python: str,
-                 probe: str = "each-job") -> Path:
+                 probe: str = "lease") -> Path:
     remote = folder / "remote"
     remote.mkdir(exist_ok=True)
     text = "\n".join([
@@ -63,24 +63,37 @@ def use_boards(lab, count: int) -> None:
             coord.set_tags(f"rv-{i}", {"bench": "yes" if i < count else "no"})
 
 
+def cpu_times() -> tuple:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def run_matrix(lab, matrix: Path, count: int):
     use_boards(lab, count)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_times()
     proc = farm(matrix)
     wall = time.perf_counter() - start
+    cpu1 = cpu_times()
+    summary_cpu = (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1])
     summary = json.loads(proc.stdout.read())
     bad = [j for j in summary["jobs"] if j["status"] != "pass"]
     if bad:
         raise SystemExit(f"bench: {len(bad)} job(s) did not pass: {bad[0]}")
+    summary["cpu_busy"] = summary_cpu
     return wall, summary
 
 
 def overhead(summary) -> dict:
-    """Mean per job (with probe = "first" the probe is amortised over a board's jobs)."""
-    t = [a["timings"] for a in summary["attempts"]]
-    med = {k: statistics.mean(x[k] for x in t) for k in ("acquire_s", "probe_s", "release_s")}
-    med["total_s"] = sum(med.values())
-    return med
+    """Per job: the acquire, probe and release of every lease (acquisition), summed, over the jobs run."""
+    leases, jobs = summary["leases"], len(summary["attempts"])
+    per_job = {k: sum(x.get(k, 0.0) for x in leases) / jobs for k in ("acquire_s", "probe_s", "release_s")}
+    per_job["total_s"] = sum(per_job.values())
+    per_job["leases"] = len(leases)
+    per_job["probe_each_s"] = statistics.mean(x.get("probe_s", 0.0) for x in leases)
+    return per_job
 
 
 def recovery(lab, matrix: Path) -> float:
@@ -133,21 +146,29 @@ def main() -> None:
             for count in () if args.skip_throughput else (1, 2, 3):
                 wall, summary = run_matrix(lab, matrix, count)
                 base = base or wall
-                rows.append([count, args.jobs, f"{wall:.1f}", f"{args.jobs / wall:.2f}", f"{base / wall:.2f}x"])
+                rows.append([count, args.jobs, f"{wall:.1f}", f"{args.jobs / wall:.2f}", f"{base / wall:.2f}x",
+                             f"{100 * summary['cpu_busy']:.0f}%", f"{os.getloadavg()[0]:.1f}"])
             if rows:
                 print(f"{args.jobs}-job matrix, board time {args.board_seconds:g} s per agent start "
-                      f"(wall clock of 'xqhil farm run', incl. one quantization and worker start):")
-                print(tabulate(rows, ["boards", "jobs", "wall s", "jobs/s", "speed-up"], tablefmt="github"))
+                      f"(wall clock of 'xqhil farm run', incl. one quantization and worker start; CPU busy: "
+                      f"all {os.cpu_count()} CPUs of this machine, every process, during the run):")
+                print(tabulate(rows, ["boards", "jobs", "wall s", "jobs/s", "speed-up", "CPU busy", "load 1m"],
+                               tablefmt="github"))
             rows = []
-            for probe in ("each-job", "first"):
+            for probe in ("each-job", "lease"):
                 plain = write_matrix(folder, lab, sshds, known, project, 12, sys.executable, probe)
-                med = overhead(run_matrix(lab, plain, 3)[1])
-                rows.append([probe] + [f"{med[k]:.3f}" for k in ("acquire_s", "probe_s", "release_s", "total_s")])
-            print("\nfarm overhead per job on loopback (mean of 12 jobs on 3 boards, board = host python):")
-            print(tabulate(rows, ["probe", "acquire s", "probe s", "release s", "total s"], tablefmt="github"))
+                o = overhead(run_matrix(lab, plain, 3)[1])
+                rows.append([probe, o["leases"], f"{o['probe_each_s']:.3f}"] +
+                            [f"{o[k]:.3f}" for k in ("acquire_s", "probe_s", "release_s", "total_s")])
+            print("\nfarm overhead per job on loopback (12 jobs on 3 boards, board = host python; the acquire, "
+                  "probe and release of every acquisition, over the jobs):")
+            print(tabulate(rows, ["probe", "acquisitions", "one probe s", "acquire s/job", "probe s/job",
+                                  "release s/job", "total s/job"], tablefmt="github"))
             slow = write_matrix(folder, lab, sshds, known, project, 3, fault_python(sys.executable, "sleep:60"))
             print(f"\nrecovery after SIGKILL of a farm holding 3 boards: {recovery(lab, slow):.2f} s "
                   "(kill -> every board free through the sweeper)")
+            print(f"\n{assert_one_job_per_board(lab)} acquisitions in all, never two at once on one board "
+                  "(from the coordinator's log)")
         finally:
             for s in sshds:
                 s.stop()

@@ -114,15 +114,17 @@ def write_matrix(lab, tmp_path: Path, project: Path, boards, repeat: int, places
     return path
 
 
-def history_runs(db: Path):
+def history_docs(db: Path):
     with sqlite3.connect(str(db)) as conn:
-        return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return [json.loads(d) for (d,) in conn.execute("SELECT doc FROM runs ORDER BY id")]
 
 
-def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_wrong_one(lab, project, tmp_path):
+def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_wrong_one(lab, project, tmp_path,
+                                                                                       qemu_python):
+    """rv-0: host python, drops the run (flaky); rv-1: the agent under qemu-riscv64; rv-2: numerically wrong."""
     flaky = fault_python(sys.executable, "kill-after:1")  # the agent dies mid-run: the connection's run is lost
     wrong = fault_python(sys.executable, "perturb-int8:3.0")  # a numerically wrong chip
-    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 6, {"rv-0": flaky, "rv-2": wrong},
+    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 6, {"rv-0": flaky, "rv-1": qemu_python, "rv-2": wrong},
                           retries=2, quarantine_after=2)
     code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
     summary = json.loads(out)
@@ -142,8 +144,19 @@ def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_
             assert sum(1 for a in attempts if a["job"] == j["job"] and a["exit"] == 1) == 1
     assert any(j["place"] == "rv-2" for j in jobs) and any(j["place"] == "rv-1" for j in jobs)
     assert code == 1
-    assert history_runs(tmp_path / "history.sqlite3") == 6 and all(j["recorded"] for j in jobs)
-    assert assert_one_job_per_board(lab) == len(attempts)
+    assert all(j["recorded"] for j in jobs) and all(a["recorded"] for a in on_flaky)
+    docs = history_docs(tmp_path / "history.sqlite3")
+    measured = [d for d in docs if d["verdict"] != "INFRA"]
+    assert len(measured) == 6 and len(docs) == 8  # every job, and both infrastructure failures of rv-0
+    for d in measured:
+        assert d["farm"]["quarantined"] is False and d["board"]["name"] == "labgrid:" + d["farm"]["place"]
+        assert d["device"]["arch"] == ("riscv64" if d["farm"]["place"] == "rv-1" else os.uname().machine)
+    infra = [d for d in docs if d["verdict"] == "INFRA"]
+    assert [d["board"]["name"] for d in infra] == ["labgrid:rv-0"] * 2
+    assert [d["infra"]["exit"] for d in infra] == [3, 3] and all(d["infra"]["error"] for d in infra)
+    assert [d["farm"]["quarantined"] for d in infra] == [False, True]  # the second one tagged it out
+    assert infra[0]["model"]["fp32_sha256"] == measured[0]["model"]["fp32_sha256"]  # same run key as the jobs
+    assert assert_one_job_per_board(lab) == len(summary["leases"])  # from the coordinator's own log
     assert all(e[0] == "released" for e in lab.acquisitions()[-1:])
     code, out, err = run_cli(["farm", "status", lab.address])
     assert code == 0 and "quarantined: infra_2_in_a_row" in out.splitlines()[1], out
@@ -151,6 +164,22 @@ def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_
     assert code == 0 and "rv-0: ok" in out, err
     code, out, err = run_cli(["farm", "status", lab.address])
     assert "quarantined" not in out, out
+
+
+@pytest.mark.parametrize("probe, acquisitions", [("lease", 1), ("each-job", 3)])
+def test_a_lease_acquires_and_probes_a_board_once_for_its_jobs(lab, project, tmp_path, probe, acquisitions):
+    """Three jobs on one place: a lease acquires and probes it once (each-job: three times), and the
+    coordinator's own log shows exactly those acquisitions, each released."""
+    matrix = write_matrix(lab, tmp_path, project, ["?slot=s1"], 3, probe=probe)
+    code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
+    summary = json.loads(out)
+    assert code == 0 and [j["status"] for j in summary["jobs"]] == ["pass"] * 3, err
+    leases = summary["leases"]
+    assert len(leases) == acquisitions and sum(x["jobs"] for x in leases) == 3
+    assert all(x["place"] == "rv-1" and x["probe_s"] > 0 and "release_s" in x for x in leases)
+    probed = [a for a in summary["attempts"] if a["timings"]["probe_s"] > 0]
+    assert len(probed) == acquisitions and all(a["fingerprint"]["agent_version"] for a in summary["attempts"])
+    assert assert_one_job_per_board(lab) == acquisitions and held_now(lab) == []
 
 
 def start_farm(matrix: Path) -> subprocess.Popen:

@@ -5,7 +5,7 @@
     repeat = 1                            # each (model, config, board) this many times
     retries = 2                           # extra attempts after an infrastructure failure (exit 3) only
     quarantine_after = 2                  # consecutive infrastructure failures that quarantine a board
-    probe = "each-job"                    # or "first": probe a board on its first job and after a failure
+    probe = "lease"                       # acquire + probe a board once for a run of its jobs ("each-job": per job)
     out = "farm-out"                      # per-job report folders (default: next to the matrix)
     db = "history.sqlite3"                # run history (default: as quantize-and-verify)
     [[models]]                            # an XQuant config with verify_parameters; qmodel optional
@@ -31,6 +31,7 @@ from ..boards.spec import BoardSpec
 from ..errors import BadInput
 from .provider import PLACE_RE, TAG_KEY_RE, TAG_VAL_RE
 
+PROBES = {"lease": "lease", "each-job": "each-job", "first": "lease"}  # "first": its name before leases
 KEYS = ("coordinator", "boards", "repeat", "retries", "quarantine_after", "out", "db", "models", "configs",
         "board", "places", "wait", "probe")
 
@@ -79,7 +80,7 @@ class Matrix:
     template: BoardSpec
     places: Dict[str, BoardSpec]
     wait: float = 60.0
-    probe: str = "each-job"
+    probe: str = "lease"
 
     def spec_template(self, place: str) -> BoardSpec:
         return self.places.get(place, self.template)
@@ -166,8 +167,9 @@ def load_matrix(path: str) -> Matrix:
     out = os.path.normpath(os.path.join(base, raw.get("out", "farm-out")))
     db = os.path.normpath(os.path.join(base, raw["db"])) if raw.get("db") else None
     wait = raw.get("wait", 60.0)
-    probe = raw.get("probe", "each-job")
-    if probe not in ("each-job", "first"):
-        raise BadInput(f"{where}: probe must be \"each-job\" or \"first\", got {probe!r}.")
+    probe = raw.get("probe", "lease")
+    if probe not in PROBES:
+        raise BadInput(f"{where}: probe must be \"lease\" or \"each-job\", got {probe!r}.")
+    probe = PROBES[probe]
     return Matrix(path, coordinator, _jobs(raw, base, where), _int(raw, "retries", 2, 0, where),
                   _int(raw, "quarantine_after", 2, 1, where), out, db, template, overrides, float(wait), probe)

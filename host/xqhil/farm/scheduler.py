@@ -22,6 +22,8 @@ from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, HilError
 from .coordinator import Coordinator
 from .health import quarantine, sweep
 from .matrix import Job, Matrix
+from .records import model_section, record_infra, record_report
+from .worker import RELEASE
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class Worker:
     ready: bool = False
     busy: Optional[int] = None  # job index
     pid: Optional[int] = None
+    holding: bool = False  # idle but still holding its place (a lease kept for the next job)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class State:
     infra_streak: Dict[str, int] = field(default_factory=dict)
     quarantined: Dict[str, str] = field(default_factory=dict)
     acquire_failures: Dict[str, int] = field(default_factory=dict)
+    leases: List[Dict[str, Any]] = field(default_factory=list)  # acquire/probe/release timings per lease
 
 
 class Farm:
@@ -97,10 +101,13 @@ class Farm:
 
     def _dispatch(self, tags: Dict[str, Dict[str, str]], taken: set) -> None:
         for place, w in sorted(self.workers.items()):
-            if not w.ready or w.busy is not None or not self._usable(place) or place in taken:
+            if not w.ready or w.busy is not None or not self._usable(place) or (place in taken and not w.holding):
                 continue  # a place someone else holds or reserved is skipped, not counted against the board
             job = self._pick(place, tags)
             if job is None:
+                if w.holding:  # nothing for this board now: end its lease, so others can have it
+                    w.jobs.put(RELEASE)
+                    w.holding = False
                 continue
             self.state.pending.remove(job)
             attempt = self.state.attempts.get(job.index, 0) + 1
@@ -134,23 +141,14 @@ class Farm:
         self._say(f"end   {job.label} on {result.get('place', '-')}: {result['status']} "
                   f"[{done}/{len(self.m.jobs)}] {result.get('message', '')[:160]}")
 
-    def _record(self, result: Dict[str, Any]) -> None:
-        from ..history.reporting import record_verify_report
-
-        with open(result["report"], encoding="utf-8") as handle:
-            report = json.load(handle)
-        report.setdefault("farm", {"place": result["place"], "job": result["job"], "attempt": result["attempt"]})
-        summary = record_verify_report(report, self.db)
-        result["recorded"] = bool(summary.get("recorded"))
-        result["run_id"] = summary.get("run_id")
-
     def _handle(self, place: str, result: Dict[str, Any]) -> None:
         w = self.workers[place]
         w.busy = None
+        w.holding = bool(result.pop("held", False))
         job = self._job(result["job"])
         self.state.history.append(result)
         if result.get("report"):
-            self._record(result)
+            record_report(result, self.db, place in self.state.quarantined)
         if result["status"] == "acquire":  # taken by someone else meanwhile: not the board's fault
             self.state.attempts[job.index] -= 1
             self.state.pending.appendleft(job)
@@ -171,6 +169,7 @@ class Farm:
             self.state.quarantined[place] = reason
             quarantine(self.coord, place, reason)
             w.jobs.put(None)
+        record_infra(result, self.models[job.model], self.db, place in self.state.quarantined)
         self._say(f"      {job.label} on {place}: {result['status']} (infrastructure) {result['message'][:160]}")
         if result["status"] == "probe":
             self.state.attempts[job.index] -= 1  # the job never ran
@@ -183,7 +182,7 @@ class Farm:
         """A worker that died mid-job: its job is an infrastructure failure, its place is swept."""
         for place, w in self.workers.items():
             if w.busy is not None and not w.proc.is_alive():
-                job_index = w.busy
+                job_index, w.holding = w.busy, False
                 self._handle(place, {"job": job_index, "attempt": self.state.attempts[job_index], "place": place,
                                      "status": "worker-died", "exit": EXIT_INFRA,
                                      "message": f"the job process exited with {w.proc.exitcode}"})
@@ -201,16 +200,19 @@ class Farm:
         from xquant.config import load_config
 
         self.qmodels: Dict[str, str] = {}
+        self.models: Dict[str, Dict[str, Any]] = {}  # config -> the "model" section of its history records
         for job in self.m.jobs:
             if job.model in self.qmodels:
                 continue
             if job.qmodel:
                 self.qmodels[job.model] = job.qmodel
-                continue
-            import xquant
+            else:
+                import xquant
 
-            xquant.quantize_onnx_model(job.model)
-            self.qmodels[job.model] = load_config(job.model)[0].model.output_model
+                xquant.quantize_onnx_model(job.model)
+                self.qmodels[job.model] = load_config(job.model)[0].model.output_model
+            self.models[job.model] = model_section(job.model, load_config(job.model)[0].model.onnx_model,
+                                                   self.qmodels[job.model])
 
     def run(self) -> Dict[str, Any]:
         self._quantize_once()
@@ -251,6 +253,8 @@ class Farm:
             w = self.workers[place]
             if kind == "ready":
                 w.ready, w.pid = True, pid
+            elif kind == "lease":
+                self.state.leases.append(payload)
             elif kind == "dead":
                 log.warning("worker for %s could not start: %s", place, payload)
                 w.proc.join(5)
@@ -270,16 +274,27 @@ class Farm:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(5)
+        self._drain()
         try:
             sweep(self.coord)  # places of workers that had to be killed
         except HilError as exc:
             log.warning("%s", exc.one_line())
 
+    def _drain(self) -> None:
+        """The lease records the stopped workers sent on their way out (their last releases)."""
+        while True:
+            try:
+                kind, _place, _pid, payload = self.results.get(timeout=0.2)
+            except (queue.Empty, OSError, ValueError, EOFError):
+                return
+            if kind == "lease":
+                self.state.leases.append(payload)
+
     def _summary(self) -> Dict[str, Any]:
         final = [self.state.final[j.index] | {"label": j.label} for j in self.m.jobs if j.index in self.state.final]
         codes = {r["exit"] for r in final}
         code = next((c for c in (EXIT_FAILED, EXIT_INFRA, EXIT_BAD_INPUT) if c in codes), EXIT_OK)
-        summary = {"exit": code, "jobs": final, "attempts": self.state.history,
+        summary = {"exit": code, "jobs": final, "attempts": self.state.history, "leases": self.state.leases,
                    "quarantined": self.state.quarantined, "wall_s": round(time.perf_counter() - self.started, 3)}
         os.makedirs(self.m.out, exist_ok=True)
         with open(os.path.join(self.m.out, "farm.json"), "w", encoding="utf-8") as handle:

@@ -1,19 +1,23 @@
-"""One farm worker process per place: its own labgrid session (labgrid allows one per process). For each job
-it acquires the place, probes the board, runs ``quantize_and_verify`` and releases the place in ``finally``.
-SIGTERM and SIGINT unwind through those ``finally`` blocks, so a stopped job does not keep its board."""
+"""One farm worker process per place: its own labgrid session (labgrid allows one per process).
+
+A job runs on a *lease*: one acquisition of the place, probed (agent start + fingerprint) right after the
+acquire. With ``probe = "lease"`` (the default) the lease carries on over the worker's next jobs while the
+scheduler has more for it, and ends (release) when the scheduler says so, after an infrastructure failure,
+or when the worker stops; with ``probe = "each-job"`` every job gets its own acquire, probe and release.
+SIGTERM and SIGINT unwind through ``finally`` blocks, so a stopped job does not keep its board."""
 from __future__ import annotations
 
 import logging
 import os
 import signal
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, BadInput, XqhilError
 from ..transport import Deadlines
 
 log = logging.getLogger(__name__)
-_HEALTHY: Dict[str, Dict[str, Any]] = {}  # place -> fingerprint of its last passed probe (probe = "first")
+RELEASE = "release"  # scheduler -> worker: end the lease (no job for this place now)
 
 
 def _stop(signum: int, _frame: Any) -> None:
@@ -30,15 +34,79 @@ def worker_main(coordinator: str, place: str, template, settings: Dict[str, Any]
     except XqhilError as exc:
         results.put(("dead", place, os.getpid(), exc.one_line()))
         return
+    lease = Lease(coord, place, template, settings, results)
     try:
         results.put(("ready", place, os.getpid(), ""))
         while True:
             job = jobs.get()
             if job is None:
                 return
-            results.put(("done", place, os.getpid(), run_job(coord, place, template, settings, job)))
+            if job == RELEASE:
+                lease.end()
+                continue
+            result = run_job(lease, job)
+            if settings.get("probe") == "each-job" or result["exit"] == EXIT_INFRA:
+                lease.end()  # a board that failed is acquired and probed afresh before its next job
+            results.put(("done", place, os.getpid(), {**result, "held": lease.held}))
     finally:
+        lease.end()
         coord.close()
+
+
+class Lease:
+    """The place acquired and probed once, for one or more jobs; ``end`` releases it and reports its timings."""
+
+    def __init__(self, coord, place: str, template, settings: Dict[str, Any], results) -> None:
+        self.coord, self.place, self.template, self.settings, self.results = coord, place, template, settings, results
+        self.held = False
+        self.spec = None
+        self.fingerprint: Dict[str, Any] = {}
+        self.info: Dict[str, Any] = {}
+        self.count = 0
+
+    def deadlines(self) -> Deadlines:
+        return Deadlines(connect=self.settings["connect_timeout"], run=self.settings["step_timeout"])
+
+    def start(self, result: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Acquire and probe; None when the lease is ready, else the job's failure result."""
+        from .health import fingerprint, probe_board
+        from .provider import spec_for
+
+        self.count += 1
+        self.info = {"lease": self.count, "place": self.place, "jobs": 0}
+        t0 = time.perf_counter()
+        try:
+            self.coord.acquire(self.place)
+        except XqhilError as exc:
+            return {**result, "status": "acquire", "exit": EXIT_INFRA, "message": exc.one_line()}
+        self.held = True
+        t1 = time.perf_counter()
+        try:
+            self.spec = spec_for(self.place, self.coord.endpoint(self.place), self.template)
+            self.info["acquire_s"] = round(t1 - t0, 4)
+            result["board"] = self.spec.public()
+            self.fingerprint = fingerprint(probe_board(self.spec, self.deadlines(), self.settings["retries"]))
+            return None
+        except XqhilError as exc:
+            return {**result, "status": "probe", "exit": EXIT_INFRA, "message": exc.one_line()}
+        finally:
+            self.info["probe_s"] = round(time.perf_counter() - t1, 4)
+            result["timings"].update({k: self.info[k] for k in ("acquire_s", "probe_s") if k in self.info})
+
+    def end(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        t = time.perf_counter()
+        try:
+            self.coord.release(self.place)
+        except XqhilError as exc:
+            log.warning("%s", exc.one_line())
+        self.info["release_s"] = round(time.perf_counter() - t, 4)
+        try:
+            self.results.put(("lease", self.place, os.getpid(), dict(self.info)))
+        except (OSError, ValueError):  # the scheduler is gone (killed): the place is released all the same
+            pass
 
 
 def _exit_of(exc: BaseException) -> int:
@@ -47,47 +115,26 @@ def _exit_of(exc: BaseException) -> int:
     return EXIT_INFRA
 
 
-def run_job(coord, place: str, template, settings: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, Any]:
-    from .health import fingerprint, probe_board
-    from .provider import spec_for
-
-    deadlines = Deadlines(connect=settings["connect_timeout"], run=settings["step_timeout"])
-    result: Dict[str, Any] = {"job": job["index"], "attempt": job["attempt"], "place": place, "timings": {}}
-    t0 = time.perf_counter()
+def run_job(lease: Lease, job: Dict[str, Any]) -> Dict[str, Any]:
+    """The job on the lease's board (starting the lease first when none is held)."""
+    result: Dict[str, Any] = {"job": job["index"], "attempt": job["attempt"], "place": lease.place,
+                              "timings": {"acquire_s": 0.0, "probe_s": 0.0}}
+    if not lease.held:
+        failed = lease.start(result)
+        if failed is not None:
+            return failed
+    result["board"] = lease.spec.public()
+    result["fingerprint"] = lease.fingerprint
+    result["lease"] = lease.count
+    lease.info["jobs"] += 1
     try:
-        coord.acquire(place)
+        return {**result, **_verify(lease.spec, lease.deadlines(), lease.settings, job)}
     except XqhilError as exc:
-        return {**result, "status": "acquire", "exit": EXIT_INFRA, "message": exc.one_line()}
-    try:
-        spec = spec_for(place, coord.endpoint(place), template)
-        result["timings"]["acquire_s"] = round(time.perf_counter() - t0, 4)
-        t1 = time.perf_counter()
-        try:
-            if settings.get("probe") != "first" or not _HEALTHY.get(place):
-                _HEALTHY[place] = fingerprint(probe_board(spec, deadlines, settings["retries"]))
-            result["fingerprint"] = _HEALTHY[place]
-        except XqhilError as exc:
-            return {**result, "status": "probe", "exit": EXIT_INFRA, "message": exc.one_line()}
-        finally:
-            result["timings"]["probe_s"] = round(time.perf_counter() - t1, 4)
-        outcome = _verify(spec, deadlines, settings, job)
-        if outcome["exit"] == EXIT_INFRA:
-            _HEALTHY.pop(place, None)
-        return {**result, **outcome}
-    except XqhilError as exc:
-        _HEALTHY.pop(place, None)
         return {**result, "status": "infra" if _exit_of(exc) == EXIT_INFRA else "bad-input",
                 "exit": _exit_of(exc), "message": exc.one_line()}
     except Exception as exc:  # an internal error is reported with the job, the farm goes on
-        log.exception("job %s on %s", job["index"], place)
+        log.exception("job %s on %s", job["index"], lease.place)
         return {**result, "status": "infra", "exit": EXIT_INFRA, "message": f"internal error: {exc!r}"}
-    finally:
-        t2 = time.perf_counter()
-        try:
-            coord.release(place)
-        except XqhilError as exc:
-            log.warning("%s", exc.one_line())
-        result["timings"]["release_s"] = round(time.perf_counter() - t2, 4)
 
 
 def _verify(spec, deadlines: Deadlines, settings: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, Any]:

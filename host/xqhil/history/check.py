@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from xqhil.history import regression
+from xqhil.history.doc import INFRA
 from xqhil.history.store import PathLike, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def noise_runs(store: RunStore, run: RunRecord, baseline: RunRecord) -> list[Run
 def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
     """Compare a recorded run with its baseline; return the regression summary (nothing is stored)."""
     run = store.get(run_id)
-    baseline = select_baseline(store, run)
+    baseline = None if run.verdict == INFRA else select_baseline(store, run)  # an INFRA run measured nothing
     summary: dict[str, Any] = {"run_id": run.id, "db": str(store.path), "baseline_run": None,
                                "baseline_pinned": False, "baseline_runtime_version": None,
                                "regressions": []}
@@ -53,7 +54,8 @@ def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_
     history = regression.noise_history([r.doc for r in noise_runs(store, run, baseline)])
     findings = regression.find_regressions(run.doc, baseline.doc, history, policy)
     if findings:
-        later = [r for r in store.runs_for_key(run.key, before=run.id) if r.id > baseline.id] + [run]
+        later = [r for r in store.runs_for_key(run.key, before=run.id)
+                 if r.id > baseline.id and r.verdict != INFRA] + [run]
         starts = regression.first_appearance(findings, baseline.doc, [r.doc for r in later], history, policy)
         summary["regressions"] = [_describe(f, later[i], baseline) for f, i in zip(findings, starts)]
     return summary

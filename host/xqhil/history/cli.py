@@ -47,7 +47,7 @@ def _filters(parser: argparse.ArgumentParser, nested: bool = False) -> None:
     parser.add_argument("--board", default=default, help="only runs on this board name")
     parser.add_argument("--runtime", default=default, metavar="VERSION",
                         help="only runs with this chip runtime (onnxruntime) version")
-    parser.add_argument("--verdict", default=default, choices=["pass", "warn", "fail"])
+    parser.add_argument("--verdict", default=default, choices=["pass", "warn", "fail", "INFRA"])
     parser.add_argument("--limit", default=default, type=int_at_least(1), metavar="N", help="only the newest N runs")
     parser.add_argument("--json", default=argparse.SUPPRESS if nested else False, action="store_true",
                         help="print JSON instead of a table")

@@ -205,6 +205,9 @@ class RunStore:
     def pin_baseline(self, run_id: int) -> RunRecord:
         """Make ``run_id`` the baseline of its model/board/config, whatever runs come later."""
         run = self.get(run_id)
+        if run.verdict == docs.INFRA:
+            raise HistoryError(f"run {run_id} is an infrastructure failure (verdict INFRA), not a measurement: "
+                               "pin a run that passed")
         key = run.key
         with self.write():
             self._pin(key, run_id, _now())
