@@ -15,7 +15,8 @@ from typing import Any
 from xqhil.history.errors import HistoryError
 
 SCHEMA_PREFIX = "xqhil.verify/"
-VERDICTS = ("pass", "warn", "fail")
+INFRA = "INFRA"  # the job failed for infrastructure reasons (exit-3 class): not a measurement
+VERDICTS = ("pass", "warn", "fail", INFRA)
 FINGERPRINT_FIELDS = ("arch", "cpu", "cores", "os", "python", "numpy", "onnxruntime", "providers",
                       "execution_provider", "emulated")
 
@@ -131,8 +132,15 @@ def agreement(doc: Mapping[str, Any], pair: str) -> float | None:
     return number(section(section(doc, "accuracy"), "top1_agreement").get(pair))
 
 
+def is_infra(doc: Mapping[str, Any]) -> bool:
+    """The job failed for infrastructure reasons (``{"infra": {"error", "exit"}}``): no measurement at all."""
+    return doc.get("verdict") == INFRA
+
+
 def is_chip_bug(doc: Mapping[str, Any]) -> bool:
-    """The verify step flagged the chip runtime: verdict fail or accuracy status bug."""
+    """The verify step flagged the chip runtime: verdict fail or accuracy status bug (never an INFRA run)."""
+    if is_infra(doc):
+        return False
     return doc.get("verdict") == "fail" or section(doc, "accuracy").get("status") == "bug"
 
 
