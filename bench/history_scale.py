@@ -13,8 +13,9 @@ At each scale it prints:
   check would have found) that grows the history,
 - record: ``record_and_check`` per run (the quantize-and-verify path: record, baseline, regression check,
   its own transaction) for the last ``--check-runs`` runs of the scale,
-- render: ``xqhil dashboard --db DB --out DIR`` as a separate process: wall time, its peak memory (RSS),
-  the total size of the pages and the largest page.
+- render: ``xqhil dashboard --db DB --out DIR`` as a separate process: wall and CPU time (on a machine
+  shared with other work the wall time is mostly waiting for a core), its peak memory (RSS), the total
+  size of the pages and the largest page.
 
     python bench/history_scale.py [--scales 1000,10000,100000] [--db PATH|DSN] [--out DIR] [--check-runs 20]
 """
@@ -197,8 +198,8 @@ def open_store(db: str) -> RunStore:
     return RunStore.open(db)
 
 
-def render(db: str, out: Path) -> tuple[float, float]:
-    """``xqhil dashboard`` in its own process: (seconds, peak RSS in MiB)."""
+def render(db: str, out: Path) -> tuple[float, float, float]:
+    """``xqhil dashboard`` in its own process: (wall seconds, CPU seconds, peak RSS in MiB)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "host"), os.environ.get("PYTHONPATH", "")]))
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from xqhil.cli import main; sys.exit(main())",
@@ -208,7 +209,7 @@ def render(db: str, out: Path) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"xqhil dashboard exited with {proc.returncode}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def page_sizes(out: Path) -> tuple[int, int, int, str]:
@@ -235,19 +236,19 @@ def main() -> int:
     scales = [int(s) for s in args.scales.split(",")]
     history = History(db)
     print(f"history {db}; {len(MODELS)} models x {len(BOARDS)} boards, {REPEATS} runs per release", flush=True)
-    print("| runs | releases | fill ms/run | record_and_check ms/run (median, max) | render s | render peak MiB "
+    print("| runs | releases | fill ms/run | record_and_check ms/run (median, max) | render s (CPU s) | render peak MiB "
           "| pages | total MB | largest page MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for scale in scales:
         added, fill_s = history.fill(scale - args.check_runs)
         checks = sorted(history.check(args.check_runs))
-        render_s, peak = render(db, out / f"dashboard-{scale}")
+        render_s, render_cpu, peak = render(db, out / f"dashboard-{scale}")
         pages, total, largest, name = page_sizes(out / f"dashboard-{scale}")
         releases = (history.count - 1) // (REPEATS * len(BOARDS) * len(MODELS)) + 1
         median = checks[len(checks) // 2] * 1000 if checks else float("nan")
         worst = checks[-1] * 1000 if checks else float("nan")
         print(f"| {history.count:,} | {releases} | {1000 * fill_s / max(added, 1):.2f} | {median:.1f}, {worst:.1f} "
-              f"| {render_s:.1f} | {peak:.0f} | {pages} | {total / 1e6:.1f} | {largest / 1e6:.2f} ({name}) |",
+              f"| {render_s:.1f} ({render_cpu:.1f}) | {peak:.0f} | {pages} | {total / 1e6:.1f} | {largest / 1e6:.2f} ({name}) |",
               flush=True)
     return 0
 

@@ -53,10 +53,10 @@ def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
             raise HistoryError(f"Chromium did not finish within {timeout_s:.0f} s", exit_code=3) from exc
 
 
-def load(index: Path, timeout_s: float = 120.0) -> PageLoad:
-    """Open ``index`` and return its DOM and console output."""
-    done = _run(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
-                 Path(index).resolve().as_uri()], timeout_s)
+def load(index: Path, timeout_s: float = 120.0, width: int = 1280, height: int = 900) -> PageLoad:
+    """Open ``index`` in a ``width`` x ``height`` window and return its DOM and console output."""
+    done = _run(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", f"--window-size={width},{height}",
+                 "--dump-dom", Path(index).resolve().as_uri()], timeout_s)
     if done.returncode != 0:
         raise HistoryError(f"Chromium exited with {done.returncode}: {done.stderr.strip()[-300:]}", exit_code=3)
     console = [m.group(0) for m in map(CONSOLE.search, done.stderr.splitlines()) if m]

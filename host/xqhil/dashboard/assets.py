@@ -10,7 +10,7 @@ header { padding: 18px 28px 10px; background: var(--card); border-bottom: 1px so
 header h1 { margin: 0 0 4px; font-size: 22px; }
 .meta { color: var(--muted); font-size: 12px; }
 main { padding: 10px 28px 40px; max-width: 1500px; }
-td, th { overflow-wrap: anywhere; }
+table.changes td, table.health td, table.matrix th.model, ul.what { overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; }
 h2 { font-size: 18px; margin: 26px 0 8px; }
 h3 { font-size: 16px; margin: 0 0 2px; }
@@ -72,6 +72,6 @@ JS = """
   document.querySelectorAll('[data-run]').forEach(function (el) { ids[el.getAttribute('data-run')] = true; });
   var count = Object.keys(ids).length;
   document.documentElement.setAttribute('data-runs-rendered', String(count));
-  document.title = document.title + ' (' + count + ' runs)';
+  if (count > 0) { document.title = document.title + ' (' + count + ' runs)'; }
 })();
 """

@@ -19,7 +19,8 @@ from xqhil.history import doc as docs
 from xqhil.history.store import RunRecord, RunStore
 
 SNR_DISPLAY_CAP_DB = 60.0  # identical outputs (infinite SNR) plot at this height
-KEEP_RUNS = 60  # newest runs of one model/board/config shown one by one
+KEEP_RUNS = 40  # newest runs of one model/board/config shown one by one
+CHART_RELEASES = 30  # older releases charted (one aggregated point each); the page's table lists them all
 
 Band3 = Optional[tuple[float, float, float]]
 
@@ -206,6 +207,6 @@ def run_point(p: Point) -> ChartPoint:
 
 
 def chart_points(page: KeyPage) -> list[ChartPoint]:
-    """Older releases aggregated, then the newest runs one by one (INFRA runs left out)."""
-    older = [aggregate_point(a, page.regressions) for a in page.older]
+    """The newest older releases aggregated, then the newest runs one by one (INFRA runs left out)."""
+    older = [aggregate_point(a, page.regressions) for a in page.older[-CHART_RELEASES:]]
     return [c for c in older if c is not None] + [run_point(p) for p in page.points if not p.infra]
