@@ -18,6 +18,7 @@ At each scale it prints:
   size of the pages and the largest page.
 
     python bench/history_scale.py [--scales 1000,10000,100000] [--db PATH|DSN] [--out DIR] [--check-runs 20]
+                                  [--screenshot docs/img/dashboard-100k.png]
 """
 from __future__ import annotations
 
@@ -212,6 +213,18 @@ def render(db: str, out: Path) -> tuple[float, float, float]:
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def shoot(index: Path, png: Path) -> None:
+    """A 1280 x 900 screenshot of ``index`` (headless Chromium), shrunk to 64 colours when Pillow is there."""
+    from browser_testlib import screenshot
+
+    screenshot(index, png, width=1280, height=900)
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    Image.open(png).convert("RGB").quantize(colors=64).save(png, optimize=True)
+
+
 def page_sizes(out: Path) -> tuple[int, int, int, str]:
     """(pages, total bytes, largest bytes, largest page name)."""
     pages = sorted((p.stat().st_size, p.relative_to(out).as_posix()) for p in out.rglob("*.html"))
@@ -225,6 +238,7 @@ def main() -> int:
                                      "(default: OUT/history.sqlite3, recreated)")
     parser.add_argument("--out", default="/tmp/xqhil-history-scale", help="folder for the database and pages")
     parser.add_argument("--check-runs", type=int, default=20, help="runs recorded with record_and_check per scale")
+    parser.add_argument("--screenshot", metavar="PNG", help="a 1280 x 900 screenshot of the last scale's index")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
@@ -236,8 +250,8 @@ def main() -> int:
     scales = [int(s) for s in args.scales.split(",")]
     history = History(db)
     print(f"history {db}; {len(MODELS)} models x {len(BOARDS)} boards, {REPEATS} runs per release", flush=True)
-    print("| runs | releases | fill ms/run | record_and_check ms/run (median, max) | render s (CPU s) | render peak MiB "
-          "| pages | total MB | largest page MB |")
+    print("| runs | releases | fill ms/run | record_and_check ms/run (median, max) | render s (CPU s) "
+          "| render peak MiB | pages | total MB | largest page MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for scale in scales:
         added, fill_s = history.fill(scale - args.check_runs)
@@ -248,8 +262,11 @@ def main() -> int:
         median = checks[len(checks) // 2] * 1000 if checks else float("nan")
         worst = checks[-1] * 1000 if checks else float("nan")
         print(f"| {history.count:,} | {releases} | {1000 * fill_s / max(added, 1):.2f} | {median:.1f}, {worst:.1f} "
-              f"| {render_s:.1f} ({render_cpu:.1f}) | {peak:.0f} | {pages} | {total / 1e6:.1f} | {largest / 1e6:.2f} ({name}) |",
+              f"| {render_s:.1f} ({render_cpu:.1f}) | {peak:.0f} | {pages} | {total / 1e6:.1f} "
+              f"| {largest / 1e6:.2f} ({name}) |",
               flush=True)
+    if args.screenshot:
+        shoot(out / f"dashboard-{scales[-1]}" / "index.html", Path(args.screenshot))
     return 0
 
 
