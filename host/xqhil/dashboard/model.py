@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ def _finite(values: Sequence[float | None]) -> list[float]:
 
 def median(values: Sequence[float | None]) -> float | None:
     xs = _finite(values)
-    return band(xs)[1] if xs else None
+    return statistics.median(xs) if xs else None
 
 
 def _spread(values: Sequence[float | None]) -> Band3:

@@ -191,12 +191,12 @@ def _write(path: Path, text: str) -> None:
         raise HistoryError(f"cannot write the dashboard to {path.parent}: {exc}", exit_code=3) from exc
 
 
-def _write_pages(store: RunStore, rows: Sequence[RunRow], regs: dict[int, list[dict[str, Any]]], out: Path,
-                 title: str) -> None:
+def _write_pages(store: RunStore, rows: Sequence[RunRow], by_key: dict[docs.RunKey, list[RunRow]],
+                 regs: dict[int, list[dict[str, Any]]], out: Path, title: str) -> None:
     """One page per model/board/config and the fingerprints page; stale pages of an earlier render go."""
     pages, pinned = out / PAGES, store.pinned_run_ids()
     written = set()
-    for key_rows in group_by_key(rows).values():
+    for key_rows in by_key.values():
         page = key_page(store, key_rows, regs, pages)
         _write(pages / f"{page.anchor}.html", key_page_html(page, pinned, title))
         written.add(f"{page.anchor}.html")
@@ -207,9 +207,9 @@ def _write_pages(store: RunStore, rows: Sequence[RunRow], regs: dict[int, list[d
             stale.unlink()
 
 
-def index_html(store: RunStore, rows: Sequence[RunRow], regs: dict[int, list[dict[str, Any]]], out: Path,
-               title: str) -> str:
-    matrix = release_matrix(group_by_key(rows), regs)
+def index_html(store: RunStore, rows: Sequence[RunRow], by_key: dict[docs.RunKey, list[RunRow]],
+               regs: dict[int, list[dict[str, Any]]], out: Path, title: str) -> str:
+    matrix = release_matrix(by_key, regs)
     found, unmeasured = changes(matrix)
     health = board_health(rows, lambda i: store.get(i).doc)
     body = (f"{_header(str(store.path), title, _tiles(rows, matrix, found))}<main>"
@@ -225,9 +225,9 @@ def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike
     out = Path(out_dir)
     with RunStore.open(db_path, readonly=True) as store:
         rows = load_rows(store)
-        regs = regressions_by_run(store)
-        html = index_html(store, rows, regs, out, title)
-        _write_pages(store, rows, regs, out, title)
+        regs, by_key = regressions_by_run(store), group_by_key(rows)
+        html = index_html(store, rows, by_key, regs, out, title)
+        _write_pages(store, rows, by_key, regs, out, title)
     _write(out / "index.html", html)
     log.info("dashboard of %s written to %s", db_path, out / "index.html")
     return out / "index.html"
