@@ -166,7 +166,10 @@ class History:
         self.count += 1
         if self.flaky.fails(job):
             return infra_doc(job, quarantined=self.flaky.streak >= 3), None
-        return measured_doc(job)
+        doc, what = measured_doc(job)
+        if job.board == FLAKY:  # back in the pool: a health check passed
+            doc["farm"] = {"quarantined": False}
+        return doc, what
 
     def fill(self, upto: int) -> tuple[int, float]:
         """Bulk-record runs until the history holds ``upto``; (runs added, seconds)."""

@@ -4,7 +4,7 @@ no measurement, one page per model/board with older runs aggregated."""
 import re
 
 import pytest
-from conftest import record_plain
+from conftest import infra_doc, record_plain
 from history_testlib import make_doc
 from xqhil.dashboard import render_dashboard
 from xqhil.dashboard.model import KEEP_RUNS
@@ -115,3 +115,16 @@ def test_old_runs_are_aggregated_per_release(tmp_path):
     assert len(found) == 7
     assert page.count(" x3</text>") >= 1  # aggregated points on the x axis ("1.10.0 x3")
     assert "3 runs with onnxruntime 1.10.0 (#1-#3)" in page
+
+
+def test_a_measurement_after_quarantine_means_the_board_is_back(tmp_path):
+    db = tmp_path / "h.sqlite3"
+    runs = [(infra_doc("resnet18", "k1-lab-03", seed, quarantined=seed == 3), []) for seed in (1, 2, 3)]
+    record_plain(db, runs)
+    index = render_dashboard(db, tmp_path / "dash")
+    row = _cells(_between(index.read_text(), '<tr data-board="k1-lab-03">', "</tr>"))
+    assert row[2] == "quarantined" and row[5] == "3" and row[6] == "yes" and row[8] == "-"
+    record_plain(db, [(make_doc(model="resnet18", board="k1-lab-03", seed=4), [])])
+    row = _cells(_between(render_dashboard(db, tmp_path / "dash").read_text(), '<tr data-board="k1-lab-03">',
+                          "</tr>"))
+    assert row[2] == "ok" and row[5] == "0" and row[6] == "no" and row[7] == "-" and row[8].startswith("#4 (")

@@ -50,7 +50,9 @@ table.matrix tbody th { background: #fafbfc; color: var(--fg); font-weight: 600;
 .st-none { background: #fcfcfd; color: var(--muted); } .st-old { background: #f2f4f7; color: #475467; }
 .ch-new-bug, .ch-new-regression { color: var(--bad); font-weight: 700; }
 .ch-still-broken { color: var(--warn); font-weight: 600; } .ch-recovered { color: var(--ok); font-weight: 600; }
-.health-quarantined, .health-failing { color: var(--bad); font-weight: 700; } .health-ok { color: var(--ok); }
+.health-quarantined, .health-failing { color: var(--bad); font-weight: 700; }
+.health-ok { color: var(--ok); }
+table.health td[class^="health-"] { overflow-wrap: normal; }
 .v-INFRA { color: var(--muted); } tr.infra td { color: var(--muted); }
 .st-ok { background: #ecfdf3; color: var(--ok); } .st-warn { background: #fffaeb; color: var(--warn); }
 .st-regression { background: #fef0c7; color: #93370d; font-weight: 600; }

@@ -2,7 +2,8 @@
 
 A board farm records a job that failed for infrastructure reasons (connection, timeout, agent crash) as
 verdict ``INFRA`` with ``{"infra": {"error": ..., "exit": 3}}``, and may add ``{"farm": {"quarantined":
-bool}}`` to a run's document: the newest run that says so decides the quarantine shown here.
+bool}}`` to a run's document: the newest run that says so decides the quarantine shown here, unless a
+measurement came after it (the board is back in use).
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def _streak(rows: Sequence[RunRow]) -> int:
 
 
 def _farm_state(rows: Sequence[RunRow], get_doc: Callable[[int], dict[str, Any]]) -> tuple[bool | None, str | None]:
-    """(quarantined, newest infrastructure error) from the newest documents of one board."""
-    quarantined, error = None, None
+    """(quarantined, newest infrastructure error) from the newest documents of one board. A measurement
+    newer than the run that quarantined the board means it is back in use: not quarantined."""
+    quarantined, error, measured_since = None, None, False
     for row in list(reversed(rows))[:QUARANTINE_LOOKBACK]:
         doc = get_doc(row.id)
         if error is None and row.infra:
@@ -54,8 +56,9 @@ def _farm_state(rows: Sequence[RunRow], get_doc: Callable[[int], dict[str, Any]]
             error = f"{infra.get('error') or 'infrastructure failure'} (exit {infra.get('exit', 3)})"
         farm = docs.section(doc, "farm")
         if isinstance(farm.get("quarantined"), bool):
-            quarantined = farm["quarantined"]
+            quarantined = farm["quarantined"] and not measured_since
             break
+        measured_since = measured_since or not row.infra
     return quarantined, error
 
 

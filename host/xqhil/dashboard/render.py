@@ -68,7 +68,9 @@ def _change_row(c: Change) -> str:
 def _changes(matrix: Matrix, found: Sequence[Change], unmeasured: Sequence[Line]) -> str:
     if not matrix.releases:
         return ('<h2 id="changes">What changed</h2><p class="empty">No runs recorded yet: run xqhil '
-                "quantize-and-verify.</p>")
+                "quantize-and-verify.</p>" if not matrix.lines else
+                '<h2 id="changes">What changed</h2><p class="empty">No measurement yet: every run recorded '
+                "failed for infrastructure reasons (see Boards).</p>")
     newest = matrix.releases[0]
     against = f" against {h(matrix.releases[1])} and earlier" if len(matrix.releases) > 1 else ""
     rows = [_change_row(c) for c in found]
