@@ -217,15 +217,10 @@ def render(db: str, out: Path) -> tuple[float, float, float]:
 
 
 def shoot(index: Path, png: Path) -> None:
-    """A 1280 x 900 screenshot of ``index`` (headless Chromium), shrunk to 64 colours when Pillow is there."""
+    """A 1280 x 900 screenshot of ``index`` (headless Chromium), in 64 colours (small for the README)."""
     from browser_testlib import screenshot
 
-    screenshot(index, png, width=1280, height=900)
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    Image.open(png).convert("RGB").quantize(colors=64).save(png, optimize=True)
+    screenshot(index, png, width=1280, height=900, colors=64)
 
 
 def page_sizes(out: Path) -> tuple[int, int, int, str]:
