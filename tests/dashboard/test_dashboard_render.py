@@ -128,3 +128,17 @@ def test_missing_database_is_an_error(tmp_path):
     with pytest.raises(HistoryError) as info:
         render_dashboard(tmp_path / "nope.sqlite3", tmp_path / "dash")
     assert info.value.exit_code == 2 and not (tmp_path / "dash").exists()
+
+
+def test_release_labels_on_the_x_axis_never_overlap_and_shading_alternates():
+    """60 releases on one chart (older releases aggregated on a long history): labels that would overlap
+    are left out, and the release bands alternate (the old code shaded every band alike)."""
+    from xqhil.dashboard import svg
+
+    groups = [f"1.{i}.0" for i in range(60)]
+    chart = svg.line_chart("t", "ms", [str(i) for i in range(60)], groups,
+                           [svg.Series("a", [1.0] * 60, "#000")], tips=[""] * 60)
+    xs = [float(x) for x in re.findall(r'<text class="group" x="([\d.]+)"', chart)]
+    assert 5 < len(xs) < 60
+    assert all(b - a >= 6.5 * 6 for a, b in zip(xs, xs[1:]))  # "1.10.0": 6 characters
+    assert chart.count('class="band-a"') == chart.count('class="band-b"') == 30
