@@ -217,10 +217,10 @@ def render(db: str, out: Path) -> tuple[float, float, float]:
 
 
 def shoot(index: Path, png: Path) -> None:
-    """A 1280 x 900 screenshot of ``index`` (headless Chromium), in 64 colours (small for the README)."""
+    """A 1280 x 1400 screenshot of ``index`` (headless Chromium), in 64 colours (small for the README)."""
     from browser_testlib import screenshot
 
-    screenshot(index, png, width=1280, height=900, colors=64)
+    screenshot(index, png, width=1280, height=1400, colors=64)
 
 
 def page_sizes(out: Path) -> tuple[int, int, int, str]:
@@ -236,7 +236,7 @@ def main() -> int:
                                      "(default: OUT/history.sqlite3, recreated)")
     parser.add_argument("--out", default="/tmp/xqhil-history-scale", help="folder for the database and pages")
     parser.add_argument("--check-runs", type=int, default=20, help="runs recorded with record_and_check per scale")
-    parser.add_argument("--screenshot", metavar="PNG", help="a 1280 x 900 screenshot of the last scale's index")
+    parser.add_argument("--screenshot", metavar="PNG", help="a 1280 x 1400 screenshot of the last scale's index")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
