@@ -4,7 +4,7 @@ no measurement, one page per model/board with older runs aggregated."""
 import re
 
 import pytest
-from conftest import infra_doc, record_plain
+from dashboard_testlib import infra_doc, record_plain
 from history_testlib import make_doc
 from xqhil.dashboard import render_dashboard
 from xqhil.dashboard.model import KEEP_RUNS
