@@ -231,5 +231,5 @@ def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike
         html = index_html(store, rows, by_key, regs, out, title)
         _write_pages(store, rows, by_key, regs, out, title)
     _write(out / "index.html", html)
-    log.info("dashboard of %s written to %s", db_path, out / "index.html")
+    log.info("dashboard of %s written to %s", store.path, out / "index.html")  # store.path: no password
     return out / "index.html"
