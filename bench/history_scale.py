@@ -247,7 +247,9 @@ def main() -> int:
             Path(db + suffix).unlink(missing_ok=True)
     scales = [int(s) for s in args.scales.split(",")]
     history = History(db)
-    print(f"history {db}; {len(MODELS)} models x {len(BOARDS)} boards, {REPEATS} runs per release", flush=True)
+    with open_store(db) as store:
+        shown = store.path  # as the store names itself: a PostgreSQL URL without its password
+    print(f"history {shown}; {len(MODELS)} models x {len(BOARDS)} boards, {REPEATS} runs per release", flush=True)
     print("| runs | releases | fill ms/run | record_and_check ms/run (median, max) | render s (CPU s) "
           "| render peak MiB | pages | total MB | largest page MB |")
     print("|---|---|---|---|---|---|---|---|---|")
