@@ -93,7 +93,7 @@ def main() -> int:
         if find_chromium() is None:
             print("no Chromium found: no screenshot", file=sys.stderr)
             return 3
-        print(f"screenshot: {screenshot(index, Path(args.screenshot), width=1400, height=2000)}")
+        print(f"screenshot: {screenshot(index, Path(args.screenshot), width=1280, height=1400, colors=64)}")
     return 0
 
 

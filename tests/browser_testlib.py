@@ -53,18 +53,20 @@ def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
             raise HistoryError(f"Chromium did not finish within {timeout_s:.0f} s", exit_code=3) from exc
 
 
-def load(index: Path, timeout_s: float = 120.0) -> PageLoad:
-    """Open ``index`` and return its DOM and console output."""
-    done = _run(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom",
-                 Path(index).resolve().as_uri()], timeout_s)
+def load(index: Path, timeout_s: float = 120.0, width: int = 1280, height: int = 900) -> PageLoad:
+    """Open ``index`` in a ``width`` x ``height`` window and return its DOM and console output."""
+    done = _run(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", f"--window-size={width},{height}",
+                 "--dump-dom", Path(index).resolve().as_uri()], timeout_s)
     if done.returncode != 0:
         raise HistoryError(f"Chromium exited with {done.returncode}: {done.stderr.strip()[-300:]}", exit_code=3)
     console = [m.group(0) for m in map(CONSOLE.search, done.stderr.splitlines()) if m]
     return PageLoad(done.stdout, console)
 
 
-def screenshot(index: Path, png: Path, width: int = 1400, height: int = 1800, timeout_s: float = 120.0) -> Path:
-    """Write a PNG of ``index`` as a ``width`` x ``height`` window shows it."""
+def screenshot(index: Path, png: Path, width: int = 1400, height: int = 1800, timeout_s: float = 120.0,
+               colors: int | None = None) -> Path:
+    """Write a PNG of ``index`` as a ``width`` x ``height`` window shows it; ``colors``: shrink it to a
+    palette of that many colours (for the docs; needs Pillow, the dev extra)."""
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
     done = _run([f"--window-size={width},{height}", f"--screenshot={png}", "--virtual-time-budget=5000",
@@ -72,4 +74,8 @@ def screenshot(index: Path, png: Path, width: int = 1400, height: int = 1800, ti
     if done.returncode != 0 or not png.is_file():
         raise HistoryError(f"Chromium wrote no screenshot (exit {done.returncode}): "
                            f"{done.stderr.strip()[-300:]}", exit_code=3)
+    if colors:
+        from PIL import Image
+
+        Image.open(png).convert("RGB").quantize(colors=colors).save(png, optimize=True)
     return png

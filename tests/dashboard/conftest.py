@@ -38,3 +38,24 @@ def history_db(tmp_path):
         record_and_check(make_doc(model=model, board=board, runtime=runtime, seed=seed,
                                   reports_dir=str(reports), **extra), db)
     return db
+
+
+@pytest.fixture(scope="module")
+def team_db(tmp_path_factory):
+    """12 models x 4 boards x 14 runtime releases (672 measured runs; inception_v3 not yet measured on
+    k1-lab-02 with the newest release), then k1-lab-03 fails three jobs in a row for infrastructure
+    reasons and is quarantined."""
+    from dashboard_testlib import TEAM_BOARDS, TEAM_MODELS, TEAM_RELEASES, infra_doc, record_plain, team_doc
+
+    db = tmp_path_factory.mktemp("team") / "history.sqlite3"
+    items, seed = [], 0
+    for r in range(len(TEAM_RELEASES)):
+        for board, kind in TEAM_BOARDS:
+            for model in TEAM_MODELS:
+                if r == 13 and (model, board) == ("inception_v3", "k1-lab-02"):
+                    continue
+                seed += 1
+                items.append(team_doc(model, board, kind, r, seed))
+    items += [(infra_doc("resnet18", "k1-lab-03", seed + i, quarantined=i == 3), []) for i in (1, 2, 3)]
+    record_plain(db, items)
+    return db

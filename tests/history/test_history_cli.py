@@ -114,7 +114,9 @@ def test_dashboard_command(db, tmp_path, capsys):
     code, out, _ = _run(capsys, "dashboard", "--db", str(db), "--out", str(out_dir))
     assert code == 0 and str(out_dir / "index.html") in out
     html = (out_dir / "index.html").read_text()
-    assert 'data-run="3"' in html and "resnet18" in html
+    assert "resnet18" in html and "What changed in onnxruntime" in html
+    pages = "".join(p.read_text() for p in (out_dir / "pages").glob("s-*.html"))
+    assert 'data-run="3"' in pages
 
 
 def test_dashboard_missing_db_and_unwritable_out(tmp_path, capsys):

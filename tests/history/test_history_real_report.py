@@ -96,10 +96,14 @@ def test_show_and_dashboard_present_the_real_run(recorded):
     assert code == 0 and shown["doc"]["device"]["onnxruntime"] == onnxruntime.__version__
     code, _, err = xqhil("dashboard", "--db", str(recorded["db"]), "--out", str(recorded["folder"] / "dash"))
     assert code == 0, err
-    html = (recorded["folder"] / "dash" / "index.html").read_text()
+    dash = recorded["folder"] / "dash"
+    index = (dash / "index.html").read_text()
+    assert f"What changed in onnxruntime {onnxruntime.__version__}" in index and ">tiny</a>" in index
+    page = (dash / "pages" / "s-tiny-host-" f"{docs.short_hash(recorded['report']['model']['config_sha256'])}.html")
     fingerprint = docs.fingerprint(recorded["report"])["id"]
-    assert 'data-run="1"' in html and fingerprint in html and onnxruntime.__version__ in html
-    assert f"<td>{platform.machine()}</td>" in html and "tiny @ host" in html
+    assert 'data-run="1"' in page.read_text() and fingerprint in page.read_text()
+    devices = (dash / "pages" / "fingerprints.html").read_text()
+    assert fingerprint in devices and f"<td>{platform.machine()}</td>" in devices
 
 
 def test_synthetic_documents_have_no_field_a_real_report_lacks(recorded):

@@ -1,4 +1,4 @@
-"""The stylesheet and the small script inlined into index.html (the page makes no request at all)."""
+"""The stylesheet and the small script inlined into every page (a page makes no request at all)."""
 
 CSS = """
 :root { --fg: #1d2330; --muted: #667085; --line: #d0d5dd; --bg: #f7f8fa; --card: #fff;
@@ -10,6 +10,8 @@ header { padding: 18px 28px 10px; background: var(--card); border-bottom: 1px so
 header h1 { margin: 0 0 4px; font-size: 22px; }
 .meta { color: var(--muted); font-size: 12px; }
 main { padding: 10px 28px 40px; max-width: 1500px; }
+table.changes td, table.health td, table.matrix th.model, ul.what { overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
 h2 { font-size: 18px; margin: 26px 0 8px; }
 h3 { font-size: 16px; margin: 0 0 2px; }
 .tiles { display: flex; gap: 12px; flex-wrap: wrap; margin: 12px 0 4px; }
@@ -37,33 +39,41 @@ a { color: var(--accent); } a.missing { color: var(--muted); text-decoration: li
 .hash { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 11.5px; }
 .empty { color: var(--muted); font-style: italic; }
 nav a { margin-right: 12px; white-space: nowrap; }
-#filter { padding: 5px 8px; border: 1px solid var(--line); border-radius: 6px; width: 260px; }
+#board-filter { padding: 4px 6px; border: 1px solid var(--line); border-radius: 6px; }
 .hidden { display: none; }
 ul.what { margin: 0; padding-left: 16px; }
-table.matrix { width: auto; }
-table.matrix td, table.matrix th { text-align: center; min-width: 120px; border: 1px solid #eaecf0; }
-table.matrix tbody th { background: #fafbfc; color: var(--fg); }
+table.matrix { table-layout: fixed; }
+table.matrix td, table.matrix th { text-align: center; border: 1px solid #eaecf0; font-size: 12px; }
+table.matrix th.model { width: 190px; text-align: left; }
+table.matrix tbody th { background: #fafbfc; color: var(--fg); font-weight: 600; }
+.board-group h3 { margin-bottom: 6px; }
+.st-none { background: #fcfcfd; color: var(--muted); } .st-old { background: #f2f4f7; color: #475467; }
+.ch-new-bug, .ch-new-regression { color: var(--bad); font-weight: 700; }
+.ch-still-broken { color: var(--warn); font-weight: 600; } .ch-recovered { color: var(--ok); font-weight: 600; }
+.health-quarantined, .health-failing { color: var(--bad); font-weight: 700; }
+.health-ok { color: var(--ok); }
+table.health td[class^="health-"] { overflow-wrap: normal; }
+.v-INFRA { color: var(--muted); } tr.infra td { color: var(--muted); }
 .st-ok { background: #ecfdf3; color: var(--ok); } .st-warn { background: #fffaeb; color: var(--warn); }
 .st-regression { background: #fef0c7; color: #93370d; font-weight: 600; }
-.st-bug { background: #fee4e2; color: var(--bad); font-weight: 600; } .st-none { background: #fcfcfd; }
+.st-bug { background: #fee4e2; color: var(--bad); font-weight: 600; }
 """
 
 # Runs last: a script error leaves data-runs-rendered unset, which the browser test detects.
 JS = """
 (function () {
-  var input = document.getElementById('filter');
-  var sections = Array.prototype.slice.call(document.querySelectorAll('section[data-key]'));
+  var select = document.getElementById('board-filter');
+  var groups = Array.prototype.slice.call(document.querySelectorAll('[data-board]'));
   function apply() {
-    var needle = (input.value || '').toLowerCase();
-    sections.forEach(function (s) {
-      s.classList.toggle('hidden', needle !== '' && s.getAttribute('data-key').toLowerCase().indexOf(needle) < 0);
+    groups.forEach(function (g) {
+      g.classList.toggle('hidden', select.value !== '' && g.getAttribute('data-board') !== select.value);
     });
   }
-  if (input) { input.addEventListener('input', apply); }
+  if (select) { select.addEventListener('change', apply); }
   var ids = {};
   document.querySelectorAll('[data-run]').forEach(function (el) { ids[el.getAttribute('data-run')] = true; });
   var count = Object.keys(ids).length;
   document.documentElement.setAttribute('data-runs-rendered', String(count));
-  document.title = document.title + ' (' + count + ' runs)';
+  if (count > 0) { document.title = document.title + ' (' + count + ' runs)'; }
 })();
 """

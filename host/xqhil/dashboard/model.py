@@ -1,24 +1,29 @@
-"""What the dashboard shows, computed from the history store (no HTML here).
+"""What one model/board/config page shows, computed from the history store (no HTML here).
 
-Runs are grouped by comparable key (model, FP32 model hash, board, config hash); within a group they are
-ordered oldest first. Flagged items are chip bugs (verdict fail, accuracy status bug) and the stored
-regression findings.
+The newest :data:`KEEP_RUNS` runs are read in full (their documents: latency samples, accuracies, SNRs,
+report links); older runs are aggregated per runtime release from their indexed columns (median and
+p10-p90 of the runs' medians), so a page stays small however long the history grows. Runs whose job
+failed for infrastructure reasons are listed but never charted: they measured nothing.
 """
 from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import numpy as np
-
+from xqhil.dashboard.rows import RunRow, anchor
 from xqhil.history import doc as docs
 from xqhil.history.store import RunRecord, RunStore
 
 SNR_DISPLAY_CAP_DB = 60.0  # identical outputs (infinite SNR) plot at this height
+KEEP_RUNS = 40  # newest runs of one model/board/config shown one by one
+CHART_RELEASES = 30  # older releases charted (one aggregated point each); the page's table lists them all
+
+Band3 = Optional[tuple[float, float, float]]
 
 
 @dataclass
@@ -30,61 +35,78 @@ class Link:
 
 @dataclass
 class Point:
-    """One run as the charts and tables of its section see it."""
+    """One run read in full, as the run table of its page sees it."""
 
     run: RunRecord
-    int8: tuple[float, float, float] | None  # p10, p50, p90 in ms
-    fp32: tuple[float, float, float] | None
+    int8: Band3
+    fp32: Band3
     links: list[Link]
     regressions: list[dict[str, Any]]
 
     @property
-    def flagged(self) -> bool:
-        return bool(self.regressions) or docs.is_chip_bug(self.run.doc)
-
-
-@dataclass
-class Section:
-    key: docs.RunKey
-    points: list[Point] = field(default_factory=list)
+    def infra(self) -> bool:
+        return docs.is_infra(self.run.doc)
 
     @property
-    def anchor(self) -> str:
-        raw = f"{self.key.model}-{self.key.board}-{docs.short_hash(self.key.config_sha256)}"
-        return "s-" + "".join(c if c.isalnum() else "-" for c in raw)
+    def flagged(self) -> bool:
+        return not self.infra and (bool(self.regressions) or docs.is_chip_bug(self.run.doc))
 
 
 @dataclass
-class Flag:
-    """A run with something to look at: (kind, message) per chip bug or regression."""
+class ChartPoint:
+    """One x position of the charts: a run, or the older runs of one release aggregated."""
 
-    point: Point
-    items: list[tuple[str, str]]
+    label: str
+    release: str
+    tip: str
+    int8: Band3 = None
+    fp32: Band3 = None
+    values: dict[str, float | None] = field(default_factory=dict)  # speedup, pc_int8, chip_int8, ...
+    regressions: list[tuple[str, str]] = field(default_factory=list)  # (kind, metric)
+    bug: bool = False
+    labelled: bool = True
 
 
 @dataclass
-class Fingerprint:
-    fields: dict[str, Any]
-    boards: list[str]
-    runs: list[int]
+class Aggregate:
+    """The older runs of one release on one page."""
+
+    release: str
+    rows: list[RunRow]
+
+    @property
+    def measured(self) -> list[RunRow]:
+        return [r for r in self.rows if not r.infra]
 
 
 @dataclass
-class Dashboard:
-    db_path: str
-    sections: list[Section]
-    flags: list[Flag]
-    fingerprints: list[Fingerprint]
-    run_count: int
-    pinned: list[int]
+class KeyPage:
+    key: docs.RunKey
+    anchor: str
+    total: int
+    points: list[Point]  # the newest runs, oldest first (INFRA runs included: the table lists them)
+    older: list[Aggregate]  # older runs per release, oldest release first
+    regressions: dict[int, list[dict[str, Any]]]  # of the older runs
+    emulated: bool
 
 
-def latency_band(doc: Mapping[str, Any], precision: str) -> tuple[float, float, float] | None:
+def band(values: Sequence[float]) -> tuple[float, float, float]:
+    """p10, p50, p90 as numpy's default (linear) percentile, without its overhead on a few dozen values."""
+    xs = sorted(values)
+    out = []
+    for q in (0.1, 0.5, 0.9):
+        pos = q * (len(xs) - 1)
+        low = int(pos)
+        high = min(low + 1, len(xs) - 1)
+        out.append(xs[low] + (xs[high] - xs[low]) * (pos - low))
+    return out[0], out[1], out[2]
+
+
+def latency_band(doc: Mapping[str, Any], precision: str) -> Band3:
     """p10, p50, p90 of the timed runs; from the stored summary when samples are missing."""
     samples = docs.latency_samples(doc, precision)
     if samples:
-        p10, p50, p90 = np.percentile(samples, [10, 50, 90])
-        return float(p10), float(p50), float(p90)
+        return band(samples)
     entry = docs.latency(doc, precision)
     p50 = docs.number(entry.get("p50_ms", entry.get("mean_ms")))
     if p50 is None:
@@ -94,9 +116,9 @@ def latency_band(doc: Mapping[str, Any], precision: str) -> tuple[float, float, 
     return (low if low is not None else p50), p50, (high if high is not None else p50)
 
 
-def report_links(doc: Mapping[str, Any], out_dir: Path) -> list[Link]:
-    """Links to the run's reports (and its localisation's repro bundle), relative to the dashboard folder so
-    the pair can move together."""
+def report_links(doc: Mapping[str, Any], page_dir: Path) -> list[Link]:
+    """Links to the run's reports (and its localisation's repro bundle), relative to the page's folder so
+    the dashboard and the reports can move together."""
     links = []
     targets = [(label, raw) for label, raw in sorted(docs.section(doc, "reports").items())]
     loc = docs.section(doc, "localization")
@@ -105,12 +127,12 @@ def report_links(doc: Mapping[str, Any], out_dir: Path) -> list[Link]:
     for label, raw in targets:
         if not isinstance(raw, str) or not raw:
             continue
-        target = Path(raw).expanduser().resolve()
+        target = os.path.abspath(os.path.expanduser(raw))
         try:
-            href = os.path.relpath(target, out_dir.resolve())
+            href = os.path.relpath(target, os.path.abspath(page_dir))
         except ValueError:  # another drive on Windows
-            href = target.as_uri()
-        links.append(Link(label, Path(href).as_posix(), target.is_file()))
+            href = Path(target).as_uri()
+        links.append(Link(label, Path(href).as_posix(), os.path.isfile(target)))
     return links
 
 
@@ -120,49 +142,72 @@ def snr_for_display(value: float | None) -> float | None:
     return SNR_DISPLAY_CAP_DB if math.isinf(value) and value > 0 else min(value, SNR_DISPLAY_CAP_DB)
 
 
-def _point(run: RunRecord, out_dir: Path, regressions: Sequence[dict[str, Any]]) -> Point:
+def point(run: RunRecord, page_dir: Path, regressions: Sequence[dict[str, Any]]) -> Point:
+    if docs.is_infra(run.doc):
+        return Point(run, None, None, report_links(run.doc, page_dir), [])
     return Point(run, latency_band(run.doc, "int8"), latency_band(run.doc, "fp32"),
-                 report_links(run.doc, out_dir), list(regressions))
+                 report_links(run.doc, page_dir), list(regressions))
 
 
-def _flag(p: Point) -> Flag | None:
-    items = []
-    if docs.is_chip_bug(p.run.doc):
-        reasons = "; ".join(str(r) for r in p.run.doc.get("reasons") or []) or "verdict fail"
-        status = docs.section(p.run.doc, "accuracy").get("status")
-        items.append(("chip bug" if status == "bug" else "verify failed", reasons))
-    items += [(f"{item['kind']} regression", str(item["message"])) for item in p.regressions]
-    return Flag(p, items) if items else None
+def key_page(store: RunStore, rows: Sequence[RunRow], regressions: Mapping[int, list[dict[str, Any]]],
+             page_dir: Path) -> KeyPage:
+    """The page of one model/board/config from its rows (oldest first)."""
+    recent, old = rows[-KEEP_RUNS:], rows[:-KEEP_RUNS]
+    points = [point(store.get(r.id), page_dir, regressions.get(r.id, [])) for r in recent]
+    older: dict[str, Aggregate] = {}
+    for row in old:
+        older.setdefault(row.release, Aggregate(row.release, [])).rows.append(row)
+    return KeyPage(rows[0].key, anchor(rows[0].key), len(rows), points, list(older.values()),
+                   {r.id: regressions[r.id] for r in old if r.id in regressions},
+                   any(r.emulated for r in rows))
 
 
-def _flags(points: Sequence[Point]) -> list[Flag]:
-    return [f for f in map(_flag, points) if f is not None]
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def _fingerprints(runs: Sequence[RunRecord]) -> list[Fingerprint]:
-    found: dict[str, Fingerprint] = {}
-    for run in runs:
-        fields = docs.fingerprint(run.doc)
-        entry = found.setdefault(fields["id"], Fingerprint(fields, [], []))
-        if run.key.board not in entry.boards:
-            entry.boards.append(run.key.board)
-        entry.runs.append(run.id)
-    return sorted(found.values(), key=lambda f: (f.boards, f.runs[0]))
+def median(values: Sequence[float | None]) -> float | None:
+    xs = _finite(values)
+    return statistics.median(xs) if xs else None
 
 
-def build(store: RunStore, out_dir: Path) -> Dashboard:
-    runs = store.list()
-    by_run: dict[int, list[dict[str, Any]]] = {}
-    for item in store.regressions():
-        by_run.setdefault(int(item["run_id"]), []).append(item)
-    sections: dict[docs.RunKey, Section] = {}
-    points = []
-    for run in runs:
-        point = _point(run, out_dir, by_run.get(run.id, []))
-        sections.setdefault(run.key, Section(run.key)).points.append(point)
-        points.append(point)
-    # Sections with flagged runs first: problems are what the page is for.
-    ordered = sorted(sections.values(), key=lambda s: (not any(p.flagged for p in s.points), s.key.model,
-                                                        s.key.board, s.points[0].run.id))
-    return Dashboard(str(store.path), ordered, _flags(points), _fingerprints(runs), len(runs),
-                     store.pinned_run_ids())
+def _spread(values: Sequence[float | None]) -> Band3:
+    xs = _finite(values)
+    return band(xs) if xs else None
+
+
+def aggregate_point(agg: Aggregate, regressions: Mapping[int, list[dict[str, Any]]]) -> ChartPoint | None:
+    rows = agg.measured
+    if not rows:
+        return None
+    values = {"speedup": median([r.speedup for r in rows]), "pc_int8": median([r.pc_int8 for r in rows]),
+              "chip_int8": median([r.chip_int8 for r in rows]),
+              "snr_int8": snr_for_display(median([r.min_snr for r in rows]))}
+    found = [(str(i["kind"]), str(i["metric"])) for r in rows for i in regressions.get(r.id, [])]
+    tip = (f"{len(rows)} runs with onnxruntime {agg.release} (#{rows[0].id}-#{rows[-1].id}), "
+           f"medians of the runs' medians")
+    return ChartPoint(f"{agg.release} x{len(rows)}", agg.release, tip, _spread([r.int8_p50 for r in rows]),
+                      _spread([r.fp32_p50 for r in rows]), values, found, any(r.chip_bug for r in rows),
+                      labelled=values["chip_int8"] is not None)
+
+
+def run_point(p: Point) -> ChartPoint:
+    d = p.run.doc
+    pair = "chip_{0}_vs_pc_{0}"
+    values = {"speedup": docs.number(docs.section(d, "latency").get("speedup")),
+              "pc_int8": docs.accuracy(d, "pc_int8"), "chip_int8": docs.accuracy(d, "chip_int8"),
+              "pc_fp32": docs.accuracy(d, "pc_fp32"), "chip_fp32": docs.accuracy(d, "chip_fp32"),
+              "agreement": docs.agreement(d, pair.format("int8")),
+              "snr_int8": snr_for_display(docs.min_snr(d, pair.format("int8"))),
+              "snr_fp32": snr_for_display(docs.min_snr(d, pair.format("fp32")))}
+    tip = (f"run {p.run.id} · {str(d.get('created') or '')[:16]} · onnxruntime "
+           f"{p.run.runtime_version or '?'} · {p.run.verdict}")
+    return ChartPoint(f"#{p.run.id}", p.run.runtime_version or "?", tip, p.int8, p.fp32, values,
+                      [(str(r["kind"]), str(r["metric"])) for r in p.regressions], docs.is_chip_bug(d),
+                      labelled=bool(docs.section(d, "accuracy").get("labelled", True)))
+
+
+def chart_points(page: KeyPage) -> list[ChartPoint]:
+    """The newest older releases aggregated, then the newest runs one by one (INFRA runs left out)."""
+    older = [aggregate_point(a, page.regressions) for a in page.older[-CHART_RELEASES:]]
+    return [c for c in older if c is not None] + [run_point(p) for p in page.points if not p.infra]

@@ -1,18 +1,24 @@
-"""Write the dashboard: one self-contained ``index.html`` (inline CSS, inline SVG, a few lines of inline
-script for filtering). Nothing is fetched from anywhere; every string from the database is escaped."""
+"""Write the dashboard: ``index.html`` reads like a release report (what the newest runtime release changed,
+board health, the model x release matrix per board, the newest flagged runs), and one page per
+model/board/config under ``pages/`` with the charts, loaded only when opened. Static files: inline CSS,
+inline SVG, a few lines of inline script; nothing is fetched from anywhere; every string from the
+database is escaped. Built from the runs' indexed columns; documents are read only for what a page shows
+in detail, so the pages stay small at 100,000 runs."""
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
 
-from xqhil.dashboard import assets, svg
-from xqhil.dashboard.matrix import release_matrix
-from xqhil.dashboard.model import Dashboard, Flag, Link, Point, Section, build, snr_for_display
+from xqhil.dashboard.health import BoardHealth, board_health
+from xqhil.dashboard.html import document, h, links, table, verdict
+from xqhil.dashboard.matrix import Change, Line, Matrix, changes, release_matrix
+from xqhil.dashboard.model import key_page, report_links
+from xqhil.dashboard.pages import PAGES, fingerprints_html, key_page_html
+from xqhil.dashboard.rows import RunRow, anchor, group_by_key, load_rows, regressions_by_run
 from xqhil.history import doc as docs
 from xqhil.history.errors import HistoryError
 from xqhil.history.store import RunStore
@@ -20,248 +26,210 @@ from xquant.model_io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-INT8, FP32, PC, CHIP = "#1849a9", "#e04f16", "#667085", "#7a2e9e"
+VISIBLE_RELEASES = 8  # newest releases with a column of their own; older ones share one column
+FLAGGED_SHOWN = 50  # newest flagged runs listed on the index
 
 
-def h(value: Any) -> str:
-    return escape("-" if value is None else str(value), quote=True)
+def _page_href(anchor: str) -> str:
+    return f"{PAGES}/{anchor}.html"
 
 
-def num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
+def _board_id(board: str) -> str:
+    return "b-" + "".join(c if c.isalnum() else "-" for c in board)
 
 
-def _table(headers: Sequence[str], rows: Iterable[str], empty: str) -> str:
-    body = "\n".join(rows)
-    if not body:
-        return f'<p class="empty">{h(empty)}</p>'
-    head = "".join(f"<th>{h(x)}</th>" for x in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
-
-
-def _links(links: Sequence[Link]) -> str:
-    out = []
-    for link in links:
-        cls = "" if link.exists else ' class="missing" title="not found when the dashboard was written"'
-        out.append(f'<a href="{h(link.href)}"{cls}>{h(link.label)}</a>')
-    return " ".join(out) or "-"
-
-
-def _verdict(verdict: str) -> str:
-    return f'<span class="verdict v-{h(verdict)}">{h(verdict)}</span>'
-
-
-def _tiles(dash: Dashboard) -> str:
-    versions = {p.run.runtime_version for s in dash.sections for p in s.points}
-    boards = {s.key.board for s in dash.sections}
-    models = {s.key.model for s in dash.sections}
-    items = [("runs", dash.run_count, ""), ("models", len(models), ""), ("boards", len(boards), ""),
-             ("runtime versions", len(versions), ""), ("flagged runs", len(dash.flags), "bad" if dash.flags else "")]
+def _tiles(rows: Sequence[RunRow], matrix: Matrix, found: Sequence[Change]) -> str:
+    infra = sum(r.infra for r in rows)
+    new = sum(c.kind in ("new bug", "new regression") for c in found)
+    items = [("runs", len(rows), ""), ("infra failures", infra, "bad" if infra else ""),
+             ("models", len({line.key.model for line in matrix.lines}), ""), ("boards", len(matrix.boards()), ""),
+             ("runtime releases", len(matrix.releases), ""), ("new in newest release", new, "bad" if new else "")]
     return '<div class="tiles">' + "".join(
         f'<div class="tile {cls}"><b>{value}</b>{h(name)}</div>' for name, value, cls in items) + "</div>"
 
 
-def _header(dash: Dashboard, title: str) -> str:
+def _header(db: str, title: str, tiles: str) -> str:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = " ".join(f'<a href="#{s.anchor}">{h(s.key.model)} @ {h(s.key.board)}</a>' for s in dash.sections)
-    return (f"<header><h1>{h(title)}</h1><div class=\"meta\">database {h(dash.db_path)} · generated "
-            f"{h(generated)}</div>{_tiles(dash)}<nav>{nav}</nav></header>")
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("changes", "What changed"), ("boards", "Boards"),
+                                                         ("releases", "Releases"), ("flagged", "Flagged runs")))
+    nav += f'<a href="{PAGES}/fingerprints.html">Device fingerprints</a>'
+    return (f"<header><h1>{h(title)}</h1><div class=\"meta\">database {h(db)} · generated {h(generated)}</div>"
+            f"{tiles}<nav>{nav}</nav></header>")
 
 
-def _flag_row(flag: Flag, section_of: dict) -> str:
-    run = flag.point.run
-    anchor = section_of.get(run.id, "")
-    kinds = "<br>".join(h(kind) for kind in dict.fromkeys(k for k, _ in flag.items))
-    what = "".join(f"<li>{h(message)}</li>" for _, message in flag.items)
-    return (f'<tr class="flagged" data-flag-run="{run.id}"><td><a href="#{h(anchor)}">#{run.id}</a></td>'
-            f"<td>{h(str(run.doc.get('created') or run.recorded_at)[:16].replace('T', ' '))}</td>"
-            f"<td>{h(run.key.model)}</td><td>{h(run.key.board)}</td><td>{h(run.runtime_version)}</td>"
-            f'<td class="kind-bad">{kinds}</td><td><ul class="what">{what}</ul></td>'
-            f"<td>{_links(flag.point.links)}</td></tr>")
+def _change_row(c: Change) -> str:
+    k = c.line.key
+    was = "-" if c.was is None else f'{h(c.before)}: <span class="st-{c.was.status}">{h(c.was.label)}</span>'
+    return (f'<tr class="change" data-change="{h(c.kind)}"><td class="ch-{c.kind.replace(" ", "-")}">'
+            f'{h(c.kind)}</td><td><a href="{_page_href(c.line.anchor)}">{h(k.model)}</a></td><td>{h(k.board)}</td>'
+            f'<td class="st-{c.now.status}">{h(c.now.label)}</td><td>{was}</td></tr>')
 
 
-def _flags(dash: Dashboard) -> str:
-    section_of = {p.run.id: s.anchor for s in dash.sections for p in s.points}
-    rows = [_flag_row(f, section_of) for f in reversed(dash.flags)]
-    table = _table(["run", "created (UTC)", "model", "board", "runtime", "kind", "what", "reports"], rows,
-                   "nothing flagged: no chip-runtime bug and no regression recorded")
-    return (f'<h2 id="flagged">Flagged chip-runtime bugs and regressions</h2><div class="card">'
-            f"{table}</div>")
+def _changes(matrix: Matrix, found: Sequence[Change], unmeasured: Sequence[Line]) -> str:
+    if not matrix.releases:
+        return ('<h2 id="changes">What changed</h2><p class="empty">No runs recorded yet: run xqhil '
+                "quantize-and-verify.</p>" if not matrix.lines else
+                '<h2 id="changes">What changed</h2><p class="empty">No measurement yet: every run recorded '
+                "failed for infrastructure reasons (see Boards).</p>")
+    newest = matrix.releases[0]
+    against = f" against {h(matrix.releases[1])} and earlier" if len(matrix.releases) > 1 else ""
+    rows = [_change_row(c) for c in found]
+    out = (f'<h2 id="changes">What changed in onnxruntime {h(newest)}<span class="meta"> (newest release,'
+           f"{against})</span></h2><div class=\"card\">"
+           + table(["change", "model", "board", f"with {newest}", "before"], rows,
+                   f"nothing broke and nothing recovered in {newest}", cls="changes"))
+    if unmeasured:
+        names = ", ".join(f"{line.key.model} on {line.key.board}" for line in unmeasured[:12])
+        more = f" and {len(unmeasured) - 12} more" if len(unmeasured) > 12 else ""
+        out += (f'<p class="meta" id="unmeasured">not measured with {h(newest)} yet ({len(unmeasured)}): '
+                f"{h(names)}{h(more)}</p>")
+    return out + "</div>"
 
 
-def _matrix(dash: Dashboard) -> str:
-    versions, cells = release_matrix(dash.sections)
-    if not versions:
+def _health_row(b: BoardHealth) -> str:
+    quarantined = "-" if b.quarantined is None else ("yes" if b.quarantined else "no")
+    measured = "-" if b.last_measured is None else f"#{b.last_measured.id} ({h(b.last_measured.when)})"
+    return (f'<tr data-board="{h(b.board)}"><td><a href="#{_board_id(b.board)}">{h(b.board)}</a></td>'
+            f'<td>{h(b.kind)}</td><td class="health-{b.state}">{h(b.state)}</td>'
+            f"<td>#{b.last.id} ({h(b.last.when)})</td><td>{verdict(b.last.verdict)}</td>"
+            f'<td class="num">{b.infra_streak}</td><td>{quarantined}</td><td>{h(b.last_error)}</td>'
+            f"<td>{measured}</td><td class=\"num\">{b.runs} ({b.infra_runs} infra)</td></tr>")
+
+
+def _health(health: Sequence[BoardHealth]) -> str:
+    headers = ["board", "kind", "health", "last run", "last verdict", "infra failures in a row", "quarantined",
+               "last infra error", "last measurement", "runs"]
+    return (f'<h2 id="boards">Boards</h2><div class="card">'
+            f'{table(headers, map(_health_row, health), "no runs recorded", cls="health")}</div>')
+
+
+def _cell(matrix: Matrix, release: str, line: Line) -> str:
+    cell = matrix.cell(release, line)
+    if cell is None:
+        return '<td class="st-none"></td>'
+    runs = cell.runs
+    title = f"{len(runs)} run(s): #{runs[0]}" + (f" ... #{runs[-1]}" if len(runs) > 1 else "")
+    if cell.infra:
+        title += f", {cell.infra} infrastructure failure(s)"
+    return f'<td class="st-{cell.status}" title="{h(title)}">{h(cell.label)}</td>'
+
+
+def _older_cell(matrix: Matrix, older: Sequence[str], line: Line) -> str:
+    cells = [(r, matrix.cell(r, line)) for r in older]
+    measured = [(r, c) for r, c in cells if c is not None and c.status != "none"]
+    bugs = [r for r, c in measured if c.status == "bug"]
+    slow = [r for r, c in measured if c.status == "regression"]
+    if not measured:
+        return '<td class="st-none"></td>'
+    text = f"{len(measured)} releases" + (f": {len(bugs)} bug" if bugs else "") + (
+        f"{', ' if bugs else ': '}{len(slow)} regr." if slow else (" ok" if not bugs else ""))
+    title = "; ".join(x for x in (f"bug in {', '.join(bugs[:20])}" if bugs else "",
+                                  f"regression in {', '.join(slow[:20])}" if slow else "") if x)
+    return f'<td class="st-old" title="{h(title or "no bug, no regression")}">{h(text)}</td>'
+
+
+def _matrix(matrix: Matrix) -> str:
+    if not matrix.releases:
         return ""
-    head = "".join(f'<th><a href="#{h(s.anchor)}">{h(s.key.model)}</a><br><span class="meta">{h(s.key.board)}'
-                   f"</span></th>" for s in dash.sections)
-    rows = []
-    for version in versions:
-        row = [f"<th>{h(version)}</th>"]
-        for s in dash.sections:
-            cell = cells.get((version, s.anchor))
-            if cell is None:
-                row.append('<td class="st-none"></td>')
-                continue
-            runs = ", ".join(f"#{r}" for r in cell.runs)
-            text = h(", ".join(cell.notes) or cell.status)
-            row.append(f'<td class="st-{cell.status}" title="runs {h(runs)}">{text}</td>')
-        rows.append("<tr>" + "".join(row) + "</tr>")
-    return (f'<h2 id="releases">Chip-runtime releases</h2><div class="card"><table class="matrix"><thead><tr>'
-            f'<th>onnxruntime</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    visible, older = matrix.releases[:VISIBLE_RELEASES], matrix.releases[VISIBLE_RELEASES:]
+    head = '<th class="model">model</th>' + "".join(f"<th>{h(v)}</th>" for v in visible)
+    head += f"<th>older ({len(older)} releases)</th>" if older else ""
+    configs: dict[tuple[str, str], int] = {}
+    for line in matrix.lines:
+        configs[(line.key.model, line.key.board)] = configs.get((line.key.model, line.key.board), 0) + 1
+    groups = []
+    for board in matrix.boards():
+        rows = []
+        for line in (x for x in matrix.lines if x.key.board == board):
+            extra = (f' <span class="hash">{h(docs.short_hash(line.key.config_sha256))}</span>'
+                     if configs[(line.key.model, board)] > 1 else "")
+            cells = "".join(_cell(matrix, v, line) for v in visible)
+            cells += _older_cell(matrix, older, line) if older else ""
+            rows.append(f'<tr><th class="model"><a href="{_page_href(line.anchor)}">{h(line.key.model)}</a>'
+                        f"{extra}</th>{cells}</tr>")
+        groups.append(f'<div class="card board-group" id="{_board_id(board)}" data-board="{h(board)}">'
+                      f'<h3>{h(board)}</h3><table class="matrix"><thead><tr>{head}</tr></thead>'
+                      f'<tbody>{"".join(rows)}</tbody></table></div>')
+    options = "".join(f'<option value="{h(b)}">{h(b)}</option>' for b in matrix.boards())
+    return (f'<h2 id="releases">Runtime releases, newest first</h2><label class="meta">board '
+            f'<select id="board-filter"><option value="">all boards</option>{options}</select></label>'
+            f'{"".join(groups)}')
 
 
-def _tips(section: Section) -> list[str]:
-    return [f"run {p.run.id} · {str(p.run.doc.get('created') or '')[:16]} · onnxruntime "
-            f"{p.run.runtime_version or '?'} · {p.run.verdict}" for p in section.points]
+def _flag_items(doc: dict[str, Any], regressions: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    items = []
+    if docs.is_chip_bug(doc):
+        reasons = "; ".join(str(r) for r in doc.get("reasons") or []) or "verdict fail"
+        status = docs.section(doc, "accuracy").get("status")
+        items.append(("chip bug" if status == "bug" else "verify failed", reasons))
+    return items + [(f"{item['kind']} regression", str(item["message"])) for item in regressions]
 
 
-def _latency_chart(section: Section, axis: tuple, precision: str) -> str:
-    bands = [getattr(p, precision) for p in section.points]
-    color = INT8 if precision == "int8" else FP32
-    series = [svg.Series(f"{precision.upper()} p50", [b[1] if b else None for b in bands], color,
-                         [(b[0], b[2]) if b else None for b in bands])]
-    return svg.line_chart(f"{precision.upper()} latency (p50, band p10-p90)", "ms", *axis, series=series,
-                          tips=_tips(section), flagged=_flagged(section, "latency", metric=f".{precision}."))
+def _flagged(store: RunStore, rows: Sequence[RunRow], regs: dict[int, list[dict[str, Any]]], out: Path) -> str:
+    flagged = [r for r in reversed(rows) if not r.infra and (r.chip_bug or r.id in regs)]
+    lines = []
+    for row in flagged[:FLAGGED_SHOWN]:
+        doc = store.get(row.id).doc
+        items = _flag_items(doc, regs.get(row.id, []))
+        kinds = "<br>".join(h(kind) for kind in dict.fromkeys(k for k, _ in items))
+        what = "".join(f"<li>{h(message)}</li>" for _, message in items)
+        lines.append(f'<tr class="flagged" data-flag-run="{row.id}"><td><a href="{_page_href(anchor(row.key))}">'
+                     f"#{row.id}</a></td><td>{h(row.when)}</td><td>{h(row.model)}</td><td>{h(row.board)}</td>"
+                     f'<td>{h(row.runtime)}</td><td class="kind-bad">{kinds}</td><td><ul class="what">{what}</ul>'
+                     f"</td><td>{links(report_links(doc, out))}</td></tr>")
+    more = (f'<p class="meta">the newest {FLAGGED_SHOWN} of {len(flagged)} flagged runs; the others are on '
+            "their model pages</p>" if len(flagged) > FLAGGED_SHOWN else "")
+    body = table(["run", "created (UTC)", "model", "board", "runtime", "kind", "what", "reports"], lines,
+                 "nothing flagged: no chip-runtime bug and no regression recorded")
+    return (f'<h2 id="flagged">Flagged chip-runtime bugs and regressions, newest first</h2>'
+            f'<div class="card">{body}{more}</div>')
 
 
-def _speedup_chart(section: Section, axis: tuple) -> str:
-    values = [docs.number(docs.section(p.run.doc, "latency").get("speedup")) for p in section.points]
-    return svg.line_chart("INT8 speedup over FP32", "x", *axis, series=[svg.Series("speedup", values, INT8)],
-                          tips=_tips(section), flagged=_flagged(section, "latency"))
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(str(path), text)
+    except OSError as exc:
+        raise HistoryError(f"cannot write the dashboard to {path.parent}: {exc}", exit_code=3) from exc
 
 
-def _accuracy_chart(section: Section, axis: tuple) -> str:
-    d = [p.run.doc for p in section.points]
-    series = [svg.Series("PC INT8", [docs.accuracy(x, "pc_int8") for x in d], PC, ring=False),
-              svg.Series("chip INT8", [docs.accuracy(x, "chip_int8") for x in d], CHIP),
-              svg.Series("PC FP32", [docs.accuracy(x, "pc_fp32") for x in d], PC, dashed=True, ring=False),
-              svg.Series("chip FP32", [docs.accuracy(x, "chip_fp32") for x in d], CHIP, dashed=True)]
-    labelled = all(docs.section(x, "accuracy").get("labelled", True) for x in d)
-    title = "accuracy, PC vs chip" if labelled else "top-1 agreement with PC FP32, PC vs chip (no labels)"
-    if all(v is None for s in series for v in s.values):
-        series = [svg.Series("chip INT8 vs PC INT8", [docs.agreement(x, "chip_int8_vs_pc_int8") for x in d],
-                             CHIP)]
-        title = "top-1 agreement, chip vs PC (unlabelled data)"
-    return svg.line_chart(title, "%", *axis, series=series, tips=_tips(section),
-                          flagged=_flagged(section, "accuracy", "bug"))
+def _write_pages(store: RunStore, rows: Sequence[RunRow], by_key: dict[docs.RunKey, list[RunRow]],
+                 regs: dict[int, list[dict[str, Any]]], out: Path, title: str) -> None:
+    """One page per model/board/config and the fingerprints page; stale pages of an earlier render go."""
+    pages, pinned = out / PAGES, store.pinned_run_ids()
+    written = set()
+    for key_rows in by_key.values():
+        page = key_page(store, key_rows, regs, pages)
+        _write(pages / f"{page.anchor}.html", key_page_html(page, pinned, title))
+        written.add(f"{page.anchor}.html")
+    _write(pages / "fingerprints.html", fingerprints_html(rows, lambda i: store.get(i).doc, title))
+    written.add("fingerprints.html")
+    for stale in pages.glob("*.html"):
+        if stale.name not in written:
+            stale.unlink()
 
 
-def _snr_chart(section: Section, axis: tuple) -> str:
-    d = [p.run.doc for p in section.points]
-    series = [svg.Series(f"{name} chip vs PC", [snr_for_display(docs.min_snr(x, f"chip_{name.lower()}_vs_pc_"
-                                                                          f"{name.lower()}")) for x in d], c)
-              for name, c in (("INT8", INT8), ("FP32", FP32))]
-    return svg.line_chart("fidelity: worst-output SNR, chip vs PC (capped at 60 dB)", "dB", *axis,
-                          series=series, tips=_tips(section), flagged=_flagged(section, "fidelity", "bug"))
-
-
-def _flagged(section: Section, *kinds: str, metric: str = "") -> list[int]:
-    """Indexes of runs to ring on a chart: regressions of ``kinds`` (whose metric contains ``metric``);
-    chip bugs too when "bug" is one of the kinds."""
-    return [i for i, p in enumerate(section.points)
-            if any(r["kind"] in kinds and metric in str(r["metric"]) for r in p.regressions)
-            or ("bug" in kinds and docs.is_chip_bug(p.run.doc))]
-
-
-def _charts(section: Section) -> str:
-    axis = ([f"#{p.run.id}" for p in section.points], [p.run.runtime_version or "?" for p in section.points])
-    emulated = any(docs.section(p.run.doc, "latency").get("emulated") for p in section.points)
-    note = " (emulated: not chip latency)" if emulated else ""
-    boxes = [(f"INT8 latency over runs{note}", _latency_chart(section, axis, "int8")),
-             (f"FP32 latency over runs{note}", _latency_chart(section, axis, "fp32")),
-             ("INT8 speedup over FP32", _speedup_chart(section, axis)),
-             ("Accuracy, PC vs chip", _accuracy_chart(section, axis)),
-             ("Chip-vs-PC fidelity", _snr_chart(section, axis))]
-    inner = "".join(f'<div class="chart-box"><h4>{h(t)}</h4>{c}</div>' for t, c in boxes if c)
-    return f'<div class="charts">{inner}</div>'
-
-
-def _band_text(band: tuple | None) -> str:
-    return "-" if band is None else f"{band[1]:.4g} [{band[0]:.4g}-{band[2]:.4g}]"
-
-
-def _run_row(point: Point, pinned: Sequence[int]) -> str:
-    run, d = point.run, point.run.doc
-    notes = [f"{r['kind']} regression" for r in point.regressions]
-    if docs.is_chip_bug(d):
-        notes.insert(0, "chip bug" if docs.section(d, "accuracy").get("status") == "bug" else "failed")
-    if run.id in pinned:
-        notes.append("pinned baseline")
-    cls = ' class="flagged"' if point.flagged else ""
-    cells = [f"#{run.id}", h(str(d.get("created") or run.recorded_at)[:16].replace("T", " ")),
-             h(run.runtime_version), f'<span class="hash">{h(docs.fingerprint(d)["id"])}</span>',
-             _verdict(run.verdict)]
-    nums = [_band_text(point.int8), _band_text(point.fp32),
-            num(docs.number(docs.section(d, "latency").get("speedup")), 3),
-            num(docs.accuracy(d, "pc_int8")), num(docs.accuracy(d, "chip_int8")),
-            num(docs.accuracy(d, "drop_points"), 3), num(docs.min_snr(d), 3)]
-    body = "".join(f"<td>{c}</td>" for c in cells) + "".join(f'<td class="num">{h(c)}</td>' for c in nums)
-    return (f'<tr{cls} data-run="{run.id}">{body}<td class="kind-bad">{h(", ".join(notes))}</td>'
-            f"<td>{_links(point.links)}</td></tr>")
-
-
-RUN_HEADERS = ["run", "created (UTC)", "runtime", "fingerprint", "verdict", "INT8 p50 [p10-p90] ms",
-               "FP32 p50 [p10-p90] ms", "speedup", "PC INT8 %", "chip INT8 %", "drop pts", "min SNR dB",
-               "flags", "reports"]
-
-
-def _section(section: Section, pinned: Sequence[int]) -> str:
-    k = section.key
-    first = section.points[0].run.doc
-    kind = docs.section(first, "board").get("kind")
-    meta = (f'board kind {h(kind)} · FP32 <span class="hash">{h(docs.short_hash(k.fp32_sha256, 12))}</span>'
-            f' · config <span class="hash">{h(docs.short_hash(k.config_sha256, 12))}</span> · '
-            f"{len(section.points)} run(s)")
-    rows = [_run_row(p, pinned) for p in reversed(section.points)]
-    return (f'<section class="card" id="{h(section.anchor)}" data-key="{h(k.model)} {h(k.board)}">'
-            f"<h3>{h(k.model)} on {h(k.board)}</h3><div class=\"meta\">{meta}</div>{_charts(section)}"
-            f"{_table(RUN_HEADERS, rows, 'no runs')}</section>")
-
-
-FINGERPRINT_HEADERS = ["fingerprint", "boards", "arch", "cpu", "cores", "os", "python", "numpy", "onnxruntime",
-                       "providers", "execution provider", "emulated", "runs"]
-
-
-def _fingerprints(dash: Dashboard) -> str:
-    rows = []
-    for fp in dash.fingerprints:
-        f = fp.fields
-        cells = [f'<span class="hash">{h(f["id"])}</span>', h(", ".join(fp.boards))]
-        cells += [h(f.get(name)) for name in ("arch", "cpu", "cores", "os", "python", "numpy", "onnxruntime")]
-        providers = f.get("providers")
-        cells.append(h(", ".join(map(str, providers)) if isinstance(providers, list) else providers))
-        emulated = f.get("emulated")
-        cells += [h(f.get("execution_provider")), h(None if emulated is None else ("yes" if emulated else "no")),
-                  h(f"{len(fp.runs)} (#{fp.runs[0]}-#{fp.runs[-1]})")]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    table = _table(FINGERPRINT_HEADERS, rows, "no runs recorded")
-    return f'<h2 id="fingerprints">Device fingerprints</h2><div class="card">{table}</div>'
-
-
-def page(dash: Dashboard, title: str) -> str:
-    """The whole HTML document."""
-    sections = "\n".join(_section(s, dash.pinned) for s in dash.sections)
-    if not sections:
-        sections = '<p class="empty">No runs recorded yet: run xqhil quantize-and-verify.</p>'
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{h(title)}</title><style>{assets.CSS}</style></head><body>"
-            f"{_header(dash, title)}<main>{_matrix(dash)}{_flags(dash)}"
-            f'<h2 id="models">Per model and board</h2>'
-            f'<input id="filter" type="search" placeholder="filter by model or board">\n{sections}\n'
-            f"{_fingerprints(dash)}</main><script>{assets.JS}</script></body></html>\n")
+def index_html(store: RunStore, rows: Sequence[RunRow], by_key: dict[docs.RunKey, list[RunRow]],
+               regs: dict[int, list[dict[str, Any]]], out: Path, title: str) -> str:
+    matrix = release_matrix(by_key, regs)
+    found, unmeasured = changes(matrix)
+    health = board_health(rows, lambda i: store.get(i).doc)
+    body = (f"{_header(str(store.path), title, _tiles(rows, matrix, found))}<main>"
+            f"{_changes(matrix, found, unmeasured)}{_health(health) if rows else ''}{_matrix(matrix)}"
+            f"{_flagged(store, rows, regs, out)}</main>")
+    return document(title, body)
 
 
 def render_dashboard(db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                      title: str = "xqhil run history") -> Path:
-    """Write ``out_dir/index.html`` from the history database; return its path."""
+    """Write ``out_dir/index.html`` and ``out_dir/pages/*.html`` from the history; return the index path.
+    The index is written last, so it never links to a page that is not there yet."""
     out = Path(out_dir)
     with RunStore.open(db_path, readonly=True) as store:
-        html = page(build(store, out), title)
-    try:
-        write_text_atomic(str(out / "index.html"), html)
-    except OSError as exc:
-        raise HistoryError(f"cannot write the dashboard to {out}: {exc}", exit_code=3) from exc
+        rows = load_rows(store)
+        regs, by_key = regressions_by_run(store), group_by_key(rows)
+        html = index_html(store, rows, by_key, regs, out, title)
+        _write_pages(store, rows, by_key, regs, out, title)
+    _write(out / "index.html", html)
     log.info("dashboard of %s written to %s", store.path, out / "index.html")  # store.path: no password
     return out / "index.html"

@@ -86,19 +86,24 @@ def _axes(frame: Frame, ticks: Sequence[float], unit: str) -> list[str]:
 
 
 def _groups(frame: Frame, labels: Sequence[str], groups: Sequence[str]) -> list[str]:
-    """Alternate shading per run of equal group labels (runtime versions), labels below the axis."""
-    out, start = [], 0
+    """Alternate shading per run of equal group labels (runtime versions), labels below the axis (those
+    that would overlap the previous one are left out: their tooltips still name the version)."""
+    out, start, shown_until, count = [], 0, float("-inf"), 0
     half = (frame.x(1) - frame.x(0)) / 2 if frame.count > 1 else (WIDTH - LEFT - RIGHT) / 2
     for i in range(1, len(groups) + 1):
         if i < len(groups) and groups[i] == groups[start]:
             continue
         x0, x1 = frame.x(start) - half, frame.x(i - 1) + half
-        shade = "band-a" if len(out) % 2 == 0 else "band-b"
+        shade = "band-a" if count % 2 == 0 else "band-b"  # alternate per group
+        count += 1
         out.append(f'<rect class="{shade}" x="{max(x0, LEFT):.1f}" y="{TOP}" '
                    f'width="{min(x1, WIDTH - RIGHT) - max(x0, LEFT):.1f}" height="{HEIGHT - TOP - BOTTOM}"/>')
         middle = min(max((x0 + x1) / 2, LEFT + 24), WIDTH - RIGHT - 24)
-        out.append(f'<text class="group" x="{middle:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
-                   f'{escape(groups[start])}</text>')
+        half_text = 3.3 * len(groups[start])  # about 6.5 px a character at 10 px bold
+        if middle - half_text > shown_until + 4:
+            out.append(f'<text class="group" x="{middle:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
+                       f'{escape(groups[start])}</text>')
+            shown_until = middle + half_text
         start = i
     step = max(1, math.ceil(len(labels) / 12))
     for i in range(0, len(labels), step):

@@ -34,6 +34,10 @@ REGRESSION_FIELDS = ("kind", "metric", "baseline", "current", "threshold", "runt
 RAW_RUN = ("id", "created", "recorded_at", "doc", "model", "board", "verdict", "config_sha256")
 SELECT_RUN = "SELECT id, recorded_at, doc, model, board, verdict"
 KEY_MATCH = "model = ? AND fp32_sha256 IS ? AND board = ? AND config_sha256 IS ?"
+# What a dashboard reads for every run without parsing its document (indexed columns of schema version 2).
+SUMMARY_COLUMNS = ("id", "recorded_at", "created", "model", "board", "board_kind", "fp32_sha256", "config_sha256",
+                   "verdict", "runtime_version", "emulated", "fingerprint", "accuracy_status", "drop_points",
+                   "chip_int8_acc", "pc_int8_acc", "int8_p50_ms", "fp32_p50_ms", "speedup", "min_snr_db")
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
 __all__ = ["BUSY_TIMEOUT_S", "ENV_DB", "RunRecord", "RunStore", "default_db", "default_db_path", "open_store"]
@@ -189,6 +193,11 @@ class RunStore:
             sql += f" LIMIT {int(limit)}"
         rows = self._query(sql, params).fetchall()
         return [_record(row) for row in reversed(rows)]
+
+    @_guard
+    def summaries(self) -> builtins.list[tuple]:
+        """Every run's :data:`SUMMARY_COLUMNS` (no document), oldest first: cheap at 100,000 runs."""
+        return self._query(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM runs ORDER BY id").fetchall()
 
     @_guard
     def runs_for_key(self, key: docs.RunKey, before: int | None = None) -> builtins.list[RunRecord]:
