@@ -332,7 +332,7 @@ def provider_options_for(providers, options):
 
 def load_model(ort, path, providers, threads, provider_options=None):
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # a failed run raises with the same text; its log line only duplicated it
     if threads and threads > 0:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1

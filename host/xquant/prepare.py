@@ -109,17 +109,26 @@ def name_nodes(model: onnx.ModelProto) -> None:
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim on a copy whose graph outputs declare no shape: onnxslim bakes a Reshape's output shape into
+    a constant when it believes it known, and exporters write output shapes from the trace that can be
+    wrong (ddddocr's time-major [T, 1, C] output declared [1, seqlen] became a [1, -1] Reshape). The
+    declarations come back afterwards: the quantized model's interface stays the original's."""
     import onnxslim
 
+    bare = _copy(model)
+    for value in bare.graph.output:
+        value.type.tensor_type.ClearField("shape")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            slim = onnxslim.slim(model)
+            slim = onnxslim.slim(bare)
     except Exception as exc:  # a simplifier failure must not stop quantization
         log.warning("onnxslim could not simplify the model (%s); quantizing it as it is", exc)
         return model
     if slim is None or [o.name for o in slim.graph.output] != [o.name for o in model.graph.output]:
         log.warning("onnxslim changed the model's outputs; quantizing the model as it is")
         return model
+    del slim.graph.output[:]
+    slim.graph.output.extend(model.graph.output)
     return slim
 
 

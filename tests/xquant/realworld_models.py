@@ -108,6 +108,33 @@ def build_shape_anchor_net(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def build_time_major_head(seed: int = 0, channels: int = 6) -> onnx.ModelProto:
+    """A CRNN-style recogniser head as PyTorch 1.x traced it (ddddocr): [1, 1, 4, 'width'] -> Conv (height
+    4 -> 1) -> Transpose [width, 1, C, 1] -> Reshape to [T, 1, C] with a shape computed from Shape/Gather/
+    Concat -> the time-major output. The export declares that output as [1, 'seqlen'] (a stale
+    trace-time declaration; onnxruntime only warns), which a simplifier must not turn into a constant."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w1", rng.normal(0, 0.4, (channels, 1, 4, 3)).astype(np.float32)),
+             _init("b1", rng.normal(0, 0.1, channels).astype(np.float32)),
+             _init("i0", np.array(0, np.int64)), _init("i1", np.array(1, np.int64)),
+             _init("axes0", np.array([0], np.int64)), _init("classes", np.array([channels], np.int64))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[0, 1, 0, 1], name="conv"),
+             helper.make_node("Transpose", ["c1"], ["t"], perm=[3, 0, 1, 2], name="to_time_major"),
+             helper.make_node("Shape", ["t"], ["t_shape"], name="shape"),
+             helper.make_node("Gather", ["t_shape", "i0"], ["steps"], axis=0, name="steps"),
+             helper.make_node("Gather", ["t_shape", "i1"], ["batch"], axis=0, name="batch"),
+             helper.make_node("Unsqueeze", ["steps", "axes0"], ["steps_1"], name="steps_1"),
+             helper.make_node("Unsqueeze", ["batch", "axes0"], ["batch_1"], name="batch_1"),
+             helper.make_node("Concat", ["steps_1", "batch_1", "classes"], ["new_shape"], axis=0, name="cat"),
+             helper.make_node("Reshape", ["t", "new_shape"], ["logits"], name="reshape")]
+    graph = helper.make_graph(nodes, "time_major_head",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, "width"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "seqlen"])], inits)
+    model = _finish(graph, 13)
+    onnx.checker.check_model(model)
+    return model
+
+
 MELS, FRAMES, HIDDEN, LAYERS, CLASSES = 16, 12, 8, 1, 4
 
 

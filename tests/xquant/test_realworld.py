@@ -332,3 +332,22 @@ def test_tail_may_read_what_the_main_part_computes_from_shapes(tmp_path, capsys)
     assert not quant_inputs(q) & {"width_f", "grid"}
     x = demo_images(4, start=9)
     assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 30
+
+
+def test_a_stale_declared_output_shape_is_not_baked_into_a_reshape(tmp_path, capsys):
+    # ddddocr's recogniser declares its time-major output [T, 1, C] as [1, seqlen]: the simplifier turned the
+    # computed Reshape shape into the constant [1, -1], and the INT8 output came out [1, T*C]
+    from realworld_models import build_time_major_head
+
+    model = build_time_major_head()
+    rng = np.random.default_rng(3)
+    calib = [rng.normal(0, 1, (1, 1, 4, 12)).astype(np.float32) for _ in range(8)]
+    cfg = npy_config(model, tmp_path, {"x": calib}, shapes={"x": [1, 1, 4, 12]})
+    assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / "time_major_head.q.onnx")
+    assert [d.dim_param or d.dim_value for d in q.graph.output[0].type.tensor_type.shape.dim] == [1, "seqlen"]
+    for width in (12, 20):  # the width the calibration saw, and another (the width stays free)
+        x = rng.normal(0, 1, (1, 1, 4, width)).astype(np.float32)
+        ref, got = run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]
+        assert got.shape == ref.shape == (width, 1, 6)
+        assert snr_db(ref, got) > 25
