@@ -14,6 +14,8 @@ from .errors import ModelError
 
 log = logging.getLogger(__name__)
 OLDEST_OPSET = 7  # the oldest opset onnxruntime runs (and the converter has adapters from)
+NEWEST_OPSET = 21  # the newest opset tested (the boards' onnxruntime 1.21 runs it)
+REEXPORT = "Re-export the model with opset 13 or newer."
 RTOL, ATOL = 1e-3, 1e-4  # relative to the tensor's largest magnitude
 SampleFn = Callable[[onnx.ModelProto, int], Dict[str, np.ndarray]]  # (model, samples) -> one batch
 
@@ -94,12 +96,14 @@ def _run_all(model: onnx.ModelProto, names: List[str], feeds: Dict[str, np.ndarr
 
 
 def upgrade(model: onnx.ModelProto, opset: int, target: int, sample: Optional[SampleFn],
-            device: str = "cpu") -> onnx.ModelProto:
-    """``model`` converted from ``opset`` to ``target``, checked on ``sample(model)`` when given."""
+            device: str = "cpu", hint: str = REEXPORT) -> onnx.ModelProto:
+    """``model`` converted from ``opset`` to ``target`` (either way), checked on ``sample(model)`` when given;
+    ``hint``: what the user can do when it cannot be."""
     if opset < OLDEST_OPSET:
         raise ModelError(f"Model opset {opset} is older than opset {OLDEST_OPSET}, the oldest onnxruntime runs.",
                          "Re-export the model with opset 13 or newer.")
-    level = logging.WARNING if opset < 11 else logging.INFO  # 11 and 12 convert as XQuant's did, quietly
+    # 11 and 12 convert as XQuant's did, quietly; a target opset the user asked for is no surprise either
+    level = logging.WARNING if opset < 11 and hint == REEXPORT else logging.INFO
     log.log(level, "the model has opset %d; converting it to opset %d (onnx version converter) and checking the "
             "converted model against the original on a calibration sample", opset, target)
     try:
@@ -109,12 +113,12 @@ def upgrade(model: onnx.ModelProto, opset: int, target: int, sample: Optional[Sa
         detail = str(exc).strip().splitlines()[-1].split("failed: ")[-1]
         raise ModelError(f"Cannot convert the model from opset {opset} to {target}: {op} has no conversion "
                          f"({detail}).",
-                         "Re-export the model with opset 13 or newer.") from exc
+                         hint) from exc
     if sample is not None:
         feeds = sample(model, 1)
         found = _first_difference(model, converted, feeds, device)
         if found is not None:
             raise ModelError(f"Converting the model from opset {opset} to {target} changes its results: "
                              f"{found} computes differently after conversion (checked on a calibration sample).",
-                             "Re-export the model with opset 13 or newer.")
+                             hint)
     return converted

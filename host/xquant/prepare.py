@@ -14,12 +14,12 @@ from onnx import shape_inference
 
 from .errors import GraphError, ModelError
 from .model_io import graph_inputs, run_batch
-from .opset import OLDEST_OPSET, SampleFn, upgrade
+from .opset import NEWEST_OPSET, OLDEST_OPSET, SampleFn, upgrade
 
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
-MIN_OPSET, MAX_OPSET = OLDEST_OPSET, 21
+MIN_OPSET, MAX_OPSET = OLDEST_OPSET, NEWEST_OPSET
 QDQ_OPSET = 13  # per-axis DequantizeLinear
 PROTO_LIMIT = 2**31 - 2**26  # serialized models above ~2 GiB cannot be handed to onnxruntime from memory
 
@@ -123,13 +123,30 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slim
 
 
-def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[SampleFn] = None,
+def convert_opset(model: onnx.ModelProto, target: Optional[int], sample: Optional[SampleFn] = None,
                   device: str = "cpu") -> onnx.ModelProto:
-    """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on."""
+    """The default ai.onnx opset converted to ``target`` (model_parameters.opset / --opset), up or down,
+    checked on a sample like the QDQ upgrade; None or the model's own opset: unchanged."""
+    opset = default_opset(model)
+    if target is None or opset == target:
+        return model
+    hint = f"Pick another target opset (model_parameters.opset / --opset) or re-export the model with opset {target}."
+    return upgrade(model, opset, target, sample, device, hint=hint)
+
+
+def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[SampleFn] = None,
+                  device: str = "cpu", opset: Optional[int] = None, qdq: bool = True) -> onnx.ModelProto:
+    """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on. ``opset``: the
+    target opset; ``qdq``: the model becomes a QDQ model (opset 13 at least), else its opset is kept."""
     refuse_quantized(model)
     refuse_huge(model)
     model = name_free_dims(model)
-    model = modern_ir(upgrade_opset(modern_ir(model), sample, device))
+    model = convert_opset(modern_ir(model), opset, sample, device)
+    if qdq:
+        model = upgrade_opset(model, sample, device)
+    elif 0 < default_opset(model) < OLDEST_OPSET:
+        upgrade(model, default_opset(model), OLDEST_OPSET, None, device)  # raises: older than onnxruntime runs
+    model = modern_ir(model)
     if not skip_simplify:
         model = simplify(model)
     try:
