@@ -3,6 +3,7 @@ computes what the original computes on a calibration sample; refuse (naming the 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -41,6 +42,13 @@ def _failing_op(model: onnx.ModelProto, opset: int, target: int) -> str:
         except Exception:
             return _describe(node)
     return ""
+
+
+def _named_op(model: onnx.ModelProto, detail: str) -> str:
+    """The first node of the op type the converter's message names ("No Previous Version of X"), or ''."""
+    found = re.search(r"Version of (\w+)", detail)
+    node = next((n for n in model.graph.node if found and n.op_type == found.group(1)), None)
+    return _describe(node) if node is not None else ""
 
 
 def _describe(node: onnx.NodeProto) -> str:
@@ -109,8 +117,8 @@ def upgrade(model: onnx.ModelProto, opset: int, target: int, sample: Optional[Sa
     try:
         converted = _convert(model, target)
     except Exception as exc:
-        op = _failing_op(model, opset, target) or "an op"
         detail = str(exc).strip().splitlines()[-1].split("failed: ")[-1]
+        op = _named_op(model, detail) or _failing_op(model, opset, target) or "an op"
         raise ModelError(f"Cannot convert the model from opset {opset} to {target}: {op} has no conversion "
                          f"({detail}).",
                          hint) from exc

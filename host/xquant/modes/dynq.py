@@ -47,7 +47,9 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
 
     ops = op_types(ignore_types)
     excluded = [n.name for n in model.graph.node if n.name in set(ignore_names)]
-    candidates = sum(1 for n in model.graph.node if n.op_type in ops and n.name not in excluded)
+    weights = {t.name for t in model.graph.initializer}
+    candidates = sum(1 for n in model.graph.node if n.op_type in ops and n.name not in excluded
+                     and (n.op_type != "MatMul" or n.input[1] in weights))
     if not ops or not candidates:
         log.warning("no MatMul, LSTM or Attention op left to quantize dynamically; the model is written as "
                     "simplified float32")
