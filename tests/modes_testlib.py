@@ -13,9 +13,10 @@ SEQ, DIM, HIDDEN, CLASSES = 6, 8, 8, 4
 
 
 def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17) -> onnx.ModelProto:
-    """x [N, 6, 8] -> MatMul+Add -> LayerNorm -> self-attention (Q K^T, Softmax, x V) -> LSTM (time major, between Transposes)
-    -> MatMul -> ReduceMean over time -> logits [N, 4]. ``overflow``: the hidden state is scaled by 3e4 and
-    back (Mul 'amplify', Div 'attenuate'), so float16 overflows there and nowhere else."""
+    """x [N, 6, 8] -> MatMul+Add -> LayerNorm -> self-attention (Q K^T, Softmax, x V) -> LSTM (time major,
+    between Transposes) -> MatMul -> ReduceMean over time -> logits [N, 4]. ``overflow``: the hidden state is
+    scaled by 3e4 and back (Mul 'amplify', Transpose 'swap', Div 'attenuate', Transpose 'swap_back'), so
+    float16 overflows in 'amplify', 'swap' and 'attenuate' and nowhere else."""
     rng = np.random.default_rng(seed)
 
     def w(name, *shape, scale=0.5):
@@ -36,7 +37,9 @@ def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17) -> o
     src = "h2"
     if overflow:
         nodes += [helper.make_node("Mul", ["h2", "big"], ["h2_big"], name="amplify"),
-                  helper.make_node("Div", ["h2_big", "big"], ["h2_back"], name="attenuate")]
+                  helper.make_node("Transpose", ["h2_big"], ["h2_t"], name="swap", perm=[0, 2, 1]),
+                  helper.make_node("Div", ["h2_t", "big"], ["h2_small"], name="attenuate"),
+                  helper.make_node("Transpose", ["h2_small"], ["h2_back"], name="swap_back", perm=[0, 2, 1])]
         src = "h2_back"
     nodes += [
         helper.make_node("MatMul", [src, "w_q"], ["q"], name="query"),
