@@ -216,3 +216,15 @@ def test_real_transformer_fp16_and_dynq(tmp_path):
     assert fp16.fidelity["emissions"]["snr_db"] >= 60.0 and fp16.info["fp16_ops"] > 100
     dynq = run_quantization(str(zoo_config(tmp_path / "dynq", "khmer_segmenter", 3)))
     assert dynq.info["quantized"]["MatMulInteger"] == 13 and dynq.fidelity["emissions"]["cosine"] > 0.9999
+
+
+def test_dynq_takes_weight_gemms_as_matmuls(tiny_cnn, tmp_path):
+    """A Linear layer exported as Gemm (transB, bias) is dynamically quantized like a MatMul, same results."""
+    cfg = tiny_cnn()
+    cfg["quantization_parameters"] = {"precision_level": 3}
+    result = run_quantization(cfg, output=str(tmp_path / "dynq.onnx"))
+    found = ops(result.model)
+    assert found["Gemm"] == 0 and found["MatMulInteger"] == 1 and result.fidelity["logits"]["snr_db"] >= 30.0
+    cfg["quantization_parameters"]["ignore_op_types"] = ["Gemm"]
+    kept = run_quantization(cfg, output=str(tmp_path / "kept.onnx")).model
+    assert ops(kept)["Gemm"] == 1 and ops(kept)["MatMulInteger"] == 0
