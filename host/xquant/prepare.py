@@ -9,6 +9,7 @@ import logging
 from collections import Counter
 from typing import Optional
 
+import numpy as np
 import onnx
 from onnx import shape_inference
 
@@ -108,7 +109,8 @@ def name_nodes(model: onnx.ModelProto) -> None:
         used.add(name)
 
 
-def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+def simplify(model: onnx.ModelProto, sample: Optional[SampleFn] = None, device: str = "cpu") -> onnx.ModelProto:
+    """onnxslim's model, unless it fails or (checked on ``sample`` when given) computes other outputs."""
     import onnxslim
 
     try:
@@ -120,7 +122,30 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     if slim is None or [o.name for o in slim.graph.output] != [o.name for o in model.graph.output]:
         log.warning("onnxslim changed the model's outputs; quantizing the model as it is")
         return model
+    changed = _changed_output(model, slim, sample, device) if sample is not None else None
+    if changed:
+        log.warning("onnxslim changed what the model computes (%s, checked on a calibration sample); quantizing "
+                    "the model as it is", changed)
+        return model
     return slim
+
+
+def _changed_output(model: onnx.ModelProto, slim: onnx.ModelProto, sample: SampleFn, device: str) -> Optional[str]:
+    """The first output whose shape or values the simplified model changed (e.g. onnxslim folding a Reshape
+    after a wrong declared output shape), or None; a model that does not run here is not judged."""
+    from .calibration.session import make_session
+    from .opset import _differs
+
+    try:
+        feeds = sample(model, 1)
+        ref = make_session(model, device, "FP32 model").run(None, feeds, quiet=True)
+        got = make_session(slim, device, "simplified model").run(None, feeds, quiet=True)
+    except Exception:  # noqa: BLE001 - calibration reports a model that cannot run
+        return None
+    for value, a, b in zip(model.graph.output, ref, got):
+        if _differs(np.asarray(a), np.asarray(b)):
+            return f"output '{value.name}' {list(np.shape(a))} became {list(np.shape(b))}"
+    return None
 
 
 def convert_opset(model: onnx.ModelProto, target: Optional[int], sample: Optional[SampleFn] = None,
@@ -148,7 +173,7 @@ def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[
         upgrade(model, default_opset(model), OLDEST_OPSET, None, device)  # raises: older than onnxruntime runs
     model = modern_ir(model)
     if not skip_simplify:
-        model = simplify(model)
+        model = simplify(model, sample, device)
     try:
         model = shape_inference.infer_shapes(model)
     except Exception as exc:

@@ -228,3 +228,19 @@ def test_dynq_takes_weight_gemms_as_matmuls(tiny_cnn, tmp_path):
     cfg["quantization_parameters"]["ignore_op_types"] = ["Gemm"]
     kept = run_quantization(cfg, output=str(tmp_path / "kept.onnx")).model
     assert ops(kept)["Gemm"] == 1 and ops(kept)["MatMulInteger"] == 0
+
+
+def test_real_cnn_lstm_keeps_its_outputs_and_fp16_holds_60_db(tmp_path):
+    """ddddocr_rec (pretrained CNN + LSTM OCR): onnxslim folds its last Reshape after the model's wrong declared
+    output shape [1, seqlen] and the simplified model returns [1, 197040] instead of [24, 1, 8210]; prepare
+    now checks the simplified model on a sample and keeps the original."""
+    plain = run_quantization(str(zoo_config(tmp_path / "simplify", "ddddocr_rec", 100)))
+    x = np.random.default_rng(0).random((1, 1, 64, 192), dtype=np.float32)
+
+    def shape(model):
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"input1": x})[0].shape
+
+    assert shape(plain.model) == shape(onnx.load(ZOO / "ddddocr_rec" / "model.onnx")) == (24, 1, 8210)
+    fp16 = run_quantization(str(zoo_config(tmp_path / "fp16", "ddddocr_rec", 4)))
+    assert fp16.fidelity["387"]["snr_db"] >= 60.0 and "no float16 kernel" in " ".join(fp16.info["fp32_ops"].values())
