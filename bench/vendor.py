@@ -107,6 +107,19 @@ def fidelity(ref: List[np.ndarray], got: List[np.ndarray]) -> Dict[str, float]:
     return found
 
 
+def load_error(path: str) -> str:
+    """Why this machine's onnxruntime (CPU provider) refuses the model at ``path``, or ''."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        return str(exc).strip().splitlines()[0].split("failed:")[-1].strip()[:80]
+    return ""
+
+
 def run_tool(tool: str, python: str, cfg: dict, level: int, folder: Path) -> dict:
     path = tool_config(cfg, level, folder, tool)
     out = folder / "out.onnx"
@@ -130,10 +143,14 @@ def bench(model: str, modes: List[str], tools: Dict[str, str]) -> List[list]:
             if res["output"] is None:
                 rows.append(row + [f"failed (exit {res['code']})", "", "", "", *times])
                 continue
+            loads = load_error(res["output"])
+            if loads:
+                rows.append(row + [f"no: {loads}", "", "", "", *times])
+                continue
             try:
                 m = fidelity(ref, outputs(res["output"], data))
-            except Exception as exc:  # noqa: BLE001 - an output onnxruntime refuses is a finding
-                rows.append(row + ["no: " + str(exc).splitlines()[0][:80], "", "", "", *times])
+            except Exception as exc:  # noqa: BLE001 - an output that runs differently is a finding
+                rows.append(row + ["yes, but " + str(exc).splitlines()[0][:80], "", "", "", *times])
                 continue
             agree = "" if np.isnan(m["agree"]) else f"{m['agree']:.1f}"
             rows.append(row + ["yes", f"{m['snr_db']:.2f}", f"{m['cosine']:.6f}", agree, *times])
