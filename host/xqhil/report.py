@@ -23,18 +23,25 @@ def _fmt(value: object, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
-def _accuracy_md(acc: dict) -> List[str]:
+def _label(report: dict) -> str:
+    """What the quantized model is called: INT8, DYNQ (dynamic quantization) or FP16 (report["mode"])."""
+    from xquant.modes import LABELS
+
+    return LABELS.get(report.get("mode", "int8"), "INT8")
+
+
+def _accuracy_md(acc: dict, q: str = "INT8") -> List[str]:
     measure = "accuracy vs labels" if acc["labelled"] else "top-1 agreement with PC FP32 (no labels)"
     rows = [["PC", _fmt(acc["pc_fp32"], " %"), _fmt(acc["pc_int8"], " %")],
             ["chip", _fmt(acc["chip_fp32"], " %"), _fmt(acc["chip_int8"], " %")]]
     agree = acc["top1_agreement"]
     lines = [f"## Accuracy ({measure}, {acc['samples']} samples)", "",
-             tabulate(rows, headers=["", "FP32", "INT8"], tablefmt="github"), "",
-             f"- INT8 drop PC -> chip: **{acc['drop_points']:.2f} points** -> **{acc['status']}** "
+             tabulate(rows, headers=["", "FP32", q], tablefmt="github"), "",
+             f"- {q} drop PC -> chip: **{acc['drop_points']:.2f} points** -> **{acc['status']}** "
              f"(tolerance {acc['tolerance']}, bug threshold {acc['bug_threshold']})",
-             f"- top-1 agreement: chip INT8 vs PC INT8 {_fmt(agree['chip_int8_vs_pc_int8'], ' %')}, "
+             f"- top-1 agreement: chip {q} vs PC {q} {_fmt(agree['chip_int8_vs_pc_int8'], ' %')}, "
              f"chip FP32 vs PC FP32 {_fmt(agree['chip_fp32_vs_pc_fp32'], ' %')}, "
-             f"PC INT8 vs PC FP32 {_fmt(agree['pc_int8_vs_pc_fp32'], ' %')}", ""]
+             f"PC {q} vs PC FP32 {_fmt(agree['pc_int8_vs_pc_fp32'], ' %')}", ""]
     if not acc["labelled"]:
         lines.insert(-1, "- no labels: agreement with the PC FP32 top-1 stands in for accuracy")
     return lines
@@ -44,12 +51,13 @@ def _num(value: Optional[float], spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _fidelity_md(fidelity: dict) -> List[str]:
+def _fidelity_md(fidelity: dict, q: str = "INT8") -> List[str]:
     """One row per output and comparison; a "NaN/Inf left out" column only when some were."""
     rows, left_out = [], False
     for name, pairs in fidelity["outputs"].items():
         for pair, metrics in pairs.items():
-            rows.append([name, pair.replace("_", " "), _num(metrics["cosine"], ".6f"), _num(metrics["snr_db"], ".1f"),
+            label = pair.replace("_", " ").replace("int8", q.split()[0].lower())
+            rows.append([name, label, _num(metrics["cosine"], ".6f"), _num(metrics["snr_db"], ".1f"),
                          _num(metrics["max_abs"], ".4g"), metrics.get("nonfinite", 0)])
             left_out = left_out or bool(metrics.get("nonfinite"))
     headers = ["output", "comparison", "cosine", "SNR dB", "max abs", "NaN/Inf left out"]
@@ -58,11 +66,11 @@ def _fidelity_md(fidelity: dict) -> List[str]:
     return ["## Output fidelity", "", tabulate(rows, headers=headers, tablefmt="github"), ""]
 
 
-def _runtime_md(runtime: Optional[dict]) -> List[str]:
-    """Chip INT8 against PC INT8 directly (compare/runtime.py)."""
+def _runtime_md(runtime: Optional[dict], q: str = "INT8") -> List[str]:
+    """Chip INT8 against PC INT8 directly (compare/runtime.py), with the mode's and provider's limits."""
     if not runtime:
         return []
-    lines = [f"## Chip INT8 vs PC INT8 ({runtime['provider']})", ""]
+    lines = [f"## Chip {q} vs PC {q} ({runtime['provider']})", ""]
     agree = runtime.get("agreement")
     if agree:
         lines.append(f"- top-1 disagreement: **{agree['disagreement_points']:.2f} points** "
@@ -95,16 +103,17 @@ def _reasons_md(report: dict) -> List[str]:
     return [f"- {reason}" for reason in report["reasons"]] or ["- every check passed"]
 
 
-def _latency_md(lat: dict) -> List[str]:
+def _latency_md(lat: dict, q: str = "INT8") -> List[str]:
     mark = " (EMULATED: not chip latencies)" if lat["emulated"] else ""
     rows = []
     for what in ("fp32", "int8"):
         stats = lat.get(what)
-        rows.append([what.upper()] + ([_fmt(stats[k]) for k in LATENCY_KEYS] if stats else ["n/a"] * 8))
+        cells = [_fmt(stats[k]) for k in LATENCY_KEYS] if stats else ["n/a"] * 8
+        rows.append([q if what == "int8" else "FP32"] + cells)
     headers = ["model"] + [k[:-3] + " ms" for k in LATENCY_KEYS]
     return [f"## Latency on the device{mark}, {lat['threads'] or 'default'} thread(s)", "",
             tabulate(rows, headers=headers, tablefmt="github"), "",
-            f"- INT8 speedup over FP32 (p50): **{_fmt(lat['speedup'], 'x')}**{mark}", ""]
+            f"- {q} speedup over FP32 (p50): **{_fmt(lat['speedup'], 'x')}**{mark}", ""]
 
 
 def _localization_md(loc: Optional[dict]) -> List[str]:
@@ -147,26 +156,27 @@ def _layers_md(layers: dict) -> List[str]:
 
 def summary_line(report: dict) -> str:
     """The one line ``quantize-and-verify`` prints: verdict, board, accuracy, speedup, report paths."""
-    acc, lat = report["accuracy"], report["latency"]
-    return (f"xqhil: {report['verdict'].upper()} on {report['board']['name']}: chip INT8 {acc['measure']} "
-            f"{_fmt(acc['chip_int8'], '%')} (PC INT8 {_fmt(acc['pc_int8'], '%')}), INT8 speedup "
+    acc, lat, q = report["accuracy"], report["latency"], _label(report)
+    return (f"xqhil: {report['verdict'].upper()} on {report['board']['name']}: chip {q} {acc['measure']} "
+            f"{_fmt(acc['chip_int8'], '%')} (PC {q} {_fmt(acc['pc_int8'], '%')}), {q} speedup "
             f"{_fmt(lat['speedup'], 'x')}{' (emulated)' if lat['emulated'] else ''}; reports: "
             f"{report['reports']['md']}, {report['reports']['json']}")
 
 
 def render_markdown(report: dict) -> str:
-    board, device, model = report["board"], report["device"] or {}, report["model"]
+    board, device, model, q = report["board"], report["device"] or {}, report["model"], _label(report)
     lines = [f"# xqhil verify: {model['name']} on {board['name']} -> {report['verdict'].upper()}", ""]
     lines += _reasons_md(report)
     lines += ["", f"- board: {board['kind']} `{board['address'] or board['name']}`, python `{board['python']}`",
               f"- device: {device.get('arch')} {device.get('cpu')}, {device.get('cores')} cores, {device.get('os')}, "
               f"Python {device.get('python')}, numpy {device.get('numpy')}, onnxruntime {device.get('onnxruntime')} "
               f"({device.get('execution_provider')}){', emulated' if device.get('emulated') else ''}",
-              f"- models: FP32 `{model['fp32_path']}`, INT8 `{model['int8_path']}`",
+              f"- models: FP32 `{model['fp32_path']}`, {q} `{model['int8_path']}`"
+              + (f" (mode {report['mode']}; the JSON keys named int8 hold this model)" if q != "INT8" else ""),
               f"- data: {report.get('data', {}).get('source', 'n/a')}", ""]
-    lines += _integrity_md(report.get("integrity")) + _accuracy_md(report["accuracy"])
-    lines += _runtime_md(report.get("runtime")) + _localization_md(report.get("localization"))
-    lines += _fidelity_md(report["fidelity"]) + _latency_md(report["latency"])
+    lines += _integrity_md(report.get("integrity")) + _accuracy_md(report["accuracy"], q)
+    lines += _runtime_md(report.get("runtime"), q) + _localization_md(report.get("localization"))
+    lines += _fidelity_md(report["fidelity"], q) + _latency_md(report["latency"], q)
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += [f"Generated {report['created']} in {report['duration_s']:.1f} s.", ""]

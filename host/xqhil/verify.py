@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from xquant.errors import ModelError
 from xquant.model_io import check_writable, load_model
+from xquant.modes import LABELS, mode_of
 
 from .boards.spec import BoardSpec
 from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, latency_summary, nonfinite_reasons,
@@ -69,6 +70,15 @@ def _load(opts: VerifyOptions):
     return cfg, params, labels, classes is not None
 
 
+def _mode(cfg) -> str:
+    """int8, dynq or fp16 (precision_level 0-2, 3, 4); simplify-only (100) has nothing to verify."""
+    mode = mode_of(cfg.quantization.precision_level)
+    if mode == "simplify":
+        raise BadInput("precision_level 100 only simplifies the model: there is no quantized model to verify.",
+                       "Use precision_level 0-2 (INT8), 3 (dynamic quantization) or 4 (FP16).")
+    return mode
+
+
 def _check_qmodel(qmodel: str) -> None:
     path = os.path.abspath(qmodel)
     if not os.path.isfile(path):
@@ -100,17 +110,18 @@ def _trim(data: VerifyData, batch: int) -> None:
             data.labels = data.labels[:keep]
 
 
-def _board_errors(run: BoardRun) -> Dict[str, str]:
+def _board_errors(run: BoardRun, label: str = "INT8") -> Dict[str, str]:
     errors = {}
     for model_id in ("fp32", "int8"):
+        what = f"{label if model_id == 'int8' else 'FP32'} model"
         entry = run.model(model_id)
         if not entry.get("ok"):
-            errors[f"{model_id.upper()} model"] = f"load failed: {entry.get('error')}"
+            errors[what] = f"load failed: {entry.get('error')}"
             continue
         for mode in ("accuracy", "performance"):
             task = run.task(f"{model_id}-{mode}")
             if not task.get("ok"):
-                errors[f"{model_id.upper()} model"] = f"{mode} run failed: {task.get('error')}"
+                errors[what] = f"{mode} run failed: {task.get('error')}"
                 break
     return errors
 
@@ -127,7 +138,7 @@ def _integrity(names: List[str], runs: Dict[str, Optional[list]], latency: dict)
 
 
 def _compare(params: VerifyParams, data: VerifyData, names: List[str], runs: Dict[str, Optional[list]],
-             provider: str, latency: dict):
+             provider: str, latency: dict, mode: str = "int8"):
     integrity = _integrity(names, runs, latency)
     usable = {k: (None if k in integrity["output_shapes"] else v) for k, v in runs.items()}
     fidelity = fidelity_summary(names, usable)
@@ -135,7 +146,7 @@ def _compare(params: VerifyParams, data: VerifyData, names: List[str], runs: Dic
     accuracy = accuracy_summary(preds, data.labels, params.accuracy_tolerance, params.bug_threshold)
     accuracy["top1_output"] = names[0]
     limits = RuntimeLimits(params.agreement_tolerance, params.agreement_bug_threshold, params.runtime_snr_warn_db,
-                           params.runtime_snr_fail_db)
+                           params.runtime_snr_fail_db, mode)
     runtime = runtime_summary(accuracy, fidelity, provider, limits)
     return fidelity, accuracy, runtime, integrity
 
@@ -245,6 +256,7 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
     try:
         stages.start("load config")
         cfg, params, labels, classes_known = _load(opts)
+        mode = _mode(cfg)
         stages.start("load data")
         data = load_verify_data(cfg, params, labels)
         stages.start("quantize")
@@ -272,15 +284,16 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         latency = latency_summary(run.task("fp32-performance").get("latency"),
                                   run.task("int8-performance").get("latency"), threads, device["emulated"])
         fidelity, accuracy, runtime, integrity = _compare(params, data, names, runs, device["execution_provider"],
-                                                          latency)
-        findings = judge(accuracy, fidelity, _board_errors(run), runtime=runtime, broken=integrity.pop("broken"))
+                                                          latency, mode)
+        findings = judge(accuracy, fidelity, _board_errors(run, LABELS[mode]), runtime=runtime,
+                         broken=integrity.pop("broken"), label=LABELS[mode])
         if findings and opts.localize == "auto":
             stages.detail("localize")
         localization = _localize(opts, fp32, int8, data, names, runs, providers, threads, findings,
                                  opts.out or cfg.model.working_dir, device)
         stages.start("write report")
         report = {
-            "schema": SCHEMA, "verdict": verdict_of(findings), "reasons": [f["reason"] for f in findings],
+            "schema": SCHEMA, "mode": mode, "verdict": verdict_of(findings), "reasons": [f["reason"] for f in findings],
             "rules": findings,
             "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 0.0,
             "board": opts.board.public(), "device": device, "model": _model_section(opts, fp32, int8),

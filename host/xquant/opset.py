@@ -3,6 +3,7 @@ computes what the original computes on a calibration sample; refuse (naming the 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -14,6 +15,8 @@ from .errors import ModelError
 
 log = logging.getLogger(__name__)
 OLDEST_OPSET = 7  # the oldest opset onnxruntime runs (and the converter has adapters from)
+NEWEST_OPSET = 21  # the newest opset tested (the boards' onnxruntime 1.21 runs it)
+REEXPORT = "Re-export the model with opset 13 or newer."
 RTOL, ATOL = 1e-3, 1e-4  # relative to the tensor's largest magnitude
 SampleFn = Callable[[onnx.ModelProto, int], Dict[str, np.ndarray]]  # (model, samples) -> one batch
 
@@ -39,6 +42,13 @@ def _failing_op(model: onnx.ModelProto, opset: int, target: int) -> str:
         except Exception:
             return _describe(node)
     return ""
+
+
+def _named_op(model: onnx.ModelProto, detail: str) -> str:
+    """The first node of the op type the converter's message names ("No Previous Version of X"), or ''."""
+    found = re.search(r"Version of (\w+)", detail)
+    node = next((n for n in model.graph.node if found and n.op_type == found.group(1)), None)
+    return _describe(node) if node is not None else ""
 
 
 def _describe(node: onnx.NodeProto) -> str:
@@ -94,27 +104,29 @@ def _run_all(model: onnx.ModelProto, names: List[str], feeds: Dict[str, np.ndarr
 
 
 def upgrade(model: onnx.ModelProto, opset: int, target: int, sample: Optional[SampleFn],
-            device: str = "cpu") -> onnx.ModelProto:
-    """``model`` converted from ``opset`` to ``target``, checked on ``sample(model)`` when given."""
+            device: str = "cpu", hint: str = REEXPORT) -> onnx.ModelProto:
+    """``model`` converted from ``opset`` to ``target`` (either way), checked on ``sample(model)`` when given;
+    ``hint``: what the user can do when it cannot be."""
     if opset < OLDEST_OPSET:
         raise ModelError(f"Model opset {opset} is older than opset {OLDEST_OPSET}, the oldest onnxruntime runs.",
                          "Re-export the model with opset 13 or newer.")
-    level = logging.WARNING if opset < 11 else logging.INFO  # 11 and 12 convert as XQuant's did, quietly
+    # 11 and 12 convert as XQuant's did, quietly; a target opset the user asked for is no surprise either
+    level = logging.WARNING if opset < 11 and hint == REEXPORT else logging.INFO
     log.log(level, "the model has opset %d; converting it to opset %d (onnx version converter) and checking the "
             "converted model against the original on a calibration sample", opset, target)
     try:
         converted = _convert(model, target)
     except Exception as exc:
-        op = _failing_op(model, opset, target) or "an op"
         detail = str(exc).strip().splitlines()[-1].split("failed: ")[-1]
+        op = _named_op(model, detail) or _failing_op(model, opset, target) or "an op"
         raise ModelError(f"Cannot convert the model from opset {opset} to {target}: {op} has no conversion "
                          f"({detail}).",
-                         "Re-export the model with opset 13 or newer.") from exc
+                         hint) from exc
     if sample is not None:
         feeds = sample(model, 1)
         found = _first_difference(model, converted, feeds, device)
         if found is not None:
             raise ModelError(f"Converting the model from opset {opset} to {target} changes its results: "
                              f"{found} computes differently after conversion (checked on a calibration sample).",
-                             "Re-export the model with opset 13 or newer.")
+                             hint)
     return converted

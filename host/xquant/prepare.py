@@ -9,17 +9,18 @@ import logging
 from collections import Counter
 from typing import Optional
 
+import numpy as np
 import onnx
 from onnx import shape_inference
 
 from .errors import GraphError, ModelError
 from .model_io import graph_inputs, run_batch
-from .opset import OLDEST_OPSET, SampleFn, upgrade
+from .opset import NEWEST_OPSET, OLDEST_OPSET, SampleFn, upgrade
 
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm"}
-MIN_OPSET, MAX_OPSET = OLDEST_OPSET, 21
+MIN_OPSET, MAX_OPSET = OLDEST_OPSET, NEWEST_OPSET
 QDQ_OPSET = 13  # per-axis DequantizeLinear
 PROTO_LIMIT = 2**31 - 2**26  # serialized models above ~2 GiB cannot be handed to onnxruntime from memory
 
@@ -108,8 +109,10 @@ def name_nodes(model: onnx.ModelProto) -> None:
         used.add(name)
 
 
-def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnxslim on a copy whose graph outputs declare no shape: onnxslim bakes a Reshape's output shape into
+def simplify(model: onnx.ModelProto, sample: Optional[SampleFn] = None, device: str = "cpu") -> onnx.ModelProto:
+    """onnxslim's model, unless it fails or (checked on ``sample`` when given) computes other outputs.
+
+    onnxslim runs on a copy whose graph outputs declare no shape: it bakes a Reshape's output shape into
     a constant when it believes it known, and exporters write output shapes from the trace that can be
     wrong (ddddocr's time-major [T, 1, C] output declared [1, seqlen] became a [1, -1] Reshape). The
     declarations come back afterwards: the quantized model's interface stays the original's."""
@@ -127,20 +130,60 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     if slim is None or [o.name for o in slim.graph.output] != [o.name for o in model.graph.output]:
         log.warning("onnxslim changed the model's outputs; quantizing the model as it is")
         return model
+    changed = _changed_output(model, slim, sample, device) if sample is not None else None
+    if changed:
+        log.warning("onnxslim changed what the model computes (%s, checked on a calibration sample); quantizing "
+                    "the model as it is", changed)
+        return model
     del slim.graph.output[:]
     slim.graph.output.extend(model.graph.output)
     return slim
 
 
-def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[SampleFn] = None,
+def _changed_output(model: onnx.ModelProto, slim: onnx.ModelProto, sample: SampleFn, device: str) -> Optional[str]:
+    """The first output whose shape or values the simplified model changed (e.g. onnxslim folding a Reshape
+    after a wrong declared output shape), or None; a model that does not run here is not judged."""
+    from .calibration.session import make_session
+    from .opset import _differs
+
+    try:
+        feeds = sample(model, 1)
+        ref = make_session(model, device, "FP32 model").run(None, feeds, quiet=True)
+        got = make_session(slim, device, "simplified model").run(None, feeds, quiet=True)
+    except Exception:  # noqa: BLE001 - calibration reports a model that cannot run
+        return None
+    for value, a, b in zip(model.graph.output, ref, got):
+        if _differs(np.asarray(a), np.asarray(b)):
+            return f"output '{value.name}' {list(np.shape(a))} became {list(np.shape(b))}"
+    return None
+
+
+def convert_opset(model: onnx.ModelProto, target: Optional[int], sample: Optional[SampleFn] = None,
                   device: str = "cpu") -> onnx.ModelProto:
-    """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on."""
+    """The default ai.onnx opset converted to ``target`` (model_parameters.opset / --opset), up or down,
+    checked on a sample like the QDQ upgrade; None or the model's own opset: unchanged."""
+    opset = default_opset(model)
+    if target is None or opset == target:
+        return model
+    hint = f"Pick another target opset (model_parameters.opset / --opset) or re-export the model with opset {target}."
+    return upgrade(model, opset, target, sample, device, hint=hint)
+
+
+def prepare_model(model: onnx.ModelProto, skip_simplify: bool, sample: Optional[SampleFn] = None,
+                  device: str = "cpu", opset: Optional[int] = None, qdq: bool = True) -> onnx.ModelProto:
+    """``sample(model)``: a calibration batch for ``model``, to check an opset conversion on. ``opset``: the
+    target opset; ``qdq``: the model becomes a QDQ model (opset 13 at least), else its opset is kept."""
     refuse_quantized(model)
     refuse_huge(model)
     model = name_free_dims(model)
-    model = modern_ir(upgrade_opset(modern_ir(model), sample, device))
+    model = convert_opset(modern_ir(model), opset, sample, device)
+    if qdq:
+        model = upgrade_opset(model, sample, device)
+    elif 0 < default_opset(model) < OLDEST_OPSET:
+        upgrade(model, default_opset(model), OLDEST_OPSET, None, device)  # raises: older than onnxruntime runs
+    model = modern_ir(model)
     if not skip_simplify:
-        model = simplify(model)
+        model = simplify(model, sample, device)
     try:
         model = shape_inference.infer_shapes(model)
     except Exception as exc:

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import onnx
 
@@ -16,6 +16,7 @@ from .calibration.ranges import QParams
 from .calibration.session import make_session
 from .calibration.stats import TensorStats
 from .config import XQuantConfig, load_config
+from .config.schema import FLOAT_LEVELS
 from .config.loader import ConfigSource, ModelSource
 from .data import CalibrationData
 from .errors import ModelError
@@ -25,6 +26,7 @@ from .plan.policy import plan_model
 from .prepare import prepare_model
 from .export.qdq_writer import write_qdq
 from .finetune import fine_tune
+from .modes.pipeline import ModeResult, check_combination, run_float_mode
 
 log = logging.getLogger(__name__)
 SUMMARY_SAMPLES = 64
@@ -113,14 +115,21 @@ def check_outputs(cfg: XQuantConfig) -> None:
 
 
 def run_quantization(config: ConfigSource, model: ModelSource = None, output: Optional[str] = None,
-                     show_progress: Optional[bool] = None, summary: bool = True) -> QuantizationResult:
+                     show_progress: Optional[bool] = None, summary: bool = True,
+                     overrides: Optional[dict] = None) -> Union[QuantizationResult, "ModeResult"]:
+    """``overrides``: config keys that win over the config's (the command line's flags), by section.
+    precision_level 3, 4 and 100 return a ``modes.pipeline.ModeResult``."""
     timings: Dict[str, float] = {}
     start = time.perf_counter()
-    cfg, proto = load_config(config, model, output)
+    cfg, proto = load_config(config, model, output, overrides)
+    if cfg.quantization.precision_level in FLOAT_LEVELS:
+        return run_float_mode(cfg, proto, summary)
+    check_combination(cfg)
     check_outputs(cfg)
     data = CalibrationData(cfg)
     device = cfg.calibration.calibration_device
-    fp32 = prepare_model(proto, cfg.model.skip_onnxsim, lambda m, n: next(data.model_batches(m, n)), device)
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim, lambda m, n: next(data.model_batches(m, n)), device,
+                         opset=cfg.model.opset)
     timings["prepare_s"] = time.perf_counter() - start
     plan = plan_model(fp32, cfg)
     mark = time.perf_counter()

@@ -198,7 +198,10 @@ def test_unknown_input_name_suggests_the_real_one(tiny_cnn):
 @pytest.mark.parametrize("section,key,value,needle", [
     ("calibration_parameters", "calibration_step", 0, "must be positive"),
     ("calibration_parameters", "calibration_step", "100", "must be int"),
-    ("quantization_parameters", "precision_level", 3, "precision_level 3 is not valid"),
+    # issue 9: 3 (dynamic quantization), 4 (FP16) and 100 (simplify only) are modes now; 5 is still not
+    ("quantization_parameters", "precision_level", 5, "precision_level 5 is not valid"),
+    ("model_parameters", "opset", 6, "outside 7-21"),
+    ("model_parameters", "opset", "17", "must be int"),
     ("quantization_parameters", "finetune_level", 4, "finetune_level 4 is not valid"),
     ("quantization_parameters", "max_percentile", 99.99, "fractions"),
     ("quantization_parameters", "bias_dtype", "int16", "Supported: float, int32"),

@@ -39,9 +39,9 @@ def _departure_text(found: dict, what: str, against: str) -> str:
             f"SNR {_num(found['snr_db'], '.1f')} dB, max abs error {_num(found['max_abs'], '.4g')}")
 
 
-def _fidelity_findings(fidelity: dict, limits: Thresholds) -> List[Finding]:
+def _fidelity_findings(fidelity: dict, limits: Thresholds, label: str = "INT8") -> List[Finding]:
     found_all = []
-    for pair, what in (("chip_int8_vs_pc_int8", "INT8"), ("chip_fp32_vs_pc_fp32", "FP32")):
+    for pair, what in (("chip_int8_vs_pc_int8", label), ("chip_fp32_vs_pc_fp32", "FP32")):
         found = worst(fidelity, pair)
         if found is None:
             continue
@@ -54,35 +54,35 @@ def _fidelity_findings(fidelity: dict, limits: Thresholds) -> List[Finding]:
     return found_all
 
 
-def _accuracy_reason(acc: dict) -> str:
+def _accuracy_reason(acc: dict, label: str = "INT8") -> str:
     what = "accuracy" if acc["labelled"] else "top-1 agreement with PC FP32"
-    return (f"chip INT8 {what} {acc['chip_int8']}% vs PC INT8 {acc['pc_int8']}%: drop {acc['drop_points']:.2f} "
-            f"points over {acc['samples']} samples ({acc['samples_differing']} top-1 differ from PC INT8; "
+    return (f"chip {label} {what} {acc['chip_int8']}% vs PC {label} {acc['pc_int8']}%: drop {acc['drop_points']:.2f} "
+            f"points over {acc['samples']} samples ({acc['samples_differing']} top-1 differ from PC {label}; "
             f"tolerance {acc['tolerance']}, bug threshold {acc['bug_threshold']})")
 
 
-def _runtime_findings(runtime: dict) -> List[Finding]:
+def _runtime_findings(runtime: dict, label: str = "INT8") -> List[Finding]:
     found = []
     agree = runtime.get("agreement")
     if agree and agree["status"] != "pass":
-        text = (f"chip INT8 top-1 disagrees with PC INT8 on {agree['samples_differing']} of {agree['samples']} "
+        text = (f"chip {label} top-1 disagrees with PC {label} on {agree['samples_differing']} of {agree['samples']} "
                 f"samples ({agree['disagreement_points']:.2f} points; tolerance {agree['tolerance']}, bug "
                 f"threshold {agree['bug_threshold']}), whatever the accuracy says")
         found.append(finding("int8-agreement", "fail" if agree["status"] == "bug" else "warn",
                              ("chip-runtime bug: " if agree["status"] == "bug" else "runtime difference: ") + text))
     dep = runtime.get("departure")
     if dep and dep["status"] != "pass":
-        text = _departure_text(dep, "INT8", "PC INT8")
+        text = _departure_text(dep, label, f"PC {label}")
         provider = runtime["provider"]
         if dep["status"] == "bug":
             found.append(finding("int8-runtime", "fail", f"chip-runtime bug: {text} (SNR below {dep['fail_snr_db']} "
-                                 f"dB, the limit for {provider})"))
+                                 f"dB, the limit for {label} on {provider})"))
         elif dep["expect_identical"]:
             found.append(finding("int8-runtime", "warn", f"runtime difference: {text}; {provider} is expected to "
-                                 "give PC and chip INT8 outputs that are bit-identical"))
+                                 f"give PC and chip {label} outputs that are bit-identical"))
         else:
             found.append(finding("int8-runtime", "warn", f"runtime difference: {text} (SNR below "
-                                 f"{dep['warn_snr_db']} dB, the warning limit for {provider})"))
+                                 f"{dep['warn_snr_db']} dB, the warning limit for {label} on {provider})"))
     return found
 
 
@@ -91,19 +91,21 @@ def finding(rule: str, level: str, reason: str) -> Finding:
 
 
 def judge(accuracy: dict, fidelity: dict, board_errors: Dict[str, str], limits: Thresholds = Thresholds(),
-          runtime: Optional[dict] = None, broken: Optional[Dict[str, List[str]]] = None) -> List[Finding]:
+          runtime: Optional[dict] = None, broken: Optional[Dict[str, List[str]]] = None,
+          label: str = "INT8") -> List[Finding]:
     """Every rule that fired, failures first. ``broken`` maps rule -> reasons found before the comparison
-    (output-shape, nonfinite-output, nonfinite-latency): each is a failure."""
+    (output-shape, nonfinite-output, nonfinite-latency): each is a failure. ``label``: what the quantized
+    model is called in the reasons (INT8, DYNQ, FP16); the rule names keep their int8- prefix."""
     found = [finding("board-error", "fail", f"the chip could not run the {what}: {msg}")
              for what, msg in sorted(board_errors.items())]
     for rule, reasons in (broken or {}).items():
         found += [finding(rule, "fail", reason) for reason in reasons]
-    found += _fidelity_findings(fidelity, limits)
-    found += _runtime_findings(runtime or {})
+    found += _fidelity_findings(fidelity, limits, label)
+    found += _runtime_findings(runtime or {}, label)
     if accuracy["chip_int8"] is not None and accuracy["status"] in ("bug", "warn"):
         bug = accuracy["status"] == "bug"
         found.append(finding("accuracy-drop", "fail" if bug else "warn",
-                             ("chip-runtime bug: " if bug else "") + _accuracy_reason(accuracy)))
+                             ("chip-runtime bug: " if bug else "") + _accuracy_reason(accuracy, label)))
     return [f for f in found if f["level"] == "fail"] + [f for f in found if f["level"] == "warn"]
 
 

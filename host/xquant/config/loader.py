@@ -22,7 +22,7 @@ from .paths import optional_str, resolve_path
 log = logging.getLogger(__name__)
 
 SECTIONS = {
-    "model_parameters": ("onnx_model", "output_prefix", "working_dir", "skip_onnxsim"),
+    "model_parameters": ("onnx_model", "output_prefix", "working_dir", "skip_onnxsim", "opset"),
     "calibration_parameters": (
         "calibration_step", "calibration_device", "calibration_type", "input_parametres",
         "input_parameters", "seed",
@@ -183,9 +183,21 @@ def _model_parameters(
     skip = _typed(section.get("skip_onnxsim", False), bool, "model_parameters.skip_onnxsim")
     params = schema.ModelParameters(
         onnx_model=model_path or "<ModelProto>", output_model=output_model, output_prefix=prefix,
-        working_dir=working_dir, skip_onnxsim=skip,
+        working_dir=working_dir, skip_onnxsim=skip, opset=_opset(section.get("opset")),
     )
     return params, proto
+
+
+def _opset(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    from ..opset import NEWEST_OPSET, OLDEST_OPSET
+
+    opset = _typed(value, int, "model_parameters.opset")
+    if not OLDEST_OPSET <= opset <= NEWEST_OPSET:
+        raise ConfigError(f"model_parameters.opset {opset} is outside {OLDEST_OPSET}-{NEWEST_OPSET}, the opsets "
+                          "xquant converts to and onnxruntime runs.", "Pick a target opset in that range.")
+    return opset
 
 
 def output_name(prefix: str) -> str:
@@ -334,7 +346,10 @@ def _input_parameters(calib: dict, proto: onnx.ModelProto, base_dir: str) -> Tup
     return tuple(result)
 
 
-def _calibration(calib: dict, proto: onnx.ModelProto, base_dir: str) -> schema.CalibrationParameters:
+def _calibration(calib: dict, proto: onnx.ModelProto, base_dir: str,
+                 data_optional: bool = False) -> schema.CalibrationParameters:
+    """``data_optional``: a mode that needs no calibration (precision_level 3, 4, 100) and a config that lists
+    no inputs: none are read from the model either (its shapes may be free)."""
     step = _typed(calib.get("calibration_step", 100), int, "calibration_parameters.calibration_step")
     if step <= 0:
         raise ConfigError(f"calibration_parameters.calibration_step must be positive, got {step}.")
@@ -346,7 +361,8 @@ def _calibration(calib: dict, proto: onnx.ModelProto, base_dir: str) -> schema.C
         calibration_step=step,
         calibration_device=resolve_device(calib.get("calibration_device")),
         calibration_type=ctype,
-        input_parameters=_input_parameters(calib, proto, base_dir),
+        input_parameters=() if data_optional and _input_list(calib) is None else
+        _input_parameters(calib, proto, base_dir),
         seed=_typed(calib.get("seed", 0), int, "calibration_parameters.seed"),
     )
 
@@ -407,7 +423,7 @@ def _quantization(quant: dict) -> schema.QuantizationParameters:
         raise ConfigError(f"{where}.analysis_batches must be positive, got {batches}.")
     return schema.QuantizationParameters(
         analysis_enable=_typed(quant.get("analysis_enable", False), bool, f"{where}.analysis_enable"),
-        precision_level=_choice(level, schema.PRECISION_LEVELS, f"{where}.precision_level"),
+        precision_level=_choice(level, schema.PRECISION_LEVELS + schema.FLOAT_LEVELS, f"{where}.precision_level"),
         finetune_level=_choice(finetune, schema.FINETUNE_LEVELS, f"{where}.finetune_level"),
         max_percentile=_percentile(quant.get("max_percentile", 0.9999), f"{where}.max_percentile"),
         custom_setting=_custom_settings(quant.get("custom_setting")),
@@ -419,19 +435,34 @@ def _quantization(quant: dict) -> schema.QuantizationParameters:
     )
 
 
+def apply_overrides(raw: dict, overrides: Optional[dict]) -> dict:
+    """A copy of ``raw`` with ``overrides`` ({section: {key: value}}) written over its keys."""
+    if not overrides:
+        return raw
+    merged = dict(raw)
+    for section, values in overrides.items():
+        body = _section(raw, section)
+        merged[section] = {**body, **values}
+    return merged
+
+
 def load_config(
-    config: ConfigSource, model: ModelSource = None, output: Optional[str] = None
+    config: ConfigSource, model: ModelSource = None, output: Optional[str] = None,
+    overrides: Optional[dict] = None,
 ) -> Tuple[schema.XQuantConfig, onnx.ModelProto]:
-    """Parse and validate ``config``; ``model`` and ``output`` override the config (CLI -i/-o, API args).
+    """Parse and validate ``config``; ``model`` and ``output`` override the config (CLI -i/-o, API args),
+    and so do ``overrides`` ({section: {key: value}}, the CLI's --fp16, --dynq, --opset, --ignore_op_*).
 
     Returns the config and the loaded (not yet simplified) model.
     """
     raw, config_path = read_raw_config(config)
+    raw = apply_overrides(raw, overrides)
     warn_unknown_keys(raw)
     base_dir = os.path.dirname(config_path) if config_path else os.getcwd()
     model_params, proto = _model_parameters(_section(raw, "model_parameters"), base_dir, model, output)
-    calibration = _calibration(_section(raw, "calibration_parameters"), proto, base_dir)
     quantization = _quantization(_section(raw, "quantization_parameters"))
+    calibration = _calibration(_section(raw, "calibration_parameters"), proto, base_dir,
+                               quantization.precision_level in schema.FLOAT_LEVELS)
     extra = {name: raw[name] for name in raw if name not in ("model_parameters", "calibration_parameters",
                                                             "quantization_parameters")}
     return schema.XQuantConfig(model_params, calibration, quantization, config_path, base_dir, extra), proto

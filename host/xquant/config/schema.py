@@ -14,7 +14,8 @@ DTYPES = ("float32", "int8", "uint8", "int16", "int32", "int64", "bool")  # inte
 COLOR_FORMATS = ("bgr", "rgb")
 PRESETS = ("PT_IMAGENET", "IMAGENET")
 BIAS_DTYPES = ("float", "int32")
-PRECISION_LEVELS = (0, 1, 2)
+PRECISION_LEVELS = (0, 1, 2)  # INT8 (QDQ); also what custom_setting takes
+FLOAT_LEVELS = (3, 4, 100)  # 3 dynamic quantization, 4 FP16, 100 simplify only (xquant/modes)
 FINETUNE_LEVELS = (0, 1, 2, 3)
 
 
@@ -74,6 +75,7 @@ class ModelParameters:
     output_prefix: str
     working_dir: str  # absolute
     skip_onnxsim: bool = False
+    opset: Optional[int] = None  # convert the default ai.onnx opset to this version first
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""precision_level 3 / --dynq: dynamic quantization of MatMul, LSTM and Attention.
+
+Weights are stored in INT8 (symmetric, per output channel); activations are quantized at run time from
+their own range (DynamicQuantizeLinear -> MatMulInteger, DynamicQuantizeLSTM), so no calibration data is
+needed. Built on onnxruntime's quantizer (``onnxruntime.quantization.quantize_dynamic``), restricted to
+MatMuls whose second input is a weight (activation x activation MatMuls, e.g. attention scores, stay float),
+minus ``ignore_op_types`` and ``ignore_op_names``. A Gemm with a weight operand (a Linear layer exported for
+2-D inputs) is a MatMul too: it is rewritten as MatMul (+ Add) first, keeping its name, unless its name or
+the types Gemm or MatMul are ignored."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from collections import Counter
+from typing import Iterable, List, Tuple
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+log = logging.getLogger(__name__)
+DYNQ_OPS = ("MatMul", "LSTM", "Attention")
+QUANTIZED_OUTPUT_OPS = ("MatMulInteger", "DynamicQuantizeLSTM", "QAttention", "DynamicQuantizeMatMul")
+
+
+def op_types(ignore_types: Iterable[str]) -> List[str]:
+    ignored = set(ignore_types)
+    return [op for op in DYNQ_OPS if op not in ignored]
+
+
+def _gemm_as_matmul(node: onnx.NodeProto, inits: dict, model: onnx.ModelProto) -> List[onnx.NodeProto]:
+    """MatMul(A, alpha * B') [+ Add(beta * C)] for a Gemm whose B (and C) are weights; [] when it is not one."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0) or len(node.input) < 2 or node.input[1] not in inits:
+        return []
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in inits:
+        return []
+    weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+    weight = (weight.T if attrs.get("transB", 0) else weight) * np.float32(attrs.get("alpha", 1.0))
+    name = f"{node.name}/weight"
+    model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
+    if len(node.input) < 3 or not node.input[2]:
+        return [helper.make_node("MatMul", [node.input[0], name], list(node.output), name=node.name)]
+    bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) * np.float32(attrs.get("beta", 1.0))
+    model.graph.initializer.append(numpy_helper.from_array(bias, f"{node.name}/bias"))
+    product = f"{node.output[0]}/matmul"
+    return [helper.make_node("MatMul", [node.input[0], name], [product], name=node.name),
+            helper.make_node("Add", [product, f"{node.name}/bias"], list(node.output), name=f"{node.name}/add")]
+
+
+def gemms_as_matmuls(model: onnx.ModelProto, ignore_names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of ``model`` with each weight Gemm (not in ``ignore_names``) as MatMul (+ Add)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    ignored = set(ignore_names)
+    nodes: List[onnx.NodeProto] = []
+    for node in out.graph.node:
+        swapped = _gemm_as_matmul(node, inits, out) if node.op_type == "Gemm" and node.name not in ignored else []
+        nodes += swapped or [node]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    used = {i for n in out.graph.node for i in n.input} | {o.name for o in out.graph.output}
+    kept = [t for t in out.graph.initializer if t.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_root():
+    """onnxruntime's quantizer logs its notes on the root logger: keep them out of the user's terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
+                     ignore_names: Iterable[str] = ()) -> Tuple[onnx.ModelProto, dict]:
+    """(the dynamically quantized model, {"quantized": {op: count}, "candidates": n}) from a prepared model."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    ops = op_types(ignore_types)
+    if "MatMul" in ops and "Gemm" not in set(ignore_types):
+        model = gemms_as_matmuls(model, ignore_names)
+    excluded = [n.name for n in model.graph.node if n.name in set(ignore_names)]
+    weights = {t.name for t in model.graph.initializer}
+    candidates = sum(1 for n in model.graph.node if n.op_type in ops and n.name not in excluded
+                     and (n.op_type != "MatMul" or n.input[1] in weights))
+    if not ops or not candidates:
+        log.warning("no MatMul, LSTM or Attention op left to quantize dynamically; the model is written as "
+                    "simplified float32")
+        return model, {"quantized": {}, "candidates": 0}
+    with tempfile.TemporaryDirectory(prefix="xquant-dynq-") as tmp, _quiet_root():
+        out = os.path.join(tmp, "dynq.onnx")
+        with contextlib.redirect_stdout(io.StringIO()):
+            ort_quantize_dynamic(model, out, op_types_to_quantize=ops, per_channel=True, reduce_range=False,
+                                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+        quantized = onnx.load(out)
+    made = Counter(n.op_type for n in quantized.graph.node if n.op_type in QUANTIZED_OUTPUT_OPS)
+    return quantized, {"quantized": dict(made), "candidates": candidates}

@@ -1,0 +1,113 @@
+"""The pipeline of the modes that need no calibration: prepare (opset, simplify) -> convert -> check -> write.
+
+Calibration data is optional here: when the config lists it, FP16 finds overflowing ops on it, opset
+conversions are checked on a sample and the summary measures fidelity against FP32; without it (the
+config-less command line) FP16 checks the weights only."""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import onnx
+
+from ..config import XQuantConfig
+from ..data import CalibrationData
+from ..errors import ConfigError
+from ..model_io import check_writable, save_model_atomic
+from ..prepare import QDQ_OPSET, prepare_model
+from . import mode_of
+
+log = logging.getLogger(__name__)
+OVERFLOW_BATCHES = 8
+
+
+@dataclass
+class ModeResult:
+    config: XQuantConfig
+    mode: str
+    fp32_model: onnx.ModelProto
+    model: onnx.ModelProto
+    output_path: str
+    info: dict = field(default_factory=dict)
+    fidelity: Dict[str, dict] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+    num_samples: int = 0
+
+
+def check_combination(cfg: XQuantConfig) -> None:
+    """Settings that cannot go together: one line, exit 2, before any work."""
+    quant, level = cfg.quantization, cfg.quantization.precision_level
+    mode = mode_of(level)
+    if mode == "int8":
+        if cfg.model.opset is not None and cfg.model.opset < QDQ_OPSET:
+            raise ConfigError(f"model_parameters.opset {cfg.model.opset} cannot hold an INT8 (QDQ) model, which "
+                              f"needs opset {QDQ_OPSET} or newer.", f"Use opset {QDQ_OPSET}-21, or precision_level "
+                              "3 (dynamic quantization), 4 (FP16) or 100 (simplify only).")
+        return
+    for key, value in (("custom_setting", quant.custom_setting), ("truncate_var_names", quant.truncate_var_names)):
+        if value:
+            raise ConfigError(f"quantization_parameters.{key} applies to INT8 (precision_level 0-2), but "
+                              f"precision_level {level} ({mode}) converts the whole model.",
+                              f"Remove {key}, or use precision_level 0-2.")
+    if quant.analysis_enable:
+        log.warning("analysis_enable is for INT8 (precision_level 0-2); precision_level %d (%s) writes no analysis "
+                    "report", level, mode)
+
+
+def _data(cfg: XQuantConfig) -> Optional[CalibrationData]:
+    """The calibration data when the config lists it for every input, else None."""
+    params = cfg.calibration.input_parameters
+    if not params or not all(p.data_list_path for p in params):
+        return None
+    return CalibrationData(cfg)
+
+
+def _convert(mode: str, fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationData]):
+    quant, device = cfg.quantization, cfg.calibration.calibration_device
+    if mode == "fp16":
+        from .fp16 import convert_fp16
+        from .overflow import overflowing_nodes, tensor_peaks
+
+        batches = list(itertools.islice(data.model_batches(fp32, 1), OVERFLOW_BATCHES)) if data else []
+        overflow = overflowing_nodes(fp32, tensor_peaks(fp32, batches, device))
+        model, info = convert_fp16(fp32, quant.ignore_op_types, quant.ignore_op_names, overflow)
+        return model, {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
+                       "overflow": info.overflow, "overflow_checked_on": len(batches)}
+    if mode == "dynq":
+        from .dynq import quantize_dynamic
+
+        return quantize_dynamic(fp32, quant.ignore_op_types, quant.ignore_op_names)
+    return fp32, {}
+
+
+def run_float_mode(cfg: XQuantConfig, proto: onnx.ModelProto, summary: bool = True) -> ModeResult:
+    from ..quantize import summary_fidelity, validate
+
+    start = time.perf_counter()
+    timings: Dict[str, float] = {}
+    mode = mode_of(cfg.quantization.precision_level)
+    check_combination(cfg)
+    check_writable(cfg.model.output_model, "Output model (-o, or model_parameters.working_dir/output_prefix)")
+    data = _data(cfg)
+    device = cfg.calibration.calibration_device
+    sample = (lambda m, n: next(data.model_batches(m, n))) if data else None
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim, sample, device, opset=cfg.model.opset, qdq=False)
+    timings["prepare_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    model, info = _convert(mode, fp32, cfg, data)
+    timings["convert_s"] = time.perf_counter() - mark
+    validate(model, device)
+    result = ModeResult(cfg, mode, fp32, model, cfg.model.output_model, info, timings=timings,
+                        num_samples=data.num_samples if data else 0)
+    if summary and data is not None:
+        mark = time.perf_counter()
+        result.fidelity = summary_fidelity(fp32, model, data, device)
+        timings["summary_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    save_model_atomic(model, result.output_path)
+    timings["write_s"] = time.perf_counter() - mark
+    return result
