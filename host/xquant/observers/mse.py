@@ -64,7 +64,7 @@ def mse(stats: TensorStats, options: ObserverOptions) -> Tuple[float, float]:
 
 @register("default")
 def mse_if_it_pays(stats: TensorStats, options: ObserverOptions) -> Tuple[float, float]:
-    """mse's range where it divides the modelled error by CLIP_GAIN (outliers far from the bulk), else the
+    """mse's range where it divides the modelled error by CLIP_GAIN (a long heavy tail), else the
     observed extremes: the tensor's own error is the only thing mse sees, and a modest gain on it is lost
     many times over downstream when the clipped extremes are what later layers use (ink edges)."""
     model = ErrorModel(stats)
