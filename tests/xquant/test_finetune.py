@@ -86,8 +86,8 @@ def test_learned_rounding_keeps_weights_on_the_int8_grid_with_the_same_scales(de
     before, after = initializers(result.fp32_model), initializers(result.float_model)
     changed = 0
     for name, spec in result.plan.weights.items():
-        if not spec.symmetric or before[name].ndim < 2:
-            continue
+        if not spec.symmetric or before[name].ndim < 2 or np.array_equal(before[name], after[name]):
+            continue  # a layer whose learned rounding did not lower its error keeps its float weights
         old, new = quantize_weight(before[name], spec), quantize_weight(after[name], spec)
         np.testing.assert_allclose(new.scale, old.scale, rtol=1e-6)  # the writer's max-abs scale is unchanged
         shaped = new.scale.reshape([-1] + [1] * (after[name].ndim - 1)) if new.axis == 0 else new.scale

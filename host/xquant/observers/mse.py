@@ -1,11 +1,12 @@
-"""mse: the clipping range that minimises the expected squared quantization error of the tensor.
+"""mse: the clipping range that minimises the expected squared quantization error of the tensor; and
+default: that range only where clipping pays off clearly, else the observed extremes.
 
 Error of a candidate (lo, hi) with step s = (hi - lo) / (levels - 1), from the histogram:
 rounding noise s^2/12 for every value inside the range, plus (v - bound)^2 for every clipped value.
 Clipping sums come from prefix sums of n, n*c and n*c^2, so each candidate costs O(1)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from ..calibration.stats import TensorStats
 from .registry import ObserverOptions, register, with_zero
 
 GRID = np.linspace(0.02, 1.0, 99)
+# default clips only where that divides the tensor's modelled error by this much: clipping's error is not
+# the random noise rounding is: it cuts the strongest values, always the same way, and adds up coherently
+# downstream (zoo orientation, text pages: mse's 25% lower own error cost 11 dB at the output)
+CLIP_GAIN = 2.0
 
 
 class ErrorModel:
@@ -41,8 +46,8 @@ class ErrorModel:
         return clip_low + clip_high + inside * step * step / 12.0 + (low_n + high_n) * self.bin_var
 
 
-def search(stats: TensorStats, levels: int) -> Tuple[float, float]:
-    model = ErrorModel(stats)
+def search(stats: TensorStats, levels: int, model: Optional[ErrorModel] = None) -> Tuple[float, float]:
+    model = model or ErrorModel(stats)
     lo_max, hi_max = min(stats.min, 0.0), max(stats.max, 0.0)
     lo_cands = lo_max * GRID if lo_max < 0 else np.zeros(1)
     hi_cands = hi_max * GRID if hi_max > 0 else np.zeros(1)
@@ -55,3 +60,15 @@ def search(stats: TensorStats, levels: int) -> Tuple[float, float]:
 @register("mse")
 def mse(stats: TensorStats, options: ObserverOptions) -> Tuple[float, float]:
     return with_zero(*search(stats, options.levels))
+
+
+@register("default")
+def mse_if_it_pays(stats: TensorStats, options: ObserverOptions) -> Tuple[float, float]:
+    """mse's range where it divides the modelled error by CLIP_GAIN (a long heavy tail), else the
+    observed extremes: the tensor's own error is the only thing mse sees, and a modest gain on it is lost
+    many times over downstream when the clipped extremes are what later layers use (ink edges)."""
+    model = ErrorModel(stats)
+    clipped = search(stats, options.levels, model)
+    full = with_zero(stats.min, stats.max)
+    gain = float(model.errors(*full, options.levels)) / max(float(model.errors(*clipped, options.levels)), 1e-300)
+    return with_zero(*clipped) if gain >= CLIP_GAIN else full
