@@ -20,6 +20,7 @@ from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, 
                       nonfinite_summary, runtime_summary, shape_problems, top1, verdict_of)
 from .errors import BadInput
 from .progress import Stages
+from .remeasure import board_latency
 from .protocol import sha256_file, standard_tasks
 from .reference import choose_batch, input_layout, run_on_pc, static_classes
 from .report import SCHEMA, write_reports
@@ -212,6 +213,7 @@ def _pc_pair(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int,
 RUNTIME_RULES = ("int8-agreement", "int8-runtime")
 
 
+
 def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names: List[str], runs: dict,
               providers, threads, findings: List[dict], out_dir: str, device: dict) -> Optional[dict]:
     """After a chip-runtime finding (fail or warn): the first divergent op and its repro bundle; the finding's
@@ -262,15 +264,15 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
-                          standard_tasks(params.warmup, params.repeat, batch, perf_batch=batch if fixed else 1),
+                          standard_tasks(params.warmup, params.repeat, batch, perf_batch=batch if fixed else 1,
+                                         min_time_s=params.min_time_s),
                           providers, threads,
                           *opts.runtime_options, batch_axes=axes)
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}
         device = _device(run, opts.board)
-        latency = latency_summary(run.task("fp32-performance").get("latency"),
-                                  run.task("int8-performance").get("latency"), threads, device["emulated"])
+        latency = board_latency(run, threads, device["emulated"])
         fidelity, accuracy, runtime, integrity = _compare(params, data, names, runs, device["execution_provider"],
                                                           latency)
         findings = judge(accuracy, fidelity, _board_errors(run), runtime=runtime, broken=integrity.pop("broken"))
