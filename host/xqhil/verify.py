@@ -16,7 +16,7 @@ from xquant.errors import ModelError
 from xquant.model_io import check_writable, load_model
 
 from .boards.spec import BoardSpec
-from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, latency_summary, nonfinite_reasons,
+from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, nonfinite_reasons,
                       nonfinite_summary, runtime_summary, shape_problems, top1, verdict_of)
 from .errors import BadInput
 from .progress import Stages

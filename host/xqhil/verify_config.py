@@ -2,7 +2,8 @@
 
 Keys: data_list_path (one list per model input, same rules and preprocessing as calibration),
 label_list_path (one integer class per line, one line per data-list entry), max_samples, warmup, repeat,
-min_time_s (default 1.0: the interleaved timed runs go on until they span this many seconds), threads, accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), agreement_tolerance
+min_time_s (default 1.0: the interleaved timed runs go on until they span this many seconds), threads,
+accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), agreement_tolerance
 (default 0.5 points), agreement_bug_threshold (default 2.0 points), runtime_snr_warn_db and
 runtime_snr_fail_db (default: per execution provider, see compare/runtime.py), batch_size (accuracy mode;
 default: 16 when the model's batch dimension is free, else 1), providers. Every threshold must be a finite
