@@ -51,6 +51,7 @@ ZOO = Path(os.environ.get("XQHIL_ZOO_CACHE", Path.home() / ".cache" / "xqhil-zoo
 CASES = (("clean", "none"), ("INT8 +10%", "slow-int8:10"), ("INT8 +20%", "slow-int8:20"),
          ("INT8 +30%", "slow-int8:30"), ("board-wide +30%", "slow-all:30"))
 VARIANTS = ("old rule", "control", "confirmed", "A/B")
+HEADERS = ["board", "model", "case", "trials", *VARIANTS]
 NEW_RELEASE = "+next"  # appended to the runtime version of the "new release" runs
 
 
@@ -185,9 +186,10 @@ def main() -> int:
                 more, trials = run_board(kind, model, models, args)
                 rows += more
                 records += [dict(r, board=kind, model=model) for r in trials]
-    print(tabulate(rows, headers=["board", "model", "case", "trials", *VARIANTS], tablefmt="github"))
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1))
+                print(tabulate(more, headers=HEADERS, tablefmt="github"), flush=True)
+                if args.json:  # after each board and model: a long run keeps what it measured
+                    Path(args.json).write_text(json.dumps(records, indent=1))
+    print(tabulate(rows, headers=HEADERS, tablefmt="github"))
     return 0
 
 
