@@ -78,8 +78,10 @@ def _p50(summary: Mapping[str, Any], precision: str) -> float | None:
 
 def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:
     """Confirmed when the current runtime (B) is slower than the baseline's (A) in every round by more
-    than half the suspected slowdown."""
+    than half the suspected slowdown (against the within-run control when there was one)."""
     suspected = finding.current / finding.baseline - 1.0 if finding.baseline > 0 else 0.0
+    if finding.relative is not None:
+        suspected = min(suspected, finding.relative)
     ratios = []
     for a, b in ab["rounds"]:
         pa, pb = _p50(a, precision), _p50(b, precision)

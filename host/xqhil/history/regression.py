@@ -76,6 +76,7 @@ class Finding:
     current: float
     threshold: float
     detail: str
+    relative: float | None = None  # latency against the within-run control: the relative slowdown it shows
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,8 @@ def _controlled_finding(b: LatencySummary, c: LatencySummary, control: ControlSh
     detail = (f"{precision.upper()} p50 latency {b.median:.4g} ms -> {c.median:.4g} ms "
               f"(+{100 * (c.median / b.median - 1):.1f}%), +{100 * control.shift:.1f}% against {other} in the "
               f"same run{pooled}, above the threshold +{100 * control.threshold:.1f}% ({control.basis})")
-    return Finding("latency", f"latency.{precision}.p50_ms", b.median, c.median, control.threshold, detail)
+    return Finding("latency", f"latency.{precision}.p50_ms", b.median, c.median, b.median * control.threshold,
+                   detail, control.shift)  # the threshold in ms, as the relative one of the control
 
 
 def accuracy_tolerance(cur: Doc, policy: Policy) -> float:
