@@ -168,11 +168,11 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args), localize=args.localize,
                          board_arg=args.board, runtime_options=runtime_options_from_args(args, board))
-    db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
     if args.baseline_python is not None:
         from .boards.spec import split_python
 
         split_python(args.baseline_python, "--baseline-python")  # checked before any work
+    db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
     report, probe = verify_and_probe(opts)
     print(summary_line(report))
     for reason in report["reasons"]:
