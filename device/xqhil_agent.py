@@ -55,7 +55,8 @@ Response (JSON object, written atomically)::
                   accuracy: "samples", "total_ms", "output": {"file", "sha256", "names"}  (npz keys out0, ...,
                             each [N, ...]: samples first, joined on whichever axis the model puts them),
                   performance: "latency": {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
-                                           "max_ms", "std_ms", "samples_ms": [...], "timed_runs"},
+                                           "max_ms", "std_ms", "samples_ms": [...], "timed_runs",
+                                           "cpu_p50_ms": median CPU time of the process per timed run},
                              "interleaved": [task ids timed together] (only when they were)}}
                  the statistics cover every timed run (timed_runs of them); samples_ms holds them all up to
                  MAX_SAMPLES, else every k-th of them (an even subsample, in order)
@@ -504,10 +505,14 @@ def run_performance(np, session, names, arrays, batch_size, warmup, repeat, in_a
     return time_interleaved(np, [(session, feed, warmup, repeat)], min_time_s)[0]
 
 
-def _timed(session, feed):
-    start = time.perf_counter()
+def _timed(session, feed, cpu=None):
+    """Wall milliseconds of one run; its CPU milliseconds (this process's) appended to ``cpu``."""
+    start, used = time.perf_counter(), time.process_time()
     session.run(None, feed)
-    return (time.perf_counter() - start) * 1000.0
+    wall = (time.perf_counter() - start) * 1000.0
+    if cpu is not None:
+        cpu.append((time.process_time() - used) * 1000.0)
+    return wall
 
 
 def time_interleaved(np, runs, min_time_s=0):
@@ -519,16 +524,19 @@ def time_interleaved(np, runs, min_time_s=0):
         for session, feed, warmup, _ in runs:
             if i < int(warmup):
                 session.run(None, feed)
-    samples = [[] for _ in runs]
+    samples, cpu = [[] for _ in runs], [[] for _ in runs]
     repeats = [max(1, int(r)) for _, _, _, r in runs]
     start, i = time.perf_counter(), 0
     while runs and (i < max(repeats) or time.perf_counter() - start < float(min_time_s or 0)):
         order = range(len(runs)) if i % 2 == 0 else range(len(runs) - 1, -1, -1)
         for j in order:
             if i < repeats[j] or min_time_s:
-                samples[j].append(_timed(runs[j][0], runs[j][1]))
+                samples[j].append(_timed(runs[j][0], runs[j][1], cpu[j]))
         i += 1
-    return [latency_stats(np, f, s) for f, s in zip(first, samples)]
+    stats = [latency_stats(np, f, s) for f, s in zip(first, samples)]
+    for entry, used in zip(stats, cpu):
+        entry["cpu_p50_ms"] = float(np.median(used)) if used else None
+    return stats
 
 
 def interleave_group(tasks, task):

@@ -93,8 +93,8 @@ def test_performance_reports_every_statistic(tmp_path):
     proc, resp = run_agent(workdir(tmp_path))
     lat = resp["tasks"]["perf"]["latency"]
     assert set(lat) == {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",
-                        "samples_ms", "timed_runs"}
-    assert len(lat["samples_ms"]) == 7 and lat["timed_runs"] == 7
+                        "samples_ms", "timed_runs", "cpu_p50_ms"}
+    assert len(lat["samples_ms"]) == 7 and lat["timed_runs"] == 7 and lat["cpu_p50_ms"] >= 0
     assert lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert lat["min_ms"] > 0 and lat["std_ms"] >= 0
 

@@ -50,7 +50,7 @@ def summary_of(measured: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: latency.get(k) for k in ("threads", "emulated", "interleaved")}
     for precision in regression.PRECISIONS:
         entry = latency.get(precision) or {}
-        out[precision] = {"p50_ms": entry.get("p50_ms"), "timed_runs": entry.get("timed_runs")}
+        out[precision] = {k: entry.get(k) for k in ("p50_ms", "cpu_p50_ms", "timed_runs")}
     out["onnxruntime"] = (measured.get("device") or {}).get("onnxruntime")
     return out
 
@@ -72,8 +72,13 @@ def reruns_as_docs(reruns: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _p50(summary: Mapping[str, Any], precision: str) -> float | None:
-    value = (summary.get(precision) or {}).get("p50_ms")
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+    """CPU-time median when measured (waits for a busy CPU do not count), else wall time."""
+    entry = summary.get(precision) or {}
+    for key in ("cpu_p50_ms", "p50_ms"):
+        value = entry.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
 
 
 def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:

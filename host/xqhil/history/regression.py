@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -152,36 +152,57 @@ def latency_threshold(base: LatencySummary, cur: LatencySummary, history_medians
     return terms[name], name
 
 
-def log_ratio(doc: Doc) -> float | None:
-    """log(median INT8 / median FP32) of one run, None without both."""
-    i, f = summarize_latency(doc, "int8"), summarize_latency(doc, "fp32")
-    if i is None or f is None or i.median <= 0 or f.median <= 0:
+CLOCKS = ("cpu", "wall")  # the control's clocks: CPU time of the agent's process, wall time
+
+
+def clock_median(doc: Doc, precision: str, clock: str) -> float | None:
+    """A run's median latency of one precision on one clock (CPU: agent 0.4+)."""
+    if clock == "wall":
+        summary = summarize_latency(doc, precision)
+        return summary.median if summary is not None else None
+    return docs.number(docs.latency(doc, precision).get("cpu_p50_ms"))
+
+
+def log_ratio(doc: Doc, clock: str = "wall") -> float | None:
+    """log(median INT8 / median FP32) of one run on ``clock``, None without both."""
+    i, f = clock_median(doc, "int8", clock), clock_median(doc, "fp32", clock)
+    if i is None or f is None or i <= 0 or f <= 0:
         return None
-    return math.log(i.median / f.median)
+    return math.log(i / f)
 
 
-def controlled_shift(base: Doc, currents: Sequence[Doc], precision: str, ratios: Sequence[float] | None,
+def controlled_shift(base: Doc, currents: Sequence[Doc], precision: str, history: Mapping[str, Sequence[float]],
                      policy: Policy) -> ControlShift | None:
-    """The precision's slowdown against its within-run control, None when a run lacks either precision."""
-    if not policy.latency_control or ratios is None:
+    """The precision's slowdown against its within-run control, None when a run lacks either precision.
+
+    Both clocks are judged when the runs have them: CPU time does not count the waits for a CPU that a
+    busy board adds to wall time (the larger of the two shifts relative to its threshold decides)."""
+    if not policy.latency_control or "ratio" not in history:
         return None
-    base_ratio, current = log_ratio(base), [log_ratio(d) for d in currents]
-    if base_ratio is None or None in current:
+    shifts = []
+    for clock in CLOCKS:
+        base_ratio, current = log_ratio(base, clock), [log_ratio(d, clock) for d in currents]
+        if base_ratio is None or None in current:
+            continue
+        shift = check_control([x for x in current if x is not None], base_ratio,
+                              history.get(f"ratio.{clock}", ()), precision, policy)
+        shifts.append(replace(shift, basis=f"{clock} time; {shift.basis}"))
+    if not shifts:
         return None
-    return check_control([x for x in current if x is not None], base_ratio, ratios, precision, policy)
+    return max(shifts, key=lambda s: s.shift - s.threshold)
 
 
 def check_latency(base: Doc, cur: Doc, precision: str, history_medians: Sequence[float] = (),
-                  policy: Policy = Policy(), ratios: Sequence[float] | None = None,
+                  policy: Policy = Policy(), history: Mapping[str, Sequence[float]] | None = None,
                   reruns: Sequence[Doc] = ()) -> Finding | None:
     """A latency regression of ``cur`` against ``base`` for one precision, or None.
 
-    ``ratios``: log INT8/FP32 ratios of the earlier clean runs (the within-run control; None: no control);
-    ``reruns``: re-measurements of the current run pooled with it (confirmation)."""
+    ``history``: the noise history of the earlier clean runs (:func:`noise_history`; with its ratios, the
+    within-run control applies); ``reruns``: re-measurements of the current run pooled with it."""
     b, c = summarize_latency(base, precision), summarize_latency(cur, precision)
     if b is None or c is None or b.median <= 0 or not latencies_comparable(base, cur):
         return None
-    control = controlled_shift(base, [cur, *reruns], precision, ratios, policy)
+    control = controlled_shift(base, [cur, *reruns], precision, history or {}, policy)
     if control is not None:
         return _controlled_finding(b, c, control, precision)
     threshold, basis = latency_threshold(b, c, history_medians, policy)
@@ -285,8 +306,8 @@ def find_regressions(cur: Doc, base: Doc, history: Mapping[str, Sequence[float]]
     """Everything in ``cur`` that is worse than in ``base``.
 
     ``history`` maps a precision to the medians of earlier comparable runs (run-to-run noise), and
-    ``"ratio"`` to their log INT8/FP32 ratios (the within-run control); ``reruns`` are re-measurements of
-    the current run's latency, pooled with it (a confirmation). A latency
+    ``"ratio.cpu"``/``"ratio.wall"`` to their log INT8/FP32 ratios (the within-run control); ``reruns``
+    are re-measurements of the current run's latency, pooled with it (a confirmation). A latency
     shift between runs that record the same device, runtime and INT8 model is the board's run-to-run
     noise (load, temperature, frequency), not a regression to blame on a release: with
     ``policy.latency_needs_change`` it is not flagged, and it feeds the measured noise instead.
@@ -296,8 +317,7 @@ def find_regressions(cur: Doc, base: Doc, history: Mapping[str, Sequence[float]]
     if policy.latency_needs_change and not recorded_changes(base, cur):
         return found
     for precision in PRECISIONS:
-        finding = check_latency(base, cur, precision, history.get(precision, ()), policy, history.get("ratio"),
-                                reruns)
+        finding = check_latency(base, cur, precision, history.get(precision, ()), policy, history, reruns)
         if finding is not None:
             found.append(finding)
     return found
@@ -310,8 +330,10 @@ def noise_history(runs: Sequence[Doc]) -> dict[str, list[float]]:
     for precision in PRECISIONS:
         medians = [summarize_latency(run, precision) for run in runs]
         out[precision] = [m.median for m in medians if m is not None]
-    ratios = [log_ratio(run) for run in runs]
-    out["ratio"] = [x for x in ratios if x is not None]
+    out["ratio"] = []  # marks a history the within-run control may use
+    for clock in CLOCKS:
+        ratios = [log_ratio(run, clock) for run in runs]
+        out[f"ratio.{clock}"] = [x for x in ratios if x is not None]
     return out
 
 
