@@ -1,14 +1,15 @@
 """Confirm a suspected latency regression before flagging it.
 
 One run is weak evidence on a board that other work shares: the check first *suspects* a slowdown at a
-lower z-score (``SUSPECT_K``), then the board measures again and the evidence decides:
+low z-score (``SUSPECT_K`` = 1), then the board measures again and the evidence decides:
 
 * **A/B** (where the board still has the baseline's runtime: ``Confirmer.baseline_python``, an interpreter
   whose onnxruntime reports the baseline's version): ``ab_rounds`` rounds, each timing the baseline runtime
   (A) and the current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike.
   Confirmed when B is slower than A in every round by more than half the suspected slowdown.
 * **re-runs** (otherwise, or when the A/B cannot run): ``reruns`` more measurements of the current run,
-  pooled with it (their mean INT8/FP32 ratio, :mod:`xqhil.history.control`) and judged at the full z-score.
+  pooled with it (their mean INT8/FP32 ratio, :mod:`xqhil.history.control`) and judged at ``CONFIRM_K``
+  (2.33: one-sided 1%, t-corrected for the few earlier runs).
 
 The decision is stored in the run's document (``latency.confirmation``), so the history reproduces it:
 ``{"baseline_run", "suspected": [metric], "reruns": [latency summaries], "ab": {...} | null,
@@ -26,7 +27,8 @@ from xqhil.history.regression import Finding, Policy
 
 log = logging.getLogger(__name__)
 Measure = Callable[[Any], Mapping[str, Any]]  # python command or None -> {"device", "latency"}
-SUSPECT_K = 2.0  # z-score of the within-run control that makes a run suspect (then confirmed or not)
+SUSPECT_K = 1.0  # z-score of the within-run control that makes a run suspect (then confirmed or not)
+CONFIRM_K = 2.33  # z-score the pooled run and re-runs must exceed (one-sided 1%, t-corrected)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Confirmer:
     times it with another interpreter of the board (the baseline's runtime)."""
 
     measure: Measure
-    reruns: int = 2
+    reruns: int = 4
     baseline_python: str | None = None
     ab_rounds: int = 3
 
@@ -57,7 +59,8 @@ def summary_of(measured: Mapping[str, Any]) -> dict[str, Any]:
 
 def _rerun_decision(doc: Mapping[str, Any], base: Mapping[str, Any], history: Mapping[str, Sequence[float]],
                     policy: Policy, reruns: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    found = {f.metric: f for f in regression.find_regressions(doc, base, history, policy, reruns_as_docs(reruns))
+    pooled = replace(policy, latency_ratio_k=min(policy.latency_ratio_k, CONFIRM_K))
+    found = {f.metric: f for f in regression.find_regressions(doc, base, history, pooled, reruns_as_docs(reruns))
              if f.kind == "latency"}
     finding = found.get(metric)
     runs = 1 + len(reruns)
