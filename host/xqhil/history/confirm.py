@@ -6,7 +6,8 @@ low z-score (``SUSPECT_K`` = 1), then the board measures again and the evidence 
 * **A/B** (where the board still has the baseline's runtime: ``Confirmer.baseline_python``, an interpreter
   whose onnxruntime reports the baseline's version): ``ab_rounds`` rounds, each timing the baseline runtime
   (A) and the current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike.
-  Confirmed when B is slower than A in every round by more than half the suspected slowdown.
+  Confirmed when B is slower than A in every round, and in the median round by more than half the
+  suspected slowdown.
 * **re-runs** (otherwise, or when the A/B cannot run): ``reruns`` more measurements of the current run,
   pooled with it (their mean INT8/FP32 ratio, :mod:`xqhil.history.control`) and judged at ``CONFIRM_K``
   (2.33: one-sided 1%, t-corrected for the few earlier runs).
@@ -21,6 +22,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from xqhil.history import regression
 from xqhil.history.regression import Finding, Policy
@@ -85,8 +88,8 @@ def _p50(summary: Mapping[str, Any], precision: str) -> float | None:
 
 
 def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:
-    """Confirmed when the current runtime (B) is slower than the baseline's (A) in every round by more
-    than half the suspected slowdown (against the within-run control when there was one)."""
+    """Confirmed when the current runtime (B) is slower than the baseline's (A) in every round, by more
+    than half the suspected slowdown (against the within-run control when there was one) in the median."""
     suspected = finding.current / finding.baseline - 1.0 if finding.baseline > 0 else 0.0
     if finding.relative is not None:
         suspected = min(suspected, finding.relative)
@@ -97,12 +100,13 @@ def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dic
             return {"confirmed": False, "by": "A/B", "detail": "an A/B round has no latency"}
         ratios.append(pb / pa - 1.0)
     needed = suspected / 2.0
-    confirmed = bool(ratios) and min(ratios) > needed
+    confirmed = bool(ratios) and min(ratios) > 0 and float(np.median(ratios)) > needed
     text = ", ".join(f"{100 * r:+.1f}%" for r in ratios)
+    verdict = "slower in every round, by" if confirmed else "not slower in every round by"
     return {"confirmed": confirmed, "by": "A/B",
             "detail": (f"{precision.upper()} onnxruntime {ab['current']} vs {ab['baseline']} over "
-                       f"{len(ratios)} alternating rounds: {text} ({'each' if confirmed else 'not each'} above "
-                       f"+{100 * needed:.1f}%, half the suspected slowdown)")}
+                       f"{len(ratios)} alternating rounds: {text} ({verdict} more than "
+                       f"+{100 * needed:.1f}% in the median, half the suspected slowdown)")}
 
 
 def _run_ab(confirmer: Confirmer, base_version: str | None) -> dict[str, Any] | None:
