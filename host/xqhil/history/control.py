@@ -3,9 +3,10 @@
 A board-wide slowdown (a busy neighbour, a lower clock, a hot chip) moves FP32 and INT8 alike; a slower
 INT8 kernel moves INT8 alone. So the statistic is ``x = log(median INT8 / median FP32)`` of one run (for an
 FP32 regression, its negative): the agent times FP32 and INT8 interleaved over at least
-``verify_parameters.min_time_s``, so both meet the same load. It is taken on two clocks where the runs
-have them: wall time, and the CPU time of the agent's process (agent 0.4+), which does not count the
-waits for a CPU that a busy board adds (regression.controlled_shift: either one flags).
+``verify_parameters.min_time_s``, so both meet the same load. It is taken on wall time; the CPU time of
+the agent's process (agent 0.4+, ``cpu_p50_ms``) is recorded and judged too with
+``Policy(latency_cpu_clock=True)`` (off by default: it raised false alarms on a ms-scale model under
+heavy load, docs/history.md).
 
 The ratio still moves from run to run (load hits INT8 and FP32 kernels unequally), so its shift is judged
 against the scatter of the ratio over the earlier clean runs (the baseline and up to 9 before it):

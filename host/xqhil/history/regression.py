@@ -63,6 +63,7 @@ class Policy:
     latency_ratio_k: float = 3.0  # z-score the ratio's shift must exceed (t-corrected for few runs)
     latency_ratio_floor: float = 0.02  # smallest ratio shift worth flagging
     latency_ratio_first: float = 0.10  # the ratio shift to exceed before latency_ratio_runs clean runs exist
+    latency_cpu_clock: bool = False  # also judge the control on CPU time (see docs/history.md: off, measured)
     latency_ratio_runs: int = 5  # clean runs before the scatter of the ratio is measured (t, 4 df)
 
 
@@ -175,12 +176,11 @@ def controlled_shift(base: Doc, currents: Sequence[Doc], precision: str, history
                      policy: Policy) -> ControlShift | None:
     """The precision's slowdown against its within-run control, None when a run lacks either precision.
 
-    Both clocks are judged when the runs have them: CPU time does not count the waits for a CPU that a
-    busy board adds to wall time (the larger of the two shifts relative to its threshold decides)."""
+    Wall time; with ``policy.latency_cpu_clock`` also CPU time when the runs have it (either flags)."""
     if not policy.latency_control or "ratio" not in history:
         return None
     shifts = []
-    for clock in CLOCKS:
+    for clock in CLOCKS if policy.latency_cpu_clock else ("wall",):
         base_ratio, current = log_ratio(base, clock), [log_ratio(d, clock) for d in currents]
         if base_ratio is None or None in current:
             continue
