@@ -5,6 +5,11 @@ offset, relative). For each setting and seed: two runs from the same distributio
 baseline against a run 20% slower (detected?); with "history", the medians of 8 earlier runs measure
 run-to-run noise as the store does.
 
+A second table models board-wide drift and short histories: both precisions of a run share a board
+factor (log-normal, sigma = drift), the INT8/FP32 ratio has its own run-to-run scatter, 5 clean runs
+make the history, the checked run is a new release; the old absolute rule against the within-run control
+(``Policy.latency_control``). bench/regression_real.py measures the same on real board runs.
+
 ``--loaded-demo RUNS`` measures instead the false alarms of real runs: the demo model (configs/demo.json,
 quantized once) verified RUNS times in a row on ``--board host`` into a temporary history, while
 ``--hogs`` busy-loop processes load every core. Nothing changes between the runs, so every latency
@@ -34,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers (history_testlib)
 
 from xqhil.history import record_and_check
-from xqhil.history.regression import Policy, check_latency
+from xqhil.history.regression import Policy, check_latency, find_regressions, noise_history
 from xqhil.history.stats import successive_noise
 from xqhil.history.store import RunStore
 from history_testlib import timed_samples
@@ -54,6 +59,39 @@ def rates(n: int, jitter: float, offset: float, history: bool, seeds: int) -> tu
         false += check_latency(_doc(runs[-2]), _doc(runs[-1]), "int8", medians) is not None
         hits += check_latency(_doc(runs[-2]), _doc(slow), "int8", medians) is not None
     return false / seeds, hits / seeds
+
+
+def drift_doc(rng, int8_ms: float, drift: float, scatter: float, runtime: str, n: int = 50) -> dict:
+    """A run with both precisions: a board factor both share, the ratio's own scatter, 1% jitter."""
+    board = float(rng.lognormal(0.0, drift))
+    ratio = float(rng.lognormal(0.0, scatter))
+    latency = {"int8": {"samples_ms": timed_samples(rng, int8_ms * board * ratio, n, 0.01)},
+               "fp32": {"samples_ms": timed_samples(rng, 20.0 * board, n, 0.01)}}
+    return {"latency": latency, "device": {"onnxruntime": runtime}}
+
+
+def drift_rates(drift: float, scatter: float, slowdown: float, policy: Policy, seeds: int) -> float:
+    """Share of checked runs flagged for INT8 latency after 5 clean runs."""
+    hits = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        runs = [drift_doc(rng, 10.0, drift, scatter, "1.0") for _ in range(5)]
+        cur = drift_doc(rng, 10.0 * (1 + slowdown), drift, scatter, "1.1")
+        found = find_regressions(cur, runs[-1], noise_history(runs), policy)
+        hits += any(f.metric == "latency.int8.p50_ms" for f in found)
+    return hits / seeds
+
+
+def drift_table(seeds: int) -> None:
+    rows = []
+    for drift, scatter in product((0.0, 0.05, 0.2), (0.01, 0.02, 0.05)):
+        row = [f"{drift:.0%}", f"{scatter:.0%}"]
+        for policy in (Policy(latency_control=False), Policy()):
+            row += [f"{drift_rates(drift, scatter, 0.0, policy, seeds):.1%}",
+                    f"{drift_rates(drift, scatter, 0.2, policy, seeds):.1%}"]
+        rows.append(row)
+    print(tabulate(rows, headers=["board drift", "ratio scatter", "old rule: false alarms", "20% found",
+                                  "control: false alarms", "20% found"], tablefmt="github"))
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +183,7 @@ def main() -> int:
                      f"{hits:.1%}"])
     print(tabulate(rows, headers=["samples", "jitter", "run offset", "history", "false alarms",
                                   "20% slowdown found"], tablefmt="github"))
+    drift_table(args.seeds)
     return 0
 
 

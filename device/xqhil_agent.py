@@ -35,7 +35,13 @@ Request (JSON object; every file name is a plain name inside the request's folde
                  so batches are of 1. null or absent: 0 for every input
     tasks        [{"id", "model": model_id, "mode": "accuracy" | "performance", "batch_size": int,
                    accuracy: "output": file name for the outputs npz,
-                   performance: "warmup": int, "repeat": int}]
+                   performance: "warmup": int, "repeat": int, optional "interleave": str, "min_time_s": number}]
+                 performance tasks with the same "interleave" name are timed together: their first runs,
+                 warm-ups and timed runs alternate (A B, then B A, round by round), so whatever drifts on the
+                 board during the measurement (load, clock, temperature) hits each of them alike; each task
+                 still gets its own latency. Agents before 0.4 ignore the field and time the tasks in turn.
+                 "min_time_s" (0.4+, default 0): the timed runs go on past "repeat" until this many seconds of
+                 timing have passed (a run long enough to average the board's load over its changes)
     response     file name of the response (default "response.json")
 
 Response (JSON object, written atomically)::
@@ -49,7 +55,11 @@ Response (JSON object, written atomically)::
                   accuracy: "samples", "total_ms", "output": {"file", "sha256", "names"}  (npz keys out0, ...,
                             each [N, ...]: samples first, joined on whichever axis the model puts them),
                   performance: "latency": {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms",
-                                           "max_ms", "std_ms", "samples_ms": [...]}}}
+                                           "max_ms", "std_ms", "samples_ms": [...], "timed_runs",
+                                           "cpu_p50_ms": median CPU time of the process per timed run},
+                             "interleaved": [task ids timed together] (only when they were)}}
+                 the statistics cover every timed run (timed_runs of them); samples_ms holds them all up to
+                 MAX_SAMPLES, else every k-th of them (an even subsample, in order)
     duration_s, stage (the last stage reached)
 
 Exit codes: 0 the response was written (look at ok and tasks), 2 bad request (a field of the wrong type or
@@ -74,7 +84,7 @@ import traceback
 import zipfile
 
 PROTOCOL = 2
-AGENT_VERSION = "0.3.0"
+AGENT_VERSION = "0.4.0"
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 VENDOR_PROVIDERS = ("SpaceMITExecutionProvider",)
 VENDOR_MODULES = ("spacemit_ort",)  # imported when present: they register the vendor provider
@@ -83,6 +93,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 EXIT_OK, EXIT_BAD_REQUEST, EXIT_CRASH, EXIT_DEADLINE, EXIT_NO_SPACE = 0, 2, 3, 4, 5
 DEFAULT_DEADLINE_S, MAX_DEADLINE_S = 3600.0, 86400.0
 NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+MAX_SAMPLES = 1000  # timed runs reported one by one; beyond, an even subsample
 UNKNOWN = "unknown"  # declared_batch_axis: the declared shapes do not tell
 NO_BATCH = "none"  # inputs.batch_axes: the input has no batch axis
 
@@ -239,6 +250,10 @@ def deadline_of(request):
     return min(float(value), MAX_DEADLINE_S)
 
 
+def _is_seconds(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_DEADLINE_S
+
+
 def _batch_axes_ok(value, count):
     return value is None or (isinstance(value, list) and len(value) == count
                              and all(a == NO_BATCH or _is_int(a) for a in value))
@@ -266,7 +281,9 @@ def check_request(request):
                 ("mode", lambda v: isinstance(v, str), '"accuracy" or "performance"'),
                 ("output", lambda v: isinstance(v, str), "a file name"),
                 ("batch_size", _is_int, "an integer >= 0"), ("warmup", _is_int, "an integer >= 0"),
-                ("repeat", _is_int, "an integer >= 0")):
+                ("repeat", _is_int, "an integer >= 0"),
+                ("interleave", lambda v: isinstance(v, str), "a group name"),
+                ("min_time_s", _is_seconds, "a number of seconds >= 0")):
             _check(task, key, ok, expected, "tasks[%d].%s" % (index, key))
 
 
@@ -293,14 +310,14 @@ def latency_stats(np, first_ms, samples_ms):
     def pct(q):
         return float(np.percentile(arr, q))
 
+    shown = arr if arr.size <= MAX_SAMPLES else arr[::-(-arr.size // MAX_SAMPLES)]
     return {
         "first_ms": float(first_ms), "mean_ms": float(arr.mean()), "p50_ms": pct(50), "p90_ms": pct(90),
         "p99_ms": pct(99), "min_ms": float(arr.min()), "max_ms": float(arr.max()), "std_ms": float(arr.std()),
-        "samples_ms": [round(float(v), 4) for v in arr],
+        "samples_ms": [round(float(v), 4) for v in shown], "timed_runs": int(arr.size),
     }
 
 
-# ----------------------------------------------------------------------------------------- running
 def choose_providers(requested, available):
     if requested:
         missing = [p for p in requested if p not in available]
@@ -478,19 +495,56 @@ def run_accuracy(np, session, names, arrays, batch_size, in_axes=None):
     return [join_samples(np, slot, axis) for slot, axis in zip(collected, axes)], total_ms
 
 
-def run_performance(np, session, names, arrays, batch_size, warmup, repeat, in_axes=None):
-    feed = feed_for(np, session, names, [a[:max(1, int(batch_size or 1))] for a in arrays], in_axes)
-    start = time.perf_counter()
+def perf_feed(np, session, names, arrays, batch_size, in_axes=None):
+    """The feed a performance task times: the first batch of the inputs."""
+    return feed_for(np, session, names, [a[:max(1, int(batch_size or 1))] for a in arrays], in_axes)
+
+
+def run_performance(np, session, names, arrays, batch_size, warmup, repeat, in_axes=None, min_time_s=0):
+    feed = perf_feed(np, session, names, arrays, batch_size, in_axes)
+    return time_interleaved(np, [(session, feed, warmup, repeat)], min_time_s)[0]
+
+
+def _timed(session, feed, cpu=None):
+    """Wall milliseconds of one run; its CPU milliseconds (this process's) appended to ``cpu``."""
+    start, used = time.perf_counter(), time.process_time()
     session.run(None, feed)
-    first_ms = (time.perf_counter() - start) * 1000.0
-    for _ in range(max(0, int(warmup))):
-        session.run(None, feed)
-    samples = []
-    for _ in range(max(1, int(repeat))):
-        start = time.perf_counter()
-        session.run(None, feed)
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return latency_stats(np, first_ms, samples)
+    wall = (time.perf_counter() - start) * 1000.0
+    if cpu is not None:
+        cpu.append((time.process_time() - used) * 1000.0)
+    return wall
+
+
+def time_interleaved(np, runs, min_time_s=0):
+    """Latency stats of each (session, feed, warmup, repeat) in ``runs``, timed in alternation: first runs,
+    then warm-up rounds, then timed rounds, each round in the opposite order of the one before (ABBA),
+    until every run has its ``repeat`` samples and ``min_time_s`` seconds of timing have passed."""
+    first = [_timed(session, feed) for session, feed, _, _ in runs]
+    for i in range(max([max(0, int(w)) for _, _, w, _ in runs] or [0])):
+        for session, feed, warmup, _ in runs:
+            if i < int(warmup):
+                session.run(None, feed)
+    samples, cpu = [[] for _ in runs], [[] for _ in runs]
+    repeats = [max(1, int(r)) for _, _, _, r in runs]
+    start, i = time.perf_counter(), 0
+    while runs and (i < max(repeats) or time.perf_counter() - start < float(min_time_s or 0)):
+        order = range(len(runs)) if i % 2 == 0 else range(len(runs) - 1, -1, -1)
+        for j in order:
+            if i < repeats[j] or min_time_s:
+                samples[j].append(_timed(runs[j][0], runs[j][1], cpu[j]))
+        i += 1
+    stats = [latency_stats(np, f, s) for f, s in zip(first, samples)]
+    for entry, used in zip(stats, cpu):
+        entry["cpu_p50_ms"] = float(np.median(used)) if used else None
+    return stats
+
+
+def interleave_group(tasks, task):
+    """The performance tasks timed together with ``task`` (its "interleave" group), else just ``task``."""
+    name = task.get("interleave")
+    if task.get("mode") != "performance" or name is None:
+        return [task]
+    return [t for t in tasks if t.get("mode") == "performance" and t.get("interleave") == name]
 
 
 # ----------------------------------------------------------------------------------------- request handling
@@ -611,15 +665,46 @@ class Agent:
             raise AgentError("BadRequest", "inputs must be one or more arrays with the same number of samples")
         return names, arrays, axes
 
-    def run_task(self, np, sessions, names, arrays, task, axes=None):
-        result = {"ok": False, "error": None, "model": task.get("model"), "mode": task.get("mode"),
-                  "batch_size": int(task.get("batch_size") or 1)}
-        session, path = sessions.get(task.get("model")), ""
+    @staticmethod
+    def new_result(task):
+        return {"ok": False, "error": None, "model": task.get("model"), "mode": task.get("mode"),
+                "batch_size": int(task.get("batch_size") or 1)}
+
+    def session_of(self, sessions, task):
+        session = sessions.get(task.get("model"))
+        if session is None:
+            entry = self.response["models"].get(task.get("model"))
+            reason = entry["error"] if entry else "it is not in the request's models"
+            raise RuntimeError("model %r is not loaded: %s" % (task.get("model"), reason))
+        return session
+
+    def run_interleaved(self, np, sessions, names, arrays, group, axes=None):
+        """Results of the performance tasks in ``group``, timed in alternation (see time_interleaved); a
+        task that cannot start fails alone, and a run that fails midway has every task retried on its own
+        so the error lands on the task that caused it."""
+        results, runs, min_time = {}, [], 0.0
+        for task in group:
+            result = results[str(task.get("id"))] = self.new_result(task)
+            try:
+                session = self.session_of(sessions, task)
+                feed = perf_feed(np, session, names, arrays, result["batch_size"], axes)
+                runs.append((result, (session, feed, task.get("warmup", 5), task.get("repeat", 20))))
+                min_time = max(min_time, float(task.get("min_time_s") or 0))
+            except Exception as exc:
+                result["error"] = error_text(exc)
         try:
-            if session is None:
-                entry = self.response["models"].get(task.get("model"))
-                reason = entry["error"] if entry else "it is not in the request's models"
-                raise RuntimeError("model %r is not loaded: %s" % (task.get("model"), reason))
+            stats = time_interleaved(np, [run for _, run in runs], min_time)
+        except Exception:
+            return {str(t.get("id")): self.run_task(np, sessions, names, arrays, t, axes) for t in group}
+        together = [str(t.get("id")) for t in group if results[str(t.get("id"))]["error"] is None]
+        for (result, _), latency in zip(runs, stats):
+            result.update(ok=True, latency=latency, interleaved=together)
+        return results
+
+    def run_task(self, np, sessions, names, arrays, task, axes=None):
+        result, path = self.new_result(task), ""
+        try:
+            session = self.session_of(sessions, task)
             if task.get("mode") == "accuracy":
                 outs, total_ms = run_accuracy(np, session, names, arrays, result["batch_size"], axes)
                 path = safe_path(self.folder, task.get("output") or "out-%s.npz" % task.get("id"))
@@ -629,7 +714,8 @@ class Agent:
                     "names": [o.name for o in session.get_outputs()]})
             elif task.get("mode") == "performance":
                 result["latency"] = run_performance(np, session, names, arrays, result["batch_size"],
-                                                    task.get("warmup", 5), task.get("repeat", 20), axes)
+                                                    task.get("warmup", 5), task.get("repeat", 20), axes,
+                                                    task.get("min_time_s") or 0)
             else:
                 raise ValueError("unknown mode %r (accuracy or performance)" % (task.get("mode"),))
             result["ok"] = True
@@ -662,10 +748,18 @@ class Agent:
         sessions = self.load_models(ort, request)
         self.stage("inputs")
         names, arrays, axes = self.read_inputs(np, request.get("inputs")) if request.get("tasks") else ([], [], [])
-        for task in request.get("tasks") or []:
+        tasks, timed = request.get("tasks") or [], set()
+        for task in tasks:
             task_id = str(task.get("id"))
-            self.stage("task " + task_id)
-            self.response["tasks"][task_id] = self.run_task(np, sessions, names, arrays, task, axes)
+            if id(task) in timed:
+                continue  # timed with its interleave group
+            group = interleave_group(tasks, task)
+            self.stage("task " + "+".join(str(t.get("id")) for t in group))
+            if len(group) > 1:
+                timed.update(id(t) for t in group)
+                self.response["tasks"].update(self.run_interleaved(np, sessions, names, arrays, group, axes))
+            else:
+                self.response["tasks"][task_id] = self.run_task(np, sessions, names, arrays, task, axes)
         self.stage("done")
         self.response["ok"] = True
 

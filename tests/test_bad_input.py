@@ -136,6 +136,9 @@ ROWS: Dict[str, Row] = {
     "--ssh-key missing": Row(QV[:3] + ["--board", SSH, "--ssh-key", "{tmp}/nokey", "-q"], "ssh key file '{tmp}/nokey'"),
     "--known-hosts missing": Row(QV[:3] + ["--board", SSH, "--known-hosts", "{tmp}/nokh", "-q"],
                                  "known_hosts file '{tmp}/nokh'"),
+    "--confirm-reruns -1": Row(QV + ["--confirm-reruns", "-1"], "--confirm-reruns: must be 0 or more, got -1"),
+    "--baseline-python empty": Row(QV + ["--baseline-python", " "],
+                                   "--baseline-python: the interpreter command is empty"),
     "ssh host with a final newline": Row(QV[:3] + ["--board", "ssh://root@127.0.0.1\n", "-q"], "'127.0.0.1\\n'"),
     "ssh user with a final newline": Row(QV[:3] + ["--board", "ssh://root\n@127.0.0.1:9", "-q"], "'root\\n'"),
     # xqhil run / history

@@ -142,6 +142,12 @@ def add_quantize_and_verify(sub) -> None:
                         "(default: $XQHIL_DB, else $XDG_DATA_HOME/xqhil/history.sqlite3)")
     parser.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when the run regressed against its baseline (see 'xqhil history')")
+    parser.add_argument("--confirm-reruns", type=int_at_least(0), default=4, metavar="N",
+                        help="a suspected latency regression is measured N more times on the board before it is "
+                             "flagged (default 4; 0: judge the single run)")
+    parser.add_argument("--baseline-python", metavar="CMD",
+                        help="interpreter command of this board whose onnxruntime is the baseline's: a suspected "
+                             "latency regression is then decided by an interleaved A/B against it")
     parser.add_argument("--localize", choices=("auto", "never"), default="auto",
                         help="after a chip-runtime failure, localise the first divergent op and write a repro "
                              "bundle under OUT/repro (default auto)")
@@ -155,24 +161,38 @@ def cmd_quantize_and_verify(args: argparse.Namespace) -> int:
     from .history import format_summary
     from .history.reporting import check_history_db, record_verify_report
     from .report import summary_line
-    from .verify import VerifyOptions, quantize_and_verify
+    from .verify import VerifyOptions, verify_and_probe
 
     board = board_from_args(args)
     opts = VerifyOptions(config=args.config, board=board, qmodel=args.qmodel, out=args.out,
                          deadlines=deadlines_from_args(args), retries=args.retries, quiet=args.quiet,
                          threads=args.threads, providers=providers_from_args(args), localize=args.localize,
                          board_arg=args.board, runtime_options=runtime_options_from_args(args, board))
+    if args.baseline_python is not None:
+        from .boards.spec import split_python
+
+        split_python(args.baseline_python, "--baseline-python")  # checked before any work
     db = check_history_db(args.db)  # an unusable history is refused now, not after the board run
-    report = quantize_and_verify(opts)
+    report, probe = verify_and_probe(opts)
     print(summary_line(report))
     for reason in report["reasons"]:
         print(f"  - {reason}")
-    history = record_verify_report(report, db)  # a failure here is a warning: the verdict's exit code stands
+    # a failure here is a warning: the verdict's exit code stands
+    history = record_verify_report(report, db, confirmer_for(args, probe))
     if history["recorded"]:
         print(format_summary(history))
     if report["verdict"] == "fail" or (history.get("regressions") and args.fail_on_regression):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def confirmer_for(args: argparse.Namespace, probe):
+    """How a suspected latency regression is measured again (None: judge the single run)."""
+    if probe is None or (args.confirm_reruns == 0 and not args.baseline_python):
+        return None
+    from .history.confirm import Confirmer
+
+    return Confirmer(probe.measure, reruns=args.confirm_reruns, baseline_python=args.baseline_python)
 
 
 # ----------------------------------------------------------------------------------------- run

@@ -19,6 +19,7 @@ RESPONSE_FILE = "response.json"
 INPUTS_FILE = "inputs.npz"
 AGENT_FILE = "xqhil_agent.py"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PERF_GROUP = "latency"  # the interleave group of the standard performance tasks
 LATENCY_KEYS = ("first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms")
 
 
@@ -32,6 +33,8 @@ class Task:
     batch_size: int = 1
     warmup: int = 5
     repeat: int = 20
+    interleave: Optional[str] = None  # performance tasks of one group are timed in alternation (agent 0.4+)
+    min_time_s: float = 0.0  # timed runs go on past ``repeat`` until this much timing (agent 0.4+)
 
     @property
     def output_file(self) -> str:
@@ -44,6 +47,10 @@ class Task:
             body["output"] = self.output_file
         else:
             body.update(warmup=self.warmup, repeat=self.repeat)
+            if self.interleave:
+                body["interleave"] = self.interleave
+            if self.min_time_s:
+                body["min_time_s"] = float(self.min_time_s)
         return body
 
 
@@ -103,11 +110,14 @@ def sha256_file(path: str) -> str:
 
 
 def standard_tasks(warmup: int, repeat: int, batch_size: int = 1,
-                   models: Sequence[str] = ("fp32", "int8"), perf_batch: int = 1) -> List[Task]:
+                   models: Sequence[str] = ("fp32", "int8"), perf_batch: int = 1,
+                   min_time_s: float = 0.0) -> List[Task]:
     """Accuracy mode for each model, then performance mode for each model (batches of ``perf_batch``: 1,
-    or the batch a model fixes)."""
+    or the batch a model fixes), the models' timed runs interleaved so board-wide drift hits them alike
+    (the INT8/FP32 latency ratio of one run is then a within-run control, docs/history.md)."""
     tasks = [Task(f"{m}-accuracy", m, "accuracy", batch_size) for m in models]
-    tasks += [Task(f"{m}-performance", m, "performance", perf_batch, warmup, repeat) for m in models]
+    tasks += [Task(f"{m}-performance", m, "performance", perf_batch, warmup, repeat, PERF_GROUP, min_time_s)
+              for m in models]
     return tasks
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from xquant.errors import ModelError
@@ -17,10 +17,11 @@ from xquant.model_io import check_writable, load_model
 from xquant.modes import LABELS, mode_of
 
 from .boards.spec import BoardSpec
-from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, latency_summary, nonfinite_reasons,
+from .compare import (RuntimeLimits, accuracy_summary, fidelity_summary, judge, nonfinite_reasons,
                       nonfinite_summary, runtime_summary, shape_problems, top1, verdict_of)
 from .errors import BadInput
 from .progress import Stages
+from .remeasure import LatencyProbe, board_latency
 from .protocol import sha256_file, standard_tasks
 from .reference import choose_batch, input_layout, run_on_pc, static_classes
 from .report import SCHEMA, write_reports
@@ -223,6 +224,7 @@ def _pc_pair(stages: Stages, fp32: str, int8: str, data: VerifyData, batch: int,
 RUNTIME_RULES = ("int8-agreement", "int8-runtime")
 
 
+
 def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names: List[str], runs: dict,
               providers, threads, findings: List[dict], out_dir: str, device: dict) -> Optional[dict]:
     """After a chip-runtime finding (fail or warn): the first divergent op and its repro bundle; the finding's
@@ -251,6 +253,11 @@ def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names
 
 
 def quantize_and_verify(opts: VerifyOptions) -> dict:
+    return verify_and_probe(opts)[0]
+
+
+def verify_and_probe(opts: VerifyOptions) -> Tuple[dict, Optional[LatencyProbe]]:
+    """The report, and the run's latency measurement to repeat (None when the board timed nothing)."""
     started, created = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
     stages = Stages(STAGES, opts.quiet)
     try:
@@ -273,16 +280,20 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         stages.start("run on board")
         session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
+        perf_batch = batch if fixed else 1
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,
-                          standard_tasks(params.warmup, params.repeat, batch, perf_batch=batch if fixed else 1),
+                          standard_tasks(params.warmup, params.repeat, batch, perf_batch=perf_batch,
+                                         min_time_s=params.min_time_s),
                           providers, threads,
                           *opts.runtime_options, batch_axes=axes)
+        probe = LatencyProbe(opts.board, {"fp32": fp32, "int8": int8}, list(data.names),
+                             [a[:perf_batch] for a in data.arrays], params.warmup, params.repeat, threads,
+                             params.min_time_s, providers, opts.runtime_options, axes, opts.deadlines, opts.retries)
         stages.start("compare")
         runs = {"pc_fp32": pc_fp32, "pc_int8": pc_int8, "chip_fp32": run.outputs.get("fp32-accuracy"),
                 "chip_int8": run.outputs.get("int8-accuracy")}
         device = _device(run, opts.board)
-        latency = latency_summary(run.task("fp32-performance").get("latency"),
-                                  run.task("int8-performance").get("latency"), threads, device["emulated"])
+        latency = board_latency(run, threads, device["emulated"])
         fidelity, accuracy, runtime, integrity = _compare(params, data, names, runs, device["execution_provider"],
                                                           latency, mode)
         findings = judge(accuracy, fidelity, _board_errors(run, LABELS[mode]), runtime=runtime,
@@ -306,7 +317,7 @@ def quantize_and_verify(opts: VerifyOptions) -> dict:
         }
         report["duration_s"] = round(time.perf_counter() - started, 3)
         write_reports(report, opts.out or cfg.model.working_dir)
-        return report
+        return report, probe
     finally:
         stages.close()
 

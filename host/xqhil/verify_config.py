@@ -2,7 +2,8 @@
 
 Keys: data_list_path (one list per model input, same rules and preprocessing as calibration),
 label_list_path (one integer class per line, one line per data-list entry), max_samples, warmup, repeat,
-threads, accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), agreement_tolerance
+min_time_s (default 1.0: the interleaved timed runs go on until they span this many seconds), threads,
+accuracy_tolerance (default 0.5 points), bug_threshold (default 2.0 points), agreement_tolerance
 (default 0.5 points), agreement_bug_threshold (default 2.0 points), runtime_snr_warn_db and
 runtime_snr_fail_db (default: per execution provider, see compare/runtime.py), batch_size (accuracy mode;
 default: 16 when the model's batch dimension is free, else 1), providers. Every threshold must be a finite
@@ -25,7 +26,7 @@ from .errors import BadInput
 
 log = logging.getLogger(__name__)
 SECTION = "verify_parameters"
-KEYS = ("data_list_path", "label_list_path", "max_samples", "warmup", "repeat", "threads",
+KEYS = ("data_list_path", "label_list_path", "max_samples", "warmup", "repeat", "min_time_s", "threads",
         "accuracy_tolerance", "bug_threshold", "agreement_tolerance", "agreement_bug_threshold",
         "runtime_snr_warn_db", "runtime_snr_fail_db", "batch_size", "providers")
 
@@ -37,6 +38,7 @@ class VerifyParams:
     max_samples: int = 200
     warmup: int = 5
     repeat: int = 20
+    min_time_s: float = 1.0  # the timed runs span at least this long: load changes average out (history.md)
     threads: int = 0
     accuracy_tolerance: float = 0.5
     bug_threshold: float = 2.0
@@ -129,7 +131,8 @@ def parse_verify_params(raw: Any, base_dir: str, inputs: int) -> VerifyParams:
         data_list_path=lists,
         label_list_path=_path(labels, base_dir, f"{SECTION}.label_list_path") if labels else None,
         max_samples=_number(body, "max_samples", int, 200, 1), warmup=_number(body, "warmup", int, 5, 0),
-        repeat=_number(body, "repeat", int, 20, 1), threads=_number(body, "threads", int, 0, 0),
+        repeat=_number(body, "repeat", int, 20, 1), min_time_s=_number(body, "min_time_s", float, 1.0, 0.0),
+        threads=_number(body, "threads", int, 0, 0),
         accuracy_tolerance=tolerance, bug_threshold=bug, agreement_tolerance=agree,
         agreement_bug_threshold=agree_bug, runtime_snr_warn_db=snr_warn, runtime_snr_fail_db=snr_fail,
         batch_size=_number(body, "batch_size", int, None, 1) if batch is not None else None,

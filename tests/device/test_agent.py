@@ -93,8 +93,8 @@ def test_performance_reports_every_statistic(tmp_path):
     proc, resp = run_agent(workdir(tmp_path))
     lat = resp["tasks"]["perf"]["latency"]
     assert set(lat) == {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms",
-                        "samples_ms"}
-    assert len(lat["samples_ms"]) == 7
+                        "samples_ms", "timed_runs", "cpu_p50_ms"}
+    assert len(lat["samples_ms"]) == 7 and lat["timed_runs"] == 7 and lat["cpu_p50_ms"] >= 0
     assert lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert lat["min_ms"] > 0 and lat["std_ms"] >= 0
 
@@ -284,3 +284,59 @@ def test_full_disk_writing_outputs_is_disk_full_not_a_task_failure(tmp_path):
     proc, resp = run_agent(folder)
     assert proc.returncode == 5, proc.stderr
     assert resp["error"]["type"] == "DiskFull" and "out-acc.npz" in resp["error"]["message"]
+
+
+class RecordingSession(ort.InferenceSession):
+    """A real onnxruntime session that notes the order of its runs in a shared log."""
+
+    def __init__(self, path, name, log):
+        super().__init__(str(path), providers=["CPUExecutionProvider"])
+        self.name, self.log = name, log
+
+    def run(self, *args, **kwargs):
+        self.log.append(self.name)
+        return super().run(*args, **kwargs)
+
+
+def test_interleaved_timing_alternates_the_models_abba(tmp_path):
+    agent, log = load_agent(), []
+    mlp(tmp_path / "m.onnx")
+    a, b = RecordingSession(tmp_path / "m.onnx", "a", log), RecordingSession(tmp_path / "m.onnx", "b", log)
+    feed = {"x": np.ones((1, 6), np.float32)}
+    stats = agent.time_interleaved(np, [(a, feed, 1, 4), (b, feed, 1, 4)])
+    assert log == ["a", "b"] + ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]  # first, warm-up, timed
+    assert [s["timed_runs"] for s in stats] == [4, 4] and all(len(s["samples_ms"]) == 4 for s in stats)
+
+
+def test_interleave_group_times_its_tasks_together_and_a_broken_one_fails_alone(tmp_path):
+    perf = {"mode": "performance", "batch_size": 1, "warmup": 1, "repeat": 5, "interleave": "latency"}
+    tasks = [dict(perf, id="fp32-performance", model="m"), dict(perf, id="int8-performance", model="m2"),
+             dict(perf, id="gone-performance", model="missing")]
+    folder = workdir(tmp_path, tasks=tasks, models={"m": "m.onnx", "m2": "m.onnx"})
+    proc, resp = run_agent(folder)
+    assert proc.returncode == 0, proc.stderr
+    together = ["fp32-performance", "int8-performance"]
+    for task_id in together:
+        task = resp["tasks"][task_id]
+        assert task["ok"] and task["interleaved"] == together and task["latency"]["timed_runs"] == 5
+    gone = resp["tasks"]["gone-performance"]
+    assert not gone["ok"] and "not loaded" in gone["error"] and "interleaved" not in gone
+
+
+def test_min_time_keeps_timing_past_repeat_and_reports_an_even_subsample(tmp_path):
+    agent = load_agent()
+    mlp(tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"x": np.ones((1, 6), np.float32)}
+    [stats] = agent.time_interleaved(np, [(session, feed, 0, 3)], min_time_s=0.5)
+    assert stats["timed_runs"] > agent.MAX_SAMPLES  # a tiny model runs thousands of times in 0.5 s
+    assert agent.MAX_SAMPLES // 2 <= len(stats["samples_ms"]) <= agent.MAX_SAMPLES
+
+
+def test_interleave_and_min_time_of_the_wrong_type_are_bad_requests(tmp_path):
+    for field, value in (("interleave", 3), ("min_time_s", "1")):
+        task = {"id": "p", "model": "m", "mode": "performance", "batch_size": 1, field: value}
+        (tmp_path / field).mkdir()
+        proc, resp = run_agent(workdir(tmp_path / field, tasks=[task]))
+        assert proc.returncode == 2 and resp["error"]["type"] == "BadRequest"
+        assert f"tasks[0].{field}" in resp["error"]["message"]

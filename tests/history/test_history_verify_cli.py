@@ -23,7 +23,8 @@ def _xqhil(*argv):
 
 @pytest.fixture
 def fake_verify(monkeypatch, tmp_path):
-    """quantize_and_verify returns (and writes) the next synthetic report from a queue."""
+    """verify_and_probe returns (and writes) the next synthetic report from a queue, with no latency probe
+    (a suspected latency regression is judged on the single run)."""
     import xqhil.verify
 
     queue = []
@@ -38,7 +39,7 @@ def fake_verify(monkeypatch, tmp_path):
         doc["accuracy"]["measure"] = "labelled accuracy"
         return doc
 
-    monkeypatch.setattr(xqhil.verify, "quantize_and_verify", fake)
+    monkeypatch.setattr(xqhil.verify, "verify_and_probe", lambda opts: (fake(opts), None))
     return queue
 
 

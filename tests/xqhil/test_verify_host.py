@@ -11,7 +11,8 @@ from xqhil_testlib import fault_python, leftovers, processes_mentioning, run_cli
 
 TOP_KEYS = {"schema", "verdict", "reasons", "created", "duration_s", "board", "device", "model", "accuracy",
             "fidelity", "latency", "reports"}
-LATENCY_KEYS = {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "samples_ms"}
+LATENCY_KEYS = {"first_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "samples_ms",
+                "timed_runs", "cpu_p50_ms"}
 
 
 def test_clean_host_run_passes_and_writes_both_reports(project, tmp_path):

@@ -193,7 +193,7 @@ def make_project(folder: Path, n_calib: int = 24, n_eval: int = 24, labels: bool
         names.append(name)
     (folder / "calib_list.txt").write_text("\n".join(names[:n_calib]) + "\n")
     (folder / "eval_list.txt").write_text("\n".join(names[n_calib:]) + "\n")
-    section = {"max_samples": n_eval, "warmup": 1, "repeat": 3}
+    section = {"max_samples": n_eval, "warmup": 1, "repeat": 3, "min_time_s": 0}  # 3 timed runs, no minimum time
     if data_list:
         section["data_list_path"] = ["eval_list.txt"]
     if labels and data_list:

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from xqhil.history import regression
+from xqhil.history import confirm, regression
+from xqhil.history.confirm import Confirmer
 from xqhil.history.doc import INFRA
 from xqhil.history.store import PathLike, RunRecord, RunStore
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = regression.Policy()
 NOISE_WINDOW = 10  # earlier comparable runs used to measure run-to-run latency noise
+PENDING_ID = 2 ** 62  # the id a run not recorded yet stands under (after every recorded run)
 
 
 def select_baseline(store: RunStore, run: RunRecord) -> RunRecord | None:
@@ -41,7 +43,11 @@ def noise_runs(store: RunStore, run: RunRecord, baseline: RunRecord) -> list[Run
 
 def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
     """Compare a recorded run with its baseline; return the regression summary (nothing is stored)."""
-    run = store.get(run_id)
+    return check_record(store, store.get(run_id), policy)
+
+
+def check_record(store: RunStore, run: RunRecord, policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
+    """:func:`check_run` for a run record (also one not recorded yet: id PENDING_ID)."""
     baseline = None if run.verdict == INFRA else select_baseline(store, run)  # an INFRA run measured nothing
     summary: dict[str, Any] = {"run_id": run.id, "db": str(store.path), "baseline_run": None,
                                "baseline_pinned": False, "baseline_runtime_version": None,
@@ -53,12 +59,41 @@ def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_
                    baseline_pinned=store.pinned_baseline(run.key) == baseline.id)
     history = regression.noise_history([r.doc for r in noise_runs(store, run, baseline)])
     findings = regression.find_regressions(run.doc, baseline.doc, history, policy)
+    record = confirm.confirmation_of(run.doc, baseline.id)
+    if record is not None:
+        findings, summary["unconfirmed"] = confirm.apply(findings, _suspects(run, baseline, history, policy), record)
     if findings:
         later = [r for r in store.runs_for_key(run.key, before=run.id)
                  if r.id > baseline.id and r.verdict != INFRA] + [run]
         starts = regression.first_appearance(findings, baseline.doc, [r.doc for r in later], history, policy)
         summary["regressions"] = [_describe(f, later[i], baseline) for f, i in zip(findings, starts)]
     return summary
+
+
+def _suspects(run: RunRecord, baseline: RunRecord, history: Mapping[str, Sequence[float]],
+              policy: regression.Policy) -> list[regression.Finding]:
+    """Latency findings at the suspicion level: what a confirmation is asked to decide."""
+    found = regression.find_regressions(run.doc, baseline.doc, history, confirm.suspect_policy(policy))
+    return [f for f in found if f.kind == "latency"]
+
+
+def confirm_pending(doc: dict[str, Any], db_path: PathLike | None, policy: regression.Policy,
+                    confirmer: Confirmer) -> None:
+    """Before recording ``doc``: when its latency looks regressed at the suspicion level, measure again
+    (``confirmer``) and store the decision in ``doc["latency"]["confirmation"]``."""
+    with RunStore.open(db_path) as store:
+        run = RunRecord(PENDING_ID, "", doc)
+        baseline = select_baseline(store, run)
+        if baseline is None:
+            return
+        history = regression.noise_history([r.doc for r in noise_runs(store, run, baseline)])
+    suspects = _suspects(run, baseline, history, policy)
+    if not suspects:
+        return
+    log.info("suspected latency regression (%s): measuring again to confirm", ", ".join(f.metric for f in suspects))
+    record = confirm.confirm(doc, baseline.doc, baseline.id, history, suspects, confirmer, policy)
+    if isinstance(doc.get("latency"), dict):
+        doc["latency"]["confirmation"] = record
 
 
 def _describe(finding: regression.Finding, appeared: RunRecord, baseline: RunRecord) -> dict[str, Any]:
@@ -72,13 +107,19 @@ def _describe(finding: regression.Finding, appeared: RunRecord, baseline: RunRec
 
 
 def record_and_check(doc: Mapping[str, Any], db_path: PathLike | None = None,
-                     policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
+                     policy: regression.Policy = DEFAULT_POLICY, confirmer: Confirmer | None = None) -> dict[str, Any]:
     """Record one verify document in the history and check it for regressions.
+
+    With ``confirmer``, a suspected latency regression is measured again before the run is recorded
+    (:mod:`xqhil.history.confirm`); the decision is added to ``doc`` (``latency.confirmation``), so pass the
+    report dict itself to have it in verify.json too.
 
     Returns ``{"run_id", "db", "baseline_run", "baseline_pinned", "baseline_runtime_version",
     "regressions": [{kind, metric, baseline, current, threshold, runtime_version, appeared_run,
     message}]}``; raises HistoryError (exit code 2) for a document or database it cannot use.
     """
+    if confirmer is not None and isinstance(doc, dict):
+        confirm_pending(doc, db_path, policy, confirmer)
     with RunStore.open(db_path) as store, store.write():  # one transaction: the run and its findings, or nothing
         run_id = store.record(doc)
         summary = check_run(store, run_id, policy)
@@ -101,6 +142,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
              f"(onnxruntime {summary.get('baseline_runtime_version') or '?'})")]
     items: Sequence[Mapping[str, Any]] = summary.get("regressions") or []
     lines += [f"REGRESSION: {item['message']}" for item in items] or ["no regression against the baseline"]
+    lines += [f"not flagged: {item['message']}" for item in summary.get("unconfirmed") or []]
     return "\n".join(lines)
 
 

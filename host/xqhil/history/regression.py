@@ -14,6 +14,11 @@ larger than every noise scale measured for it, and significant:
 * and a one-sided Mann-Whitney U test with ``p < alpha`` (when both runs have enough samples), on the
   samples without their spikes (more than 6 robust sigmas above the run's own median).
 
+When both runs timed FP32 and INT8, the INT8/FP32 latency ratio of each run is a within-run control
+(:mod:`xqhil.history.control`): a slowdown is flagged only when the precision slowed against the other one
+beyond the run-to-run scatter of that ratio, whatever the board-wide level did; a board-wide slowdown moves
+both and is not a regression. The thresholds above then do not apply: board-wide drift dominates them.
+
 The ``min_relative`` floor only matters on very quiet boards before any run-to-run history exists. The
 ``min_absolute`` floor (20 us) is the scale below which a shift of a whole run's median is scheduling,
 not the model: on a busy machine a run of a 44 us model moved by 10 us (+23%) with nothing changed,
@@ -23,13 +28,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from xqhil.history import doc as docs
 from xqhil.history import stats
+from xqhil.history.control import ControlShift, check_control
 
 Doc = Mapping[str, Any]
 PRECISIONS = ("int8", "fp32")
@@ -53,6 +59,12 @@ class Policy:
     latency_run_k: float = 3.0  # z-score for the measured run-to-run noise (t-corrected for few runs)
     latency_alpha: float = 1e-2  # one-sided Mann-Whitney U level
     latency_min_samples: int = 8  # below this a side, skip the rank test (the thresholds still apply)
+    latency_control: bool = True  # judge a precision against the other one of the same run (control.py)
+    latency_ratio_k: float = 3.0  # z-score the ratio's shift must exceed (t-corrected for few runs)
+    latency_ratio_floor: float = 0.02  # smallest ratio shift worth flagging
+    latency_ratio_first: float = 0.10  # the ratio shift to exceed before latency_ratio_runs clean runs exist
+    latency_cpu_clock: bool = False  # also judge the control on CPU time (see docs/history.md: off, measured)
+    latency_ratio_runs: int = 5  # clean runs before the scatter of the ratio is measured (t, 4 df)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class Finding:
     current: float
     threshold: float
     detail: str
+    relative: float | None = None  # latency against the within-run control: the relative slowdown it shows
 
 
 @dataclass(frozen=True)
@@ -140,12 +153,58 @@ def latency_threshold(base: LatencySummary, cur: LatencySummary, history_medians
     return terms[name], name
 
 
+CLOCKS = ("cpu", "wall")  # the control's clocks: CPU time of the agent's process, wall time
+
+
+def clock_median(doc: Doc, precision: str, clock: str) -> float | None:
+    """A run's median latency of one precision on one clock (CPU: agent 0.4+)."""
+    if clock == "wall":
+        summary = summarize_latency(doc, precision)
+        return summary.median if summary is not None else None
+    return docs.number(docs.latency(doc, precision).get("cpu_p50_ms"))
+
+
+def log_ratio(doc: Doc, clock: str = "wall") -> float | None:
+    """log(median INT8 / median FP32) of one run on ``clock``, None without both."""
+    i, f = clock_median(doc, "int8", clock), clock_median(doc, "fp32", clock)
+    if i is None or f is None or i <= 0 or f <= 0:
+        return None
+    return math.log(i / f)
+
+
+def controlled_shift(base: Doc, currents: Sequence[Doc], precision: str, history: Mapping[str, Sequence[float]],
+                     policy: Policy) -> ControlShift | None:
+    """The precision's slowdown against its within-run control, None when a run lacks either precision.
+
+    Wall time; with ``policy.latency_cpu_clock`` also CPU time when the runs have it (either flags)."""
+    if not policy.latency_control or "ratio" not in history:
+        return None
+    shifts = []
+    for clock in CLOCKS if policy.latency_cpu_clock else ("wall",):
+        base_ratio, current = log_ratio(base, clock), [log_ratio(d, clock) for d in currents]
+        if base_ratio is None or None in current:
+            continue
+        shift = check_control([x for x in current if x is not None], base_ratio,
+                              history.get(f"ratio.{clock}", ()), precision, policy)
+        shifts.append(replace(shift, basis=f"{clock} time; {shift.basis}"))
+    if not shifts:
+        return None
+    return max(shifts, key=lambda s: s.shift - s.threshold)
+
+
 def check_latency(base: Doc, cur: Doc, precision: str, history_medians: Sequence[float] = (),
-                  policy: Policy = Policy()) -> Finding | None:
-    """A latency regression of ``cur`` against ``base`` for one precision, or None."""
+                  policy: Policy = Policy(), history: Mapping[str, Sequence[float]] | None = None,
+                  reruns: Sequence[Doc] = ()) -> Finding | None:
+    """A latency regression of ``cur`` against ``base`` for one precision, or None.
+
+    ``history``: the noise history of the earlier clean runs (:func:`noise_history`; with its ratios, the
+    within-run control applies); ``reruns``: re-measurements of the current run pooled with it."""
     b, c = summarize_latency(base, precision), summarize_latency(cur, precision)
     if b is None or c is None or b.median <= 0 or not latencies_comparable(base, cur):
         return None
+    control = controlled_shift(base, [cur, *reruns], precision, history or {}, policy)
+    if control is not None:
+        return _controlled_finding(b, c, control, precision)
     threshold, basis = latency_threshold(b, c, history_medians, policy)
     shift = c.median - b.median
     if shift <= threshold:
@@ -160,6 +219,19 @@ def check_latency(base: Doc, cur: Doc, precision: str, history_medians: Sequence
               f"(+{100 * shift / b.median:.1f}%), above the noise threshold +{threshold:.3g} ms "
               f"({basis}{p_text})")
     return Finding("latency", f"latency.{precision}.p50_ms", b.median, c.median, threshold, detail)
+
+
+def _controlled_finding(b: LatencySummary, c: LatencySummary, control: ControlShift,
+                        precision: str) -> Finding | None:
+    if not control.exceeded:  # whatever the board-wide level did: the INT8 speedup (or FP32's) dropped
+        return None
+    other = "FP32" if precision == "int8" else "INT8"
+    pooled = f", {control.runs} runs pooled" if control.runs > 1 else ""
+    detail = (f"{precision.upper()} p50 latency {b.median:.4g} ms -> {c.median:.4g} ms "
+              f"(+{100 * (c.median / b.median - 1):.1f}%), +{100 * control.shift:.1f}% against {other} in the "
+              f"same run{pooled}, above the threshold +{100 * control.threshold:.1f}% ({control.basis})")
+    return Finding("latency", f"latency.{precision}.p50_ms", b.median, c.median, b.median * control.threshold,
+                   detail, control.shift)  # the threshold in ms, as the relative one of the control
 
 
 def accuracy_tolerance(cur: Doc, policy: Policy) -> float:
@@ -230,10 +302,12 @@ def recorded_changes(base: Doc, cur: Doc) -> list[str]:
 
 
 def find_regressions(cur: Doc, base: Doc, history: Mapping[str, Sequence[float]] | None = None,
-                     policy: Policy = Policy()) -> list[Finding]:
+                     policy: Policy = Policy(), reruns: Sequence[Doc] = ()) -> list[Finding]:
     """Everything in ``cur`` that is worse than in ``base``.
 
-    ``history`` maps a precision to the medians of earlier comparable runs (run-to-run noise). A latency
+    ``history`` maps a precision to the medians of earlier comparable runs (run-to-run noise), and
+    ``"ratio.cpu"``/``"ratio.wall"`` to their log INT8/FP32 ratios (the within-run control); ``reruns``
+    are re-measurements of the current run's latency, pooled with it (a confirmation). A latency
     shift between runs that record the same device, runtime and INT8 model is the board's run-to-run
     noise (load, temperature, frequency), not a regression to blame on a release: with
     ``policy.latency_needs_change`` it is not flagged, and it feeds the measured noise instead.
@@ -243,18 +317,23 @@ def find_regressions(cur: Doc, base: Doc, history: Mapping[str, Sequence[float]]
     if policy.latency_needs_change and not recorded_changes(base, cur):
         return found
     for precision in PRECISIONS:
-        finding = check_latency(base, cur, precision, history.get(precision, ()), policy)
+        finding = check_latency(base, cur, precision, history.get(precision, ()), policy, history, reruns)
         if finding is not None:
             found.append(finding)
     return found
 
 
 def noise_history(runs: Sequence[Doc]) -> dict[str, list[float]]:
-    """Per precision, the latency medians of ``runs`` (oldest first) for run-to-run noise."""
+    """Per precision, the latency medians of ``runs`` (oldest first) for run-to-run noise, and under
+    ``"ratio"`` their log INT8/FP32 ratios (runs that timed both)."""
     out: dict[str, list[float]] = {}
     for precision in PRECISIONS:
         medians = [summarize_latency(run, precision) for run in runs]
         out[precision] = [m.median for m in medians if m is not None]
+    out["ratio"] = []  # marks a history the within-run control may use
+    for clock in CLOCKS:
+        ratios = [log_ratio(run, clock) for run in runs]
+        out[f"ratio.{clock}"] = [x for x in ratios if x is not None]
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from pathlib import Path
 
 from xqhil.history.check import format_summary, record_and_check
+from xqhil.history.confirm import Confirmer
 from xqhil.history.errors import HistoryError
 from xqhil.history.dsn import redact
 from xqhil.history.store import PathLike, RunStore, default_db
@@ -53,13 +54,15 @@ def check_history_db(db_path: PathLike | None = None) -> Path | str:
     return store.target
 
 
-def record_verify_report(report: dict, db_path: PathLike | None = None) -> dict[str, Any]:
-    """Record ``report`` (a verify.json document already written) and return the regression summary.
+def record_verify_report(report: dict, db_path: PathLike | None = None,
+                         confirmer: Confirmer | None = None) -> dict[str, Any]:
+    """Record ``report`` (a verify.json document already written) and return the regression summary;
+    ``confirmer`` measures the board again when the latency looks regressed (history/confirm.py).
 
     Never raises for the database or the report files: a failure is logged as a warning and returned as
     ``{"recorded": False, "db", "error"}``, which also goes into verify.json and verify.md."""
     try:
-        summary = {"recorded": True, **record_and_check(report, db_path)}
+        summary = {"recorded": True, **record_and_check(report, db_path, confirmer=confirmer)}
     except HistoryError as exc:
         summary = {"recorded": False, "db": redact(db_path or default_db()), "error": exc.one_line()}
         log.warning("%s", format_summary(summary))

@@ -18,6 +18,12 @@ Put this folder on the board Python's PYTHONPATH (``--python "env PYTHONPATH=DIR
                              it in the model bytes before the session is made; needs the onnx package)
     kill-after:N             the process SIGKILLs itself on its N-th inference (like the OOM killer, mid-run)
     sleep:SECONDS            sleep before anything runs (a board that hangs)
+    slow-int8:PERCENT        every run of an INT8 model takes PERCENT % longer (it busy-waits that fraction of
+                             its own measured run time after the real run: a slower INT8 kernel, CPU-bound
+                             like one, so it meets the board's load as the real work does); FP32 unchanged
+    slow-all:PERCENT         the same for every model, FP32 too (a board-wide slowdown: clock, thermal, load)
+    XQHIL_FAULT_ORT_VERSION=V  (any fault) onnxruntime reports version V: a runtime release, as the history
+                             records it (a latency regression needs a recorded change, docs/history.md)
 The agent itself is not modified: only the runtime underneath it is.
 """
 import os
@@ -182,9 +188,24 @@ def refuses(path):
     return any(o.name in quant for o in model.graph.output)
 
 
+SLOW = {"slow-int8": "int8", "slow-all": "all"}.get(KIND)
+
+
+def _extend(started, percent):
+    """Busy-wait until the call that started at ``started`` has taken ``percent`` % longer than it did."""
+    now = time.perf_counter()
+    until = now + (now - started) * percent / 100.0
+    while time.perf_counter() < until:
+        pass
+
+
+if os.environ.get("XQHIL_FAULT_ORT_VERSION"):
+    import onnxruntime as _ort
+
+    _ort.__version__ = os.environ["XQHIL_FAULT_ORT_VERSION"]
 if KIND == "sleep":
     time.sleep(float(ARG))
-elif KIND in ("perturb-int8", "kill-after", "nonfinite-int8", "scale-node", "node", "none"):
+elif KIND in ("perturb-int8", "kill-after", "nonfinite-int8", "scale-node", "node", "none") or SLOW:
     import numpy as np
     import onnxruntime
 
@@ -225,7 +246,10 @@ elif KIND in ("perturb-int8", "kill-after", "nonfinite-int8", "scale-node", "nod
                 os.kill(os.getpid(), signal.SIGKILL)
             if self._stale is not None:
                 args = self._stale_feed(args, kwargs)
+            started = time.perf_counter()
             outputs = super().run(*args, **kwargs)
+            if SLOW == "all" or (SLOW == "int8" and self._fault_int8):
+                _extend(started, float(ARG))
             if KIND == "perturb-int8" and self._fault_int8:
                 scale = float(ARG)
                 outputs = [o + scale * float(np.std(o) or 1.0) * self._fault_rng.standard_normal(o.shape)

@@ -1,0 +1,180 @@
+"""Confirm a suspected latency regression before flagging it.
+
+One run is weak evidence on a board that other work shares: the check first *suspects* a slowdown at a
+low z-score (``SUSPECT_K`` = 1), then the board measures again and the evidence decides:
+
+* **A/B** (where the board still has the baseline's runtime: ``Confirmer.baseline_python``, an interpreter
+  whose onnxruntime reports the baseline's version): ``ab_rounds`` rounds, each timing the baseline runtime
+  (A) and the current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike.
+  Confirmed when B is slower than A in every round, and in the median round by more than half the
+  suspected slowdown.
+* **re-runs** (otherwise, or when the A/B cannot run): ``reruns`` more measurements of the current run,
+  pooled with it (their mean INT8/FP32 ratio, :mod:`xqhil.history.control`) and judged at ``CONFIRM_K``
+  (2.33: one-sided 1%, t-corrected for the few earlier runs).
+
+The decision is stored in the run's document (``latency.confirmation``), so the history reproduces it:
+``{"baseline_run", "suspected": [metric], "reruns": [latency summaries], "ab": {...} | null,
+"decisions": {metric: {"confirmed", "by", "detail"}}}``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from xqhil.history import regression
+from xqhil.history.regression import Finding, Policy
+
+log = logging.getLogger(__name__)
+Measure = Callable[[Any], Mapping[str, Any]]  # python command or None -> {"device", "latency"}
+SUSPECT_K = 1.0  # z-score of the within-run control that makes a run suspect (then confirmed or not)
+CONFIRM_K = 2.33  # z-score the pooled run and re-runs must exceed (one-sided 1%, t-corrected)
+
+
+@dataclass(frozen=True)
+class Confirmer:
+    """How to measure the board again: ``measure(None)`` re-times the current run; ``measure(python)``
+    times it with another interpreter of the board (the baseline's runtime)."""
+
+    measure: Measure
+    reruns: int = 4
+    baseline_python: str | None = None
+    ab_rounds: int = 3
+
+
+def suspect_policy(policy: Policy) -> Policy:
+    return replace(policy, latency_ratio_k=min(policy.latency_ratio_k, SUSPECT_K))
+
+
+def summary_of(measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a re-measurement the history keeps: per precision p50 and sample count."""
+    latency = measured.get("latency") or {}
+    out: dict[str, Any] = {k: latency.get(k) for k in ("threads", "emulated", "interleaved")}
+    for precision in regression.PRECISIONS:
+        entry = latency.get(precision) or {}
+        out[precision] = {k: entry.get(k) for k in ("p50_ms", "cpu_p50_ms", "timed_runs")}
+    out["onnxruntime"] = (measured.get("device") or {}).get("onnxruntime")
+    return out
+
+
+def _rerun_decision(doc: Mapping[str, Any], base: Mapping[str, Any], history: Mapping[str, Sequence[float]],
+                    policy: Policy, reruns: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    pooled = replace(policy, latency_ratio_k=min(policy.latency_ratio_k, CONFIRM_K))
+    found = {f.metric: f for f in regression.find_regressions(doc, base, history, pooled, reruns_as_docs(reruns))
+             if f.kind == "latency"}
+    finding = found.get(metric)
+    runs = 1 + len(reruns)
+    if finding is not None:
+        return {"confirmed": True, "by": "re-runs", "detail": f"{runs} runs pooled: {finding.detail}"}
+    return {"confirmed": False, "by": "re-runs",
+            "detail": f"{runs} runs pooled stay within the run-to-run scatter of the board"}
+
+
+def reruns_as_docs(reruns: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"latency": r} for r in reruns]
+
+
+def _p50(summary: Mapping[str, Any], precision: str) -> float | None:
+    """CPU-time median when measured (waits for a busy CPU do not count), else wall time."""
+    entry = summary.get(precision) or {}
+    for key in ("cpu_p50_ms", "p50_ms"):
+        value = entry.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return None
+
+
+def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:
+    """Confirmed when the current runtime (B) is slower than the baseline's (A) in every round, by more
+    than half the suspected slowdown (against the within-run control when there was one) in the median."""
+    suspected = finding.current / finding.baseline - 1.0 if finding.baseline > 0 else 0.0
+    if finding.relative is not None:
+        suspected = min(suspected, finding.relative)
+    ratios = []
+    for a, b in ab["rounds"]:
+        pa, pb = _p50(a, precision), _p50(b, precision)
+        if pa is None or pb is None:
+            return {"confirmed": False, "by": "A/B", "detail": "an A/B round has no latency"}
+        ratios.append(pb / pa - 1.0)
+    needed = suspected / 2.0
+    confirmed = bool(ratios) and min(ratios) > 0 and float(np.median(ratios)) > needed
+    text = ", ".join(f"{100 * r:+.1f}%" for r in ratios)
+    verdict = "slower in every round, by" if confirmed else "not slower in every round by"
+    return {"confirmed": confirmed, "by": "A/B",
+            "detail": (f"{precision.upper()} onnxruntime {ab['current']} vs {ab['baseline']} over "
+                       f"{len(ratios)} alternating rounds: {text} ({verdict} more than "
+                       f"+{100 * needed:.1f}% in the median, half the suspected slowdown)")}
+
+
+def _run_ab(confirmer: Confirmer, base_version: str | None) -> dict[str, Any] | None:
+    """Alternating rounds of the baseline runtime (A) and the current one (B); None without one."""
+    if not confirmer.baseline_python or confirmer.ab_rounds < 1:
+        return None
+    rounds, versions = [], set()
+    for index in range(confirmer.ab_rounds):
+        order = ("a", "b") if index % 2 == 0 else ("b", "a")
+        measured = {side: summary_of(confirmer.measure(confirmer.baseline_python if side == "a" else None))
+                    for side in order}
+        versions.add(measured["a"]["onnxruntime"])
+        rounds.append((measured["a"], measured["b"]))
+    current = rounds[0][1]["onnxruntime"]
+    if versions != {base_version}:
+        return {"skipped": f"the baseline interpreter runs onnxruntime {sorted(map(str, versions))}, not the "
+                           f"baseline's {base_version}", "rounds": [], "current": current,
+                "baseline": base_version}
+    return {"rounds": rounds, "current": current, "baseline": base_version}
+
+
+def confirm(doc: Mapping[str, Any], base: Mapping[str, Any], baseline_run: int,
+            history: Mapping[str, Sequence[float]], suspects: Sequence[Finding], confirmer: Confirmer,
+            policy: Policy) -> dict[str, Any]:
+    """Measure again and decide each suspected latency finding; the ``latency.confirmation`` record."""
+    try:
+        reruns = [summary_of(confirmer.measure(None)) for _ in range(max(0, confirmer.reruns))]
+        ab = _run_ab(confirmer, regression.docs.runtime_version(base))
+    except Exception as exc:  # noqa: BLE001 - a board that fails now leaves the single run's verdict
+        log.warning("could not measure again to confirm the latency regression: %s", exc)
+        return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": [],
+                "ab": None, "decisions": {}, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    decisions = {}
+    for finding in suspects:
+        precision = finding.metric.split(".")[1]
+        if ab is not None and ab.get("rounds"):
+            decisions[finding.metric] = _ab_decision(ab, finding, precision)
+        elif reruns:
+            decisions[finding.metric] = _rerun_decision(doc, base, history, policy, reruns, finding.metric)
+    return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": reruns,
+            "ab": ab, "decisions": decisions}
+
+
+def confirmation_of(doc: Mapping[str, Any], baseline_run: int | None) -> Mapping[str, Any] | None:
+    """The run's stored confirmation when it was made against ``baseline_run``."""
+    record = regression.docs.section(doc, "latency").get("confirmation")
+    if isinstance(record, dict) and record.get("baseline_run") == baseline_run:
+        return record
+    return None
+
+
+def apply(findings: list[Finding], suspects: Sequence[Finding], record: Mapping[str, Any] | None
+          ) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """The findings as the confirmation decided: latency findings replaced by the confirmed suspects
+    (with the evidence in their detail); the rejected ones returned as notes."""
+    if record is None:
+        return findings, []
+    kept = [f for f in findings if f.kind != "latency"]
+    notes = []
+    for finding in suspects:
+        decision = (record.get("decisions") or {}).get(finding.metric)
+        if decision is None:
+            kept += [f for f in findings if f.metric == finding.metric]
+            continue
+        evidence = f"decided by {decision['by']}: {decision['detail']}"
+        if decision.get("confirmed"):
+            kept.append(replace(finding, detail=f"{finding.detail}; confirmed, {evidence}"))
+        else:
+            notes.append({"metric": finding.metric, "confirmed": False, "by": decision["by"],
+                          "message": f"suspected {finding.detail}; not confirmed, {evidence}"})
+    return kept, notes
