@@ -84,6 +84,19 @@ def test_fp16_names_the_ops_that_overflow_and_keeps_them_float32(tmp_path, seq_x
     assert not {"amplify", "swap", "attenuate"} & half_inputs(result.model)
 
 
+def test_fp16_keeps_ops_with_tiny_values_float32(tmp_path, seq_x):
+    # 'shrink' writes values near 1e-6 (and reads a 1e-6 weight): float16 holds them only as subnormals
+    # (spacing 6e-8), losing most of their bits; the measured rounding SNR names the ops that touch them
+    result = run_quantization(str(make_seq_project(tmp_path, 4, tiny=True)))
+    ref = run(build_seq_model(tiny=True), seq_x)
+    assert 1e-9 < np.abs(ref).max() < 6.1e-5  # the premise: every output is below float16's smallest normal
+    assert result.fidelity["logits"]["snr_db"] >= 60.0
+    assert snr_db(ref, run(result.model, seq_x)) >= 60.0
+    assert set(result.info["imprecise"]) == {"shrink"} and result.info["overflow"] == {}
+    assert "loses precision in float16" in result.info["fp32_ops"]["shrink"]
+    assert "shrink" not in half_inputs(result.model) and "classifier" in half_inputs(result.model)
+
+
 def test_fp16_honours_both_ignore_lists(tmp_path):
     result = run_quantization(str(make_seq_project(tmp_path, 4, ignore_op_types=["MatMul"],
                                                    ignore_op_names=["norm"])))
