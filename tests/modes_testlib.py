@@ -12,11 +12,13 @@ from onnx import TensorProto, helper, numpy_helper
 SEQ, DIM, HIDDEN, CLASSES = 6, 8, 8, 4
 
 
-def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17) -> onnx.ModelProto:
+def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17, tiny: bool = False) -> onnx.ModelProto:
     """x [N, 6, 8] -> MatMul+Add -> LayerNorm -> self-attention (Q K^T, Softmax, x V) -> LSTM (time major,
     between Transposes) -> MatMul -> ReduceMean over time -> logits [N, 4]. ``overflow``: the hidden state is
     scaled by 3e4 and back (Mul 'amplify', Transpose 'swap', Div 'attenuate', Transpose 'swap_back'), so
-    float16 overflows in 'amplify', 'swap' and 'attenuate' and nowhere else."""
+    float16 overflows in 'amplify', 'swap' and 'attenuate' and nowhere else. ``tiny``: the output is
+    scaled by 1e-6 (Mul 'shrink', then Identity 'tail'), values float16 holds only as subnormals, like a
+    wake-word model's probabilities near 1e-6."""
     rng = np.random.default_rng(seed)
 
     def w(name, *shape, scale=0.5):
@@ -28,7 +30,8 @@ def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17) -> o
              w("lstm_w", 1, 4 * HIDDEN, 16, scale=0.3), w("lstm_r", 1, 4 * HIDDEN, HIDDEN, scale=0.3),
              w("lstm_b", 1, 8 * HIDDEN, scale=0.1), numpy_helper.from_array(np.array([0, -1, HIDDEN], np.int64), "shp"),
              w("w_out", HIDDEN, CLASSES), numpy_helper.from_array(np.array([1], np.int64), "time_axis"),
-             numpy_helper.from_array(np.array(3e4, np.float32), "big")]
+             numpy_helper.from_array(np.array(3e4, np.float32), "big"),
+             numpy_helper.from_array(np.array(1e-6, np.float32), "tiny_scale")]
     nodes = [
         helper.make_node("MatMul", ["x", "w_in"], ["h0"], name="proj_in"),
         helper.make_node("Add", ["h0", "b_in"], ["h1"], name="proj_bias"),
@@ -56,14 +59,18 @@ def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17) -> o
         helper.make_node("Transpose", ["y"], ["y_b"], name="batch_major", perm=[2, 0, 1, 3]),
         helper.make_node("Reshape", ["y_b", "shp"], ["y2"], name="flat"),
         helper.make_node("MatMul", ["y2", "w_out"], ["per_step"], name="classifier"),
-        helper.make_node("ReduceMean", ["per_step", "time_axis"], ["logits"], name="pool", keepdims=0),
+        helper.make_node("ReduceMean", ["per_step", "time_axis"], ["pooled" if tiny else "logits"], name="pool",
+                         keepdims=0),
     ]
+    if tiny:
+        nodes += [helper.make_node("Mul", ["pooled", "tiny_scale"], ["small"], name="shrink"),
+                  helper.make_node("Identity", ["small"], ["logits"], name="tail")]
     graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SEQ, DIM])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(opset, 18))])
     model.ir_version = 8
     if opset < 18:  # ReduceMean takes axes as an input from 18: rebuild with the attribute for older opsets
-        node = model.graph.node[-1]
+        node = next(n for n in model.graph.node if n.name == "pool")
         node.input.pop()
         node.attribute.append(helper.make_attribute("axes", [1]))
         model.opset_import[0].version = opset
@@ -72,10 +79,10 @@ def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17) -> o
 
 
 def make_seq_project(folder: Path, precision_level: int, n_calib: int = 16, n_eval: int = 16,
-                     overflow: bool = False, spelling: str = "input_parametres", **quant) -> Path:
+                     overflow: bool = False, tiny: bool = False, spelling: str = "input_parametres", **quant) -> Path:
     """The sequence model, .npy samples, list files and a config with verify_parameters; returns the config."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(build_seq_model(overflow=overflow), folder / "seq.onnx")
+    onnx.save(build_seq_model(overflow=overflow, tiny=tiny), folder / "seq.onnx")
     rng = np.random.default_rng(7)
     (folder / "data").mkdir(exist_ok=True)
     names = []

@@ -84,6 +84,19 @@ def test_fp16_names_the_ops_that_overflow_and_keeps_them_float32(tmp_path, seq_x
     assert not {"amplify", "swap", "attenuate"} & half_inputs(result.model)
 
 
+def test_fp16_keeps_ops_with_tiny_values_float32(tmp_path, seq_x):
+    # 'shrink' writes values near 1e-6 (and reads a 1e-6 weight): float16 holds them only as subnormals
+    # (spacing 6e-8), losing most of their bits; the measured rounding SNR names the ops that touch them
+    result = run_quantization(str(make_seq_project(tmp_path, 4, tiny=True)))
+    ref = run(build_seq_model(tiny=True), seq_x)
+    assert 1e-9 < np.abs(ref).max() < 6.1e-5  # the premise: every output is below float16's smallest normal
+    assert result.fidelity["logits"]["snr_db"] >= 60.0
+    assert snr_db(ref, run(result.model, seq_x)) >= 60.0
+    assert set(result.info["imprecise"]) == {"shrink"} and result.info["overflow"] == {}
+    assert "loses precision in float16" in result.info["fp32_ops"]["shrink"]
+    assert "shrink" not in half_inputs(result.model) and "classifier" in half_inputs(result.model)
+
+
 def test_fp16_honours_both_ignore_lists(tmp_path):
     result = run_quantization(str(make_seq_project(tmp_path, 4, ignore_op_types=["MatMul"],
                                                    ignore_op_names=["norm"])))
@@ -244,3 +257,33 @@ def test_real_cnn_lstm_keeps_its_outputs_and_fp16_holds_60_db(tmp_path):
     assert shape(plain.model) == shape(onnx.load(ZOO / "ddddocr_rec" / "model.onnx")) == (24, 1, 8210)
     fp16 = run_quantization(str(zoo_config(tmp_path / "fp16", "ddddocr_rec", 4)))
     assert fp16.fidelity["387"]["snr_db"] >= 60.0 and "no float16 kernel" in " ".join(fp16.info["fp32_ops"].values())
+
+
+def test_dynq_keeps_weights_that_only_a_subgraph_reads(tmp_path):
+    # a Gemm (rewritten as MatMul) beside an If whose branch reads 'w_then', a weight no top-level node reads:
+    # the Gemm rewrite pruned unused weights by the top-level inputs only and dropped it (silero_vad op18)
+    from onnx import helper, numpy_helper
+
+    from xquant.modes.dynq import quantize_dynamic
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w")
+    w_then = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "w_then")
+    then = helper.make_graph([helper.make_node("Mul", ["y", "w_then"], ["t"], name="then_mul")], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 8])])
+    other = helper.make_graph([helper.make_node("Neg", ["y"], ["e"], name="else_neg")], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 8])])
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc"),
+             helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="positive"),
+             helper.make_node("If", ["cond"], ["out"], name="branch", then_branch=then, else_branch=other)]
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8])], [w, w_then, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    quantized, info = quantize_dynamic(model)
+    assert info["quantized"] == {"MatMulInteger": 1}
+    onnx.checker.check_model(quantized)
+    x = np.abs(rng.standard_normal((1, 8))).astype(np.float32)
+    assert snr_db(run(model, x), run(quantized, x)) >= 30.0

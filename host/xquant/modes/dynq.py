@@ -6,7 +6,8 @@ needed. Built on onnxruntime's quantizer (``onnxruntime.quantization.quantize_dy
 MatMuls whose second input is a weight (activation x activation MatMuls, e.g. attention scores, stay float),
 minus ``ignore_op_types`` and ``ignore_op_names``. A Gemm with a weight operand (a Linear layer exported for
 2-D inputs) is a MatMul too: it is rewritten as MatMul (+ Add) first, keeping its name, unless its name or
-the types Gemm or MatMul are ignored."""
+the types Gemm or MatMul are ignored. Ops inside subgraphs (If, Loop, Scan branches) stay float: onnxruntime's
+quantizer leaves such a branch's nodes out of topological order, which onnx.checker and onnxruntime refuse."""
 from __future__ import annotations
 
 import contextlib
@@ -63,7 +64,10 @@ def gemms_as_matmuls(model: onnx.ModelProto, ignore_names: Iterable[str]) -> onn
         nodes += swapped or [node]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
+    from .fp16 import _subgraph_reads
+
     used = {i for n in out.graph.node for i in n.input} | {o.name for o in out.graph.output}
+    used |= set().union(*[_subgraph_reads(n) for n in out.graph.node])  # weights only a branch reads
     kept = [t for t in out.graph.initializer if t.name in used]
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept)
@@ -82,6 +86,63 @@ def _quiet_root():
         root.setLevel(level)
 
 
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _detach_subgraphs(model: onnx.ModelProto) -> dict:
+    """Take the subgraph attributes off ``model``'s nodes (in place): {node name: [attributes]}."""
+    taken = {}
+    for node in model.graph.node:
+        graphs = [a for a in node.attribute if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
+        if graphs:
+            taken[node.name] = [onnx.AttributeProto.FromString(a.SerializeToString()) for a in graphs]
+            kept = [a for a in node.attribute if a not in graphs]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    return taken
+
+
+def _attach_subgraphs(model: onnx.ModelProto, taken: dict, source: onnx.ModelProto) -> None:
+    """Put the subgraphs back, with the weights of ``source`` that only they read (the quantizer, not seeing
+    them, pruned those)."""
+    from .fp16 import _subgraph_reads
+
+    for node in model.graph.node:
+        node.attribute.extend(taken.get(node.name, []))
+    have = {t.name for t in model.graph.initializer}
+    reads = set().union(*[_subgraph_reads(n) for n in model.graph.node])
+    model.graph.initializer.extend(t for t in source.graph.initializer if t.name in reads - have)
+
+
+def sort_with_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (in place) with each node after the producers of what it and its subgraphs read: onnxruntime's
+    quantizer, and some exporters, order by the visible inputs only."""
+    from .fp16 import _subgraph_reads
+
+    if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for n in model.graph.node for a in n.attribute):
+        return model
+    nodes = list(model.graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    needs = [{producer[t] for t in set(n.input) | _subgraph_reads(n) if t in producer} - {i}
+             for i, n in enumerate(nodes)]
+    order: List[int] = []
+    placed: set = set()
+    while len(order) < len(nodes):
+        ready = [i for i in range(len(nodes)) if i not in placed and needs[i] <= placed]
+        if not ready:  # a cycle: leave the rest as they were, onnx.checker will say what is wrong
+            order += [i for i in range(len(nodes)) if i not in placed]
+            break
+        order += ready
+        placed.update(ready)
+    del model.graph.node[:]
+    model.graph.node.extend([nodes[i] for i in order])
+    return model
+
+
 def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
                      ignore_names: Iterable[str] = ()) -> Tuple[onnx.ModelProto, dict]:
     """(the dynamically quantized model, {"quantized": {op: count}, "candidates": n}) from a prepared model."""
@@ -98,7 +159,9 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
     if not ops or not candidates:
         log.warning("no MatMul, LSTM or Attention op left to quantize dynamically; the model is written as "
                     "simplified float32")
-        return model, {"quantized": {}, "candidates": 0}
+        return sort_with_subgraphs(model), {"quantized": {}, "candidates": 0}
+    model = _copy(model)
+    taken = _detach_subgraphs(model)
     with tempfile.TemporaryDirectory(prefix="xquant-dynq-") as tmp, _quiet_root():
         out = os.path.join(tmp, "dynq.onnx")
         with contextlib.redirect_stdout(io.StringIO()):
@@ -106,5 +169,7 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
                                  weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                                  extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
         quantized = onnx.load(out)
+    _attach_subgraphs(quantized, taken, model)
+    sort_with_subgraphs(quantized)
     made = Counter(n.op_type for n in quantized.graph.node if n.op_type in QUANTIZED_OUTPUT_OPS)
     return quantized, {"quantized": dict(made), "candidates": candidates}

@@ -6,7 +6,8 @@ An op stays float32, with Casts at its borders, when
   float16 kernels for on FP16-capable CPUs; everything else, e.g. LSTM, GRU, Resize, TopK, Range, CumSum,
   Einsum, stays float32), or the ONNX schema of its opset does not accept float16 on one of its float inputs;
 * it overflows float16: a tensor it reads or writes reaches ``OVERFLOW_LIMIT`` on the calibration data, or
-  one of its weights does (``overflow.py`` names them);
+  one of its weights does; or float16 rounds such a tensor below ``PRECISION_SNR_DB`` (values mostly in
+  float16's subnormal range, e.g. probabilities near 1e-6); ``overflow.py`` measures and names them;
 * it holds a subgraph (If, Loop, Scan) or feeds a tensor into one.
 Weights read only by float16 ops are stored in float16; a Cast is inserted once per tensor and direction.
 """
@@ -41,6 +42,7 @@ class Fp16Info:
     kept: Dict[str, str] = field(default_factory=dict)  # node name -> why it stays float32
     casts: int = 0
     overflow: Dict[str, float] = field(default_factory=dict)  # node name -> largest magnitude seen
+    imprecise: Dict[str, float] = field(default_factory=dict)  # node name -> lowest rounding SNR (dB) seen
 
 
 def _types(model: onnx.ModelProto) -> Dict[str, int]:
@@ -102,7 +104,8 @@ def _why_float32(node: onnx.NodeProto, opset: int, types: Dict[str, int], ignore
 
 
 def choose_nodes(model: onnx.ModelProto, ignore_types: Iterable[str], ignore_names: Iterable[str],
-                 overflow: Dict[str, float], info: Fp16Info) -> Set[str]:
+                 overflow: Dict[str, float], info: Fp16Info,
+                imprecise: Optional[Dict[str, float]] = None) -> Set[str]:
     """Names of the nodes to run in float16; ``info.kept`` says why each other node with float32 data is not."""
     from ..prepare import default_opset
 
@@ -114,6 +117,8 @@ def choose_nodes(model: onnx.ModelProto, ignore_types: Iterable[str], ignore_nam
         why = _why_float32(node, opset, types, ignore_types, ignore_names)
         if why is None and node.name in overflow:
             why = f"overflows float16 (|x| up to {overflow[node.name]:.4g})"
+        if why is None and node.name in (imprecise or {}):
+            why = f"loses precision in float16 (tiny values: rounding SNR {imprecise[node.name]:.1f} dB)"
         if why is None and any(o in into_subgraphs for o in node.output):
             why = "feeds a subgraph"
         if why is None:
@@ -217,12 +222,13 @@ def _retype(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def convert_fp16(model: onnx.ModelProto, ignore_types: Iterable[str] = (), ignore_names: Iterable[str] = (),
-                 overflow: Optional[Dict[str, float]] = None) -> tuple:
+                 overflow: Optional[Dict[str, float]] = None,
+                 imprecise: Optional[Dict[str, float]] = None) -> tuple:
     """(the float16 model, ``Fp16Info``) from a prepared (shape-inferred, uniquely named) float32 model."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    info = Fp16Info(overflow=dict(overflow or {}))
-    chosen = choose_nodes(out, ignore_types, ignore_names, info.overflow, info)
+    info = Fp16Info(overflow=dict(overflow or {}), imprecise=dict(imprecise or {}))
+    chosen = choose_nodes(out, ignore_types, ignore_names, info.overflow, info, info.imprecise)
     info.fp16_nodes = [n.name for n in out.graph.node if n.name in chosen]
     info.casts = _Rewriter(out, chosen).run()
     return _retype(out), info

@@ -1,8 +1,16 @@
-"""Which ops overflow float16: the largest magnitude of every float tensor on calibration data, and of
-every weight; a node that reads or writes a tensor at ``OVERFLOW_LIMIT`` or beyond stays float32."""
+"""Which ops float16 cannot represent, measured on the calibration data and the weights.
+
+* Overflow: the largest magnitude of every float tensor; a node that reads or writes a tensor at
+  ``OVERFLOW_LIMIT`` or beyond stays float32.
+* Lost precision: the SNR of every float tensor against its own float16 rounding. A normal float16 keeps 11
+  significant bits (about 77 dB for spread-out values); values below float16's smallest normal number
+  (6.1e-5) are subnormal and keep fewer, down to zero under 6e-8. A node that reads or writes a tensor whose
+  rounding SNR is below ``PRECISION_SNR_DB`` (tiny outputs such as probabilities near 1e-6, tiny weights)
+  stays float32. Magnitude alone is no reason: float16's relative precision is the same at 3000 as at 3."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Dict, Iterable
 
 import numpy as np
@@ -14,6 +22,34 @@ from ..calibration.session import make_session, with_outputs
 log = logging.getLogger(__name__)
 FP16_MAX = 65504.0
 OVERFLOW_LIMIT = FP16_MAX / 4  # head-room for inputs larger than the calibration data's
+PRECISION_SNR_DB = 66.0  # a normal tensor rounds at ~77 dB; below 66 dB most of its energy is subnormal
+
+
+@dataclass
+class TensorStats:
+    """Per float tensor: largest finite |x|, and the energy of the tensor and of its float16 rounding error."""
+
+    peaks: Dict[str, float] = field(default_factory=dict)
+    signal: Dict[str, float] = field(default_factory=dict)
+    noise: Dict[str, float] = field(default_factory=dict)
+
+    def note(self, name: str, value: np.ndarray) -> None:
+        if not (value.size and np.issubdtype(value.dtype, np.floating)):
+            return
+        finite = value[np.isfinite(value)].astype(np.float64)
+        if not finite.size:
+            return
+        self.peaks[name] = max(self.peaks.get(name, 0.0), float(np.abs(finite).max()))
+        small = finite[np.abs(finite) < FP16_MAX]  # overflow is the other check's
+        with np.errstate(over="ignore"):
+            error = small.astype(np.float16).astype(np.float64) - small
+        self.signal[name] = self.signal.get(name, 0.0) + float(np.dot(small, small))
+        self.noise[name] = self.noise.get(name, 0.0) + float(np.dot(error, error))
+
+    def rounding_snr(self) -> Dict[str, float]:
+        """Tensor -> SNR (dB) of its float16 rounding, for tensors that are not all zero."""
+        return {name: 10.0 * np.log10(sig / max(self.noise[name], 1e-300))
+                for name, sig in self.signal.items() if sig > 0.0}
 
 
 def _float_tensors(model: onnx.ModelProto) -> list:
@@ -21,44 +57,61 @@ def _float_tensors(model: onnx.ModelProto) -> list:
     return [o for n in model.graph.node for o in n.output if o and known.get(o) == TensorProto.FLOAT]
 
 
-def tensor_peaks(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]],
-                 device: str = "cpu") -> Dict[str, float]:
-    """Largest finite |x| of every float tensor (intermediate, graph input, weight) over ``batches``."""
-    peaks: Dict[str, float] = {}
-
-    def note(name: str, value: np.ndarray) -> None:
-        if value.size and np.issubdtype(value.dtype, np.floating):
-            finite = np.abs(value[np.isfinite(value)])
-            if finite.size:
-                peaks[name] = max(peaks.get(name, 0.0), float(finite.max()))
-
+def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]],
+                 device: str = "cpu") -> TensorStats:
+    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``."""
+    stats = TensorStats()
     for init in model.graph.initializer:
         if init.data_type == TensorProto.FLOAT:
-            note(init.name, numpy_helper.to_array(init))
+            stats.note(init.name, numpy_helper.to_array(init))
     batches = list(batches)
     if not batches:
-        return peaks
+        return stats
     names = _float_tensors(model)
-    session = make_session(with_outputs(model, names), device, "FP32 model (float16 overflow check)")
+    session = make_session(with_outputs(model, names), device, "FP32 model (float16 range check)")
     wanted = [o.name for o in session.get_outputs()]
     for batch in batches:
         for name, value in batch.items():
-            note(name, np.asarray(value))
+            stats.note(name, np.asarray(value))
         for name, value in zip(wanted, session.run(wanted, batch)):
-            note(name, np.asarray(value))
-    return peaks
+            stats.note(name, np.asarray(value))
+    return stats
+
+
+def tensor_peaks(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]],
+                 device: str = "cpu") -> Dict[str, float]:
+    """Largest finite |x| of every float tensor (intermediate, graph input, weight) over ``batches``."""
+    return tensor_stats(model, batches, device).peaks
+
+
+def _worst(model: onnx.ModelProto, per_tensor: Dict[str, float], bad, pick) -> Dict[str, float]:
+    found: Dict[str, float] = {}
+    for node in model.graph.node:
+        values = [per_tensor[t] for t in list(node.input) + list(node.output) if t in per_tensor]
+        if values and bad(pick(values)):
+            found[node.name] = pick(values)
+    return found
+
+
+def _say(found: Dict[str, float], what: str, fmt: str) -> None:
+    if found:
+        log.warning("%d op(s) %s and stay float32: %s", len(found), what,
+                    ", ".join(f"{name} ({fmt.format(v)})" for name, v in list(found.items())[:8])
+                    + (", ..." if len(found) > 8 else ""))
 
 
 def overflowing_nodes(model: onnx.ModelProto, peaks: Dict[str, float],
                       limit: float = OVERFLOW_LIMIT) -> Dict[str, float]:
     """Node name -> the largest magnitude it reads or writes, for nodes at ``limit`` or beyond."""
-    found: Dict[str, float] = {}
-    for node in model.graph.node:
-        peak = max((peaks.get(t, 0.0) for t in list(node.input) + list(node.output) if t), default=0.0)
-        if peak >= limit:
-            found[node.name] = peak
-    if found:
-        log.warning("%d op(s) overflow float16 and stay float32: %s", len(found),
-                    ", ".join(f"{name} (|x| {peak:.4g})" for name, peak in list(found.items())[:8])
-                    + (", ..." if len(found) > 8 else ""))
+    found = _worst(model, peaks, lambda v: v >= limit, max)
+    _say(found, "overflow float16", "|x| {:.4g}")
+    return found
+
+
+def imprecise_nodes(model: onnx.ModelProto, snr: Dict[str, float],
+                    limit: float = PRECISION_SNR_DB) -> Dict[str, float]:
+    """Node name -> the lowest float16 rounding SNR (dB) of a tensor it reads or writes, for nodes below
+    ``limit`` (tensors mostly in float16's subnormal range)."""
+    found = _worst(model, snr, lambda v: v < limit, min)
+    _say(found, "lose precision in float16 (tiny values)", "rounding SNR {:.1f} dB")
     return found
