@@ -89,6 +89,13 @@ def _bias_correction(ctx: _Context, state: _State) -> Tuple[Optional[_State], st
     return (_weights(ctx, state, model), f"{layers} layer(s)") if layers else (None, "no layer with a bias")
 
 
+def _refit(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
+    from .refit import refit_layers
+
+    model, detail = refit_layers(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device)
+    return (_weights(ctx, state, model), detail) if model is not state.model else (None, detail)
+
+
 def _reconstruction(blocks: bool) -> PassFn:
     def run(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
         from .reconstruct import reconstruct
@@ -109,7 +116,8 @@ PASSES: Tuple[Tuple[int, str, PassFn], ...] = (
     (2, "equalization", _equalization),  # never kept at level 1 on the benchmarks (per-channel weights)
     (2, "weight clipping", _clipping),
     (1, "bias correction", _bias_correction),
-    (2, "learned rounding (layer-wise)", _reconstruction(blocks=False)),
+    (2, "least-squares refit", _refit),
+    (3, "learned rounding (layer-wise)", _reconstruction(blocks=False)),  # >20 min on a 224-px model
     (3, "output-aware range search", _ranges),
     (3, "block reconstruction", _reconstruction(blocks=True)),
 )
