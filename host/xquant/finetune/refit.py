@@ -217,7 +217,7 @@ def _refit_layers(torch, fp32, model, plan, params, samples, device) -> Tuple[on
             log.info("least-squares refit: %s kept as it is (%s)", layer.node, exc)
             continue
         if new is not None:
-            updates = {layer.weight: new[0], **({layer.bias: new[1]} if layer.bias else {})}
+            updates = {layer.weight: new[0], **({layer.bias: new[1].reshape(b.shape)} if b is not None else {})}
             values.update(updates)
             current = with_initializers(current, updates)
             got_run.use_initializers(write_qdq(current, plan, params))
