@@ -30,7 +30,6 @@ from .torch_ops import attrs, run_node
 
 log = logging.getLogger(__name__)
 RIDGE = 1e-3  # lam as a share of the mean diagonal of A^T A: keeps W' near W where the data says little
-CHUNK = 8  # samples per im2col call
 MIN_ROWS, ROWS_PER_FEATURE = 8192, 16  # rows of the normal equations a Conv samples its output positions to
 
 
@@ -153,24 +152,9 @@ def _refit_one(torch, node_act, a, t, split: int, w: np.ndarray, b: Optional[np.
     return (new_w, new_b) if after < before else None
 
 
-def _regroup(chunks: List[np.ndarray]) -> List[np.ndarray]:
-    """Chunks of about CHUNK samples (a fixed-batch model's runs give one sample per chunk)."""
-    out, part, count = [], [], 0
-    for chunk in chunks:
-        part.append(chunk)
-        count += chunk.shape[0]
-        if count >= CHUNK:
-            out.append(np.concatenate(part) if len(part) > 1 else part[0])
-            part, count = [], 0
-    if part:
-        out.append(np.concatenate(part) if len(part) > 1 else part[0])
-    return out
-
-
 def _layer_rows(torch, node, got: List[np.ndarray], ref: List[np.ndarray], w: np.ndarray, p, samples: int):
     """(inputs, FP32 outputs, rows per sample) of one layer over all samples, chunk by chunk."""
     r = _stride(node, samples, ref[0].shape, int(np.prod(w.shape[1:])) + 1)
-    got, ref = _regroup(got), _regroup(ref)
     parts = [_rows(torch, node, _tensor(torch, x), _tensor(torch, y), w.shape, p, r) for x, y in zip(got, ref)]
     a, t = torch.cat([q[0] for q in parts], dim=1), torch.cat([q[1] for q in parts], dim=1)
     return a, t, a.shape[1] // samples
