@@ -2,12 +2,13 @@
 
 0  none.
 1  empirical bias correction (numpy + onnxruntime).
-2  cross-layer equalization (exact pairs only), weight clipping search, bias correction, then learned
-   rounding (AdaRound) layer by layer against the FP32 layer outputs (torch). Equalization and clipping
-   sit here, not at level 1: with per-channel INT8 weights they were never kept on a benchmark model and
-   cost a sixth of level 1's time.
-3  level 2, then block-wise reconstruction (BRECQ-style learned rounding of every layer of a block,
-   with the block's activations quantized) and a longer schedule (torch).
+2  cross-layer equalization (exact pairs only), weight clipping search, bias correction, then a
+   least-squares refit of every layer's weights and bias to the FP32 layer output (closed form, torch).
+   Equalization and clipping sit here, not at level 1: with per-channel INT8 weights they were never
+   kept on a benchmark model and cost a sixth of level 1's time.
+3  level 2, then learned rounding (AdaRound) layer by layer (level 2 until it took over 20 minutes on a
+   224-px model), the output-aware range search, and block-wise reconstruction (BRECQ-style learned
+   rounding of every layer of a block, with the block's activations quantized) (torch).
 A pass's result replaces the current one only if it lowers the held-out score (worst output noise /
 signal) by ACCEPT_GAIN at least, so a level never does worse than the one below on held-out data; levels
 2 and 3 also keep, layer by layer or block by block, the better of old and new."""
