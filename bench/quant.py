@@ -13,6 +13,8 @@ fine-tune pass, writing).
     .venv/bin/python bench/quant.py                       # all models, all cases
     .venv/bin/python bench/quant.py --models demo resnet --cases xquant:default ort:minmax
     .venv/bin/python bench/quant.py --levels 0 1 2 3      # xquant default per finetune_level
+    .venv/bin/python bench/quant.py --models zoo:layout_cdla --cases ort:minmax ort:percentile xquant:default \
+        --levels cfg                                      # only the shipped default (no extra level row)
     .venv/bin/python bench/quant.py --markdown            # tables in GitHub markdown
     .venv/bin/python bench/quant.py --models effnet_lite0 --cases xquant:default ort:minmax ort:percentile \
         --levels 1 2 --repeat 1                           # a real ImageNet model, 40 calibration photos
@@ -217,6 +219,10 @@ def bench_model(model: str, cases: List[str], levels: List[Optional[int]], repea
     return rows
 
 
+def _level(text: str) -> Optional[int]:
+    return None if text == "cfg" else int(text)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from tabulate import tabulate
 
@@ -226,7 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(BENCHMARKS),
                         help=f"{', '.join(BENCHMARKS)}, effnet_lite0 (real, 224 px) or zoo:<name> (default: the first)")
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
-    parser.add_argument("--levels", nargs="+", type=int, help="finetune levels for the xquant cases (default 0)")
+    parser.add_argument("--levels", nargs="+", type=_level,
+                        help="finetune levels for the xquant cases, 'cfg' for the config's own (default 0)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of fresh-process runs (every case once per round); time is their median")
     parser.add_argument("--markdown", action="store_true")

@@ -2,12 +2,13 @@
 
 0  none.
 1  empirical bias correction (numpy + onnxruntime).
-2  cross-layer equalization (exact pairs only), weight clipping search, bias correction, then learned
-   rounding (AdaRound) layer by layer against the FP32 layer outputs (torch). Equalization and clipping
-   sit here, not at level 1: with per-channel INT8 weights they were never kept on a benchmark model and
-   cost a sixth of level 1's time.
-3  level 2, then block-wise reconstruction (BRECQ-style learned rounding of every layer of a block,
-   with the block's activations quantized) and a longer schedule (torch).
+2  cross-layer equalization (exact pairs only), weight clipping search, bias correction, then a
+   least-squares refit of every layer's weights and bias to the FP32 layer output (closed form, torch).
+   Equalization and clipping sit here, not at level 1: with per-channel INT8 weights they were never
+   kept on a benchmark model and cost a sixth of level 1's time.
+3  level 2, then learned rounding (AdaRound) layer by layer (level 2 until it took over 20 minutes on a
+   224-px model), the output-aware range search, and block-wise reconstruction (BRECQ-style learned
+   rounding of every layer of a block, with the block's activations quantized) (torch).
 A pass's result replaces the current one only if it lowers the held-out score (worst output noise /
 signal) by ACCEPT_GAIN at least, so a level never does worse than the one below on held-out data; levels
 2 and 3 also keep, layer by layer or block by block, the better of old and new."""
@@ -89,6 +90,13 @@ def _bias_correction(ctx: _Context, state: _State) -> Tuple[Optional[_State], st
     return (_weights(ctx, state, model), f"{layers} layer(s)") if layers else (None, "no layer with a bias")
 
 
+def _refit(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
+    from .refit import refit_layers
+
+    model, detail = refit_layers(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device)
+    return (_weights(ctx, state, model), detail) if model is not state.model else (None, detail)
+
+
 def _reconstruction(blocks: bool) -> PassFn:
     def run(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
         from .reconstruct import reconstruct
@@ -109,7 +117,8 @@ PASSES: Tuple[Tuple[int, str, PassFn], ...] = (
     (2, "equalization", _equalization),  # never kept at level 1 on the benchmarks (per-channel weights)
     (2, "weight clipping", _clipping),
     (1, "bias correction", _bias_correction),
-    (2, "learned rounding (layer-wise)", _reconstruction(blocks=False)),
+    (2, "least-squares refit", _refit),
+    (3, "learned rounding (layer-wise)", _reconstruction(blocks=False)),  # >20 min on a 224-px model
     (3, "output-aware range search", _ranges),
     (3, "block reconstruction", _reconstruction(blocks=True)),
 )

@@ -26,7 +26,7 @@ from .segments import Chunks, runner_for
 from .torch_ops import Unsupported, run_node, supported
 
 log = logging.getLogger(__name__)
-ITERATIONS = {False: 300, True: 600}  # per layer (level 2) / per block (level 3)
+ITERATIONS = {False: 300, True: 600}  # per layer / per block (both level 3)
 MINI_BATCH = 16
 LEARNING_RATE = 1e-2
 BIAS_LEARNING_RATE = 1e-3  # level 3 also refines the float biases of a block
