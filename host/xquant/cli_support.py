@@ -39,23 +39,26 @@ class Stopped(KeyboardInterrupt):
 
 def _raise_stopped(signum: int, _frame: object) -> None:
     for other in STOP_SIGNALS:  # a repeated signal must not cut the cleanup short (SIGKILL still ends it)
-        signal.signal(other, signal.SIG_IGN)
+        if signal.getsignal(other) == _raise_stopped:
+            signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
 
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise ``Stopped`` inside the block; the previous handlers come back after it.
-    Outside the main thread (where Python cannot set handlers) the block runs unchanged."""
+    A signal ignored from the start stays ignored (``nohup``); outside the main thread (where Python cannot
+    set handlers) the block runs unchanged."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS
+                if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 class OneLineParser(argparse.ArgumentParser):

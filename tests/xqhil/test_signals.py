@@ -119,3 +119,24 @@ def test_sigterm_on_ssh_board_kills_the_remote_agent(demo, sshd, tmp_path):
     code, err, pgid = stop_while_agent_runs(proc, remote, signal.SIGTERM)
     assert_stopped_cleanly(code, err, pgid, remote, out, signal.SIGTERM)
 
+
+
+def test_nohup_keeps_sighup_ignored_and_sigterm_still_stops(tmp_path):
+    """A signal ignored from the start (``nohup xqhil ...``) stays ignored; the others still unwind."""
+    script = ("import os, signal, sys\n"
+              "from xquant.cli_support import run_guarded\n"
+              "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+              "def work():\n"
+              "    os.kill(os.getpid(), signal.SIGHUP)\n"
+              "    print('survived SIGHUP', flush=True)\n"
+              "    try:\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        signal.pause()\n"
+              "    finally:\n"
+              "        print('finally ran', flush=True)\n"
+              "sys.exit(run_guarded('prog', work, False, ()))\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "host"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 143, done
+    assert done.stdout.splitlines() == ["survived SIGHUP", "finally ran"]
+    assert done.stderr == "prog: stopped by SIGTERM\n"
