@@ -111,6 +111,15 @@ def test_signal_on_host_board_kills_the_agent(demo, tmp_path, signum):
     assert_stopped_cleanly(code, err, pgid, remote, out, signum)
 
 
+def test_sigterm_on_qemu_board_kills_the_emulated_agent(demo, rootfs, qemu_python, tmp_path):
+    remote, out = tmp_path / "board", tmp_path / "out"
+    remote.mkdir()
+    proc = start_xqhil(demo, f"qemu:{rootfs}", out, "--python", fault_python(qemu_python, "sleep:120"),
+                       "--remote-dir", str(remote))
+    code, err, pgid = stop_while_agent_runs(proc, remote, signal.SIGTERM)
+    assert_stopped_cleanly(code, err, pgid, remote, out, signal.SIGTERM)
+
+
 def test_sigterm_on_ssh_board_kills_the_remote_agent(demo, sshd, tmp_path):
     remote, out = tmp_path / "board", tmp_path / "out"
     remote.mkdir()
