@@ -3,22 +3,62 @@
 * ``OneLineParser``: an argument error is one line and exit 2 (argparse prints the usage too).
 * ``int_at_least`` / ``positive_seconds``: numbers checked at parse time.
 * ``run_guarded``: errors the user can act on print one line and their own exit code; Ctrl-C exits 130;
+  SIGTERM / SIGHUP unwind the same way (``stop_signals``) and exit 128 + the signal (143 / 129);
   anything else is a bug: one line and exit 3, with the traceback above it under ``--debug``.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import contextlib
 import re
+import signal
 import sys
+import threading
 import traceback
-from typing import Callable, NoReturn, Tuple, Type
+from typing import Callable, Iterator, NoReturn, Tuple, Type
 
 from .suggest import did_you_mean
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a CI timeout, a closed terminal): raised where the program is, so it unwinds exactly
+    like Ctrl-C (every ``finally`` runs: the board's agent is killed, its work folder removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.name = signal.Signals(signum).name
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    for other in STOP_SIGNALS:  # a repeated signal must not cut the cleanup short (SIGKILL still ends it)
+        if signal.getsignal(other) == _raise_stopped:
+            signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``Stopped`` inside the block; the previous handlers come back after it.
+    A signal ignored from the start stays ignored (``nohup``); outside the main thread (where Python cannot
+    set handlers) the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS
+                if signal.getsignal(sig) != signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,10 +97,14 @@ def run_guarded(prog: str, func: Callable[[], int], debug: bool,
                 user_errors: Tuple[Type[BaseException], ...]) -> int:
     """``func()``'s exit code; ``user_errors`` carry ``exit_code`` and ``one_line()``."""
     try:
-        return int(func())
+        with stop_signals():
+            return int(func())
     except user_errors as exc:
         print(f"{prog}: error: {exc.one_line()}", file=sys.stderr)  # type: ignore[attr-defined]
         return int(exc.exit_code)  # type: ignore[attr-defined]
+    except Stopped as exc:
+        print(f"{prog}: stopped by {exc.name}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,6 +1,7 @@
 """The board farm on a real labgrid lab on loopback: labgrid-coordinator, an exporter, loopback sshd boards."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -219,6 +220,24 @@ def test_ctrl_c_releases_every_board(lab, project, tmp_path):
     assert proc.returncode == 130, err
     assert held_now(lab) == [], err
     assert_one_job_per_board(lab)
+
+
+def test_sigterm_of_the_farm_releases_every_board(lab, project, tmp_path):
+    """A CI timeout signals the farm process alone: it unwinds like Ctrl-C and stops its workers."""
+    slow = fault_python(sys.executable, "sleep:60")
+    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 3, {f"rv-{i}": slow for i in range(3)})
+    proc = start_farm(matrix)
+    try:
+        wait_held(lab, 3)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:  # workers left behind (by a farm that died at once) would hold stderr open: end them too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = proc.stderr.read()
+    assert proc.returncode == 143, err
+    assert "xqhil: stopped by SIGTERM" in err.splitlines(), err
+    assert held_now(lab) == [], err
 
 
 def test_killed_farm_does_not_keep_its_boards(lab, project, tmp_path):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from typing import Any, Dict, Optional
+
+from xquant.cli_support import Stopped, stop_signals
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, BadInput, XqhilError
 from ..transport import Deadlines
@@ -20,12 +21,15 @@ log = logging.getLogger(__name__)
 RELEASE = "release"  # scheduler -> worker: end the lease (no job for this place now)
 
 
-def _stop(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def worker_main(coordinator: str, place: str, template, settings: Dict[str, Any], jobs, results) -> None:
-    signal.signal(signal.SIGTERM, _stop)
+    try:
+        with stop_signals():  # the CLI's own SIGTERM path: unwind like Ctrl-C
+            _serve(coordinator, place, template, settings, jobs, results)
+    except Stopped as exc:
+        raise SystemExit(exc.exit_code) from None  # the process's exit code, without a traceback
+
+
+def _serve(coordinator: str, place: str, template, settings: Dict[str, Any], jobs, results) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"xqhil farm [{place}]: %(message)s")
     from .coordinator import Coordinator
 

@@ -64,6 +64,10 @@ class LocalTransport(Transport):
             raise StepTimeout(f"the agent on {self.where} ran past the step deadline of {timeout:g} s and was "
                               "stopped.", "Raise --step-timeout or lower max_samples/repeat.", step="run",
                               stderr=clean_stderr(err.decode("utf-8", "replace"))) from None
+        except BaseException:  # Ctrl-C, SIGTERM/SIGHUP (cli_support.Stopped): its own session gets neither
+            self._kill_group(proc.pid)
+            proc.wait()
+            raise
         return ExecResult(proc.returncode, out.decode("utf-8", "replace"),
                           clean_stderr(err.decode("utf-8", "replace")))
 
