@@ -29,6 +29,7 @@ class Samples:
     fit: Dict[str, np.ndarray]
     held: Dict[str, np.ndarray]
     fixed_batch: int  # 0 when the model's batch dimension is free
+    real_fit: int = 0  # fit samples before a fixed batch's fill (the fill repeats the first ones at the end)
 
     @property
     def num_fit(self) -> int:
@@ -79,7 +80,8 @@ def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationDat
             held = fit
         else:
             fit, held = {k: v[~mask] for k, v in fit.items()}, {k: v[mask] for k, v in fit.items()}
-    return Samples(_whole_batches(fit, batch), _whole_batches(held, batch), batch)
+    real = int(next(iter(fit.values())).shape[0])
+    return Samples(_whole_batches(fit, batch), _whole_batches(held, batch), batch, real)
 
 
 def run_session(sess, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
