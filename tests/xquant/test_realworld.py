@@ -400,3 +400,14 @@ def test_a_fixed_batch_model_gets_the_free_batch_models_bias_correction(tmp_path
         got.append({t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer})
     for name in ("b1", "b2", "bf"):
         np.testing.assert_allclose(got[1][name], got[0][name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_a_fixed_batch_model_gets_the_free_batch_models_ranges(tmp_path):
+    # calibration fills a short last batch (10 samples at batch 4: 2 repeated): the statistics must count
+    # each sample once, so the ranges are the free-batch export's
+    free = _fine_tuning_parts(build_conv_net(batch="N"), tmp_path / "free", 10, 1)[2]
+    fixed = _fine_tuning_parts(build_conv_net(batch=4), tmp_path / "fixed", 10, 4)[2]
+    assert free.keys() == fixed.keys() and free
+    for name in free:
+        np.testing.assert_allclose(np.asarray(fixed[name].scale), np.asarray(free[name].scale), rtol=1e-6,
+                                   err_msg=name)
