@@ -289,7 +289,9 @@ def file_bytes(split: str, n: int, size: int) -> List[np.ndarray]:
 
 def image_samples(recipe: str, spec: dict, split: str, n: int) -> List[np.ndarray]:
     _, _, h, w = spec["shape"]
-    rng = np.random.default_rng(_seed(split, recipe + str(spec["shape"])))
+    # the seed names one sample's shape, never the batch: a fixed-batch-N export of a model gets the same
+    # images as the free-batch one (the batch-1 spelling keeps every cached model's data as it was)
+    rng = np.random.default_rng(_seed(split, recipe + str([1] + list(spec["shape"][1:]))))
     out = []
     if recipe == "photo":
         pics = photos(split)

@@ -351,3 +351,63 @@ def test_a_stale_declared_output_shape_is_not_baked_into_a_reshape(tmp_path, cap
         ref, got = run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]
         assert got.shape == ref.shape == (width, 1, 6)
         assert snr_db(ref, got) > 25
+
+
+
+def _fine_tuning_parts(model: onnx.ModelProto, folder: Path, samples: int, batch: int):
+    """(fp32, plan, params, samples) as fine-tuning gets them, calibrated on ``samples`` demo images."""
+    from xquant.calibration.ranges import activation_params
+    from xquant.config import load_config
+    from xquant.data import CalibrationData
+    from xquant.finetune.samples import load_samples
+    from xquant.plan.policy import plan_model
+    from xquant.prepare import prepare_model
+    from xquant.quantize import calibration_stats
+
+    cfg_dict = image_config(model, folder, samples=samples, finetune_level=1)
+    cfg_dict["calibration_parameters"]["input_parametres"][0]["input_shape"] = [batch, 1, 28, 28]
+    cfg, proto = load_config(cfg_dict)
+    data = CalibrationData(cfg)
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
+    plan = plan_model(fp32, cfg)
+    params = activation_params(plan, calibration_stats(fp32, cfg, plan, data, False))
+    return fp32, plan, params, load_samples(fp32, cfg, data)
+
+
+def test_a_fixed_batch_model_fine_tunes_on_the_free_batch_models_samples(tmp_path):
+    # the same weights exported with batch 4 must fit bias correction on the same samples as the free-batch
+    # export: 10 calibration samples at batch 4 fitted on 8 (orientation_b8: 8 of 12, 21.2 vs 23.8 dB)
+    free = _fine_tuning_parts(build_conv_net(batch="N"), tmp_path / "free", 10, 1)[3]
+    fixed = _fine_tuning_parts(build_conv_net(batch=4), tmp_path / "fixed", 10, 4)[3]
+    assert fixed.fixed_batch == 4 and free.fixed_batch == 0
+    for part in ("fit", "held"):
+        want, got = getattr(free, part)["x"], getattr(fixed, part)["x"]
+        assert got.shape[0] % 4 == 0  # whole batches the model can run
+        assert {s.tobytes() for s in got} == {s.tobytes() for s in want}, part
+
+
+def test_a_fixed_batch_model_gets_the_free_batch_models_bias_correction(tmp_path):
+    # the shifts are means over the real samples: the fill of a short last batch (10 samples at batch 4:
+    # 7 fit samples filled to 8) must not weigh a sample twice, nor the old cut drop one
+    from xquant.finetune import bias
+
+    got = []
+    for batch, shape in (("N", 1), (4, 4)):
+        fp32, plan, params, samples = _fine_tuning_parts(build_conv_net(batch=batch), tmp_path / str(batch), 10,
+                                                         shape)
+        model, changed = bias.correct_biases(fp32, fp32, plan, params, samples, "cpu")
+        assert changed >= 2
+        got.append({t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer})
+    for name in ("b1", "b2", "bf"):
+        np.testing.assert_allclose(got[1][name], got[0][name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_a_fixed_batch_model_gets_the_free_batch_models_ranges(tmp_path):
+    # calibration fills a short last batch (10 samples at batch 4: 2 repeated): the statistics must count
+    # each sample once, so the ranges are the free-batch export's
+    free = _fine_tuning_parts(build_conv_net(batch="N"), tmp_path / "free", 10, 1)[2]
+    fixed = _fine_tuning_parts(build_conv_net(batch=4), tmp_path / "fixed", 10, 4)[2]
+    assert free.keys() == fixed.keys() and free
+    for name in free:
+        np.testing.assert_allclose(np.asarray(fixed[name].scale), np.asarray(free[name].scale), rtol=1e-6,
+                                   err_msg=name)

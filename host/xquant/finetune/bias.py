@@ -7,7 +7,7 @@ the corrected model would give, so every node runs once per sample. Only systema
 channel's mean error must exceed SIGNIFICANCE standard errors of that mean (over samples)."""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -88,9 +88,10 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
     batch = samples.fixed_batch
     limit = max(batch, FIT_SAMPLES - FIT_SAMPLES % batch) if batch > 1 else FIT_SAMPLES  # whole batches
     fit = {k: v[:limit] for k, v in samples.fit.items()}
+    real = min(samples.real_fit or limit, limit)  # the shifts are means over real samples, never the fill
     qdq = write_qdq(model, plan, params)
     if not (supported(qdq) and supported(fp32)):
-        return _correct_by_whole_runs(fp32, model, qdq, layers, fit, samples.fixed_batch, device)
+        return _correct_by_whole_runs(fp32, model, qdq, layers, fit, samples.fixed_batch, device, real)
     values = initializers(model)
     names = [_qdq_name(qdq, layer.output) for layer in layers]
     ref = reference_means(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
@@ -102,7 +103,7 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
         bias = values[layer.bias or ""]
         if got[0].ndim < 2 or got[0].shape[1] != bias.shape[0] or layer.output not in ref:
             continue
-        shift = shift_of(channel_means(got) - ref[layer.output])
+        shift = shift_of((channel_means(got) - ref[layer.output])[:real])
         if np.any(shift):
             updates[layer.bias or ""] = (bias - shift).astype(np.float32)
             for chunk in got:  # what the corrected layer gives, for the segments after it
@@ -112,7 +113,7 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
 
 def _correct_by_whole_runs(fp32: onnx.ModelProto, model: onnx.ModelProto, qdq: onnx.ModelProto,
                            layers: List[Layer], fit: Dict[str, np.ndarray], batch: int,
-                           device: str) -> Tuple[onnx.ModelProto, int]:
+                           device: str, real: Optional[int] = None) -> Tuple[onnx.ModelProto, int]:
     """The same rule for graphs with subgraph nodes (no segments): one whole-model run per layer."""
     ref = run_tensors(fp32, fit, [layer.output for layer in layers], batch, device)
     values = initializers(model)
@@ -128,7 +129,7 @@ def _correct_by_whole_runs(fp32: onnx.ModelProto, model: onnx.ModelProto, qdq: o
         got = run_session(sess, fit, [name], batch, feeds)[name]
         if got.ndim < 2 or got.shape[1] != feeds[bias].shape[0]:
             continue
-        shift = systematic_shift(got, ref[layer.output])
+        shift = systematic_shift(got[:real], ref[layer.output][:real])
         if np.any(shift):
             feeds[bias] = (feeds[bias] - shift).astype(np.float32)
             changed += 1
