@@ -121,3 +121,22 @@ def env_without_pythonpath() -> Dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     return env
+
+
+def fine_tuning_parts(cfg_dict: dict):
+    """(fp32, plan, activation params, samples) of a config as fine-tuning gets them: prepared, planned and
+    calibrated on the config's own data."""
+    from xquant.calibration.ranges import activation_params
+    from xquant.config import load_config
+    from xquant.data import CalibrationData
+    from xquant.finetune.samples import load_samples
+    from xquant.plan.policy import plan_model
+    from xquant.prepare import prepare_model
+    from xquant.quantize import calibration_stats
+
+    cfg, proto = load_config(cfg_dict)
+    data = CalibrationData(cfg)
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
+    plan = plan_model(fp32, cfg)
+    params = activation_params(plan, calibration_stats(fp32, cfg, plan, data, False))
+    return fp32, plan, params, load_samples(fp32, cfg, data)

@@ -356,22 +356,11 @@ def test_a_stale_declared_output_shape_is_not_baked_into_a_reshape(tmp_path, cap
 
 def _fine_tuning_parts(model: onnx.ModelProto, folder: Path, samples: int, batch: int):
     """(fp32, plan, params, samples) as fine-tuning gets them, calibrated on ``samples`` demo images."""
-    from xquant.calibration.ranges import activation_params
-    from xquant.config import load_config
-    from xquant.data import CalibrationData
-    from xquant.finetune.samples import load_samples
-    from xquant.plan.policy import plan_model
-    from xquant.prepare import prepare_model
-    from xquant.quantize import calibration_stats
+    from xquant_testlib import fine_tuning_parts
 
     cfg_dict = image_config(model, folder, samples=samples, finetune_level=1)
     cfg_dict["calibration_parameters"]["input_parametres"][0]["input_shape"] = [batch, 1, 28, 28]
-    cfg, proto = load_config(cfg_dict)
-    data = CalibrationData(cfg)
-    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
-    plan = plan_model(fp32, cfg)
-    params = activation_params(plan, calibration_stats(fp32, cfg, plan, data, False))
-    return fp32, plan, params, load_samples(fp32, cfg, data)
+    return fine_tuning_parts(cfg_dict)
 
 
 def test_a_fixed_batch_model_fine_tunes_on_the_free_batch_models_samples(tmp_path):

@@ -9,29 +9,20 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from xquant.calibration.ranges import activation_params
 from xquant.calibration.stats import NUM_BINS, TensorStats
 from xquant.config import load_config
 from xquant.data import CalibrationData
 from xquant.export.qdq_writer import write_qdq
 from xquant.finetune import bias
 from xquant.finetune.layers import initializers
-from xquant.finetune.samples import load_samples
-from xquant.plan.policy import plan_model
-from xquant.prepare import prepare_model
-from xquant.quantize import calibration_stats
+from xquant_testlib import fine_tuning_parts
 
 
 @pytest.fixture
 def demo_parts(demo_config):
     """(fp32, plan, params, samples) of the bundled demo, calibrated on its real images."""
     demo_config["calibration_parameters"]["calibration_step"] = 100
-    cfg, proto = load_config(demo_config)
-    data = CalibrationData(cfg)
-    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
-    plan = plan_model(fp32, cfg)
-    params = activation_params(plan, calibration_stats(fp32, cfg, plan, data, False))
-    return fp32, plan, params, load_samples(fp32, cfg, data)
+    return fine_tuning_parts(demo_config)
 
 
 class _CountingSession(ort.InferenceSession):
