@@ -92,7 +92,8 @@ def make_layout_project(folder: Path, model: onnx.ModelProto, samples: Dict[str,
     config = {"model_parameters": {"onnx_model": "model.onnx", "output_prefix": "model", "working_dir": "work"},
               "calibration_parameters": {"calibration_step": n_calib, "input_parametres": params},
               "quantization_parameters": {"precision_level": 0, "finetune_level": 0},
-              "verify_parameters": {"data_list_path": verify_lists, "warmup": 1, "repeat": 2}}
+              "verify_parameters": {"data_list_path": verify_lists, "warmup": 1, "repeat": 2,
+                                    "min_time_s": 0}}  # 2 timed runs, no minimum time
     path = folder / "cfg.json"
     path.write_text(json.dumps(config, indent=1))
     return path
