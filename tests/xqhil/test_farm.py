@@ -222,11 +222,15 @@ def test_ctrl_c_releases_every_board(lab, project, tmp_path):
     assert_one_job_per_board(lab)
 
 
+def slow_matrix(lab, tmp_path, project):
+    """Three jobs, one per board, whose agents sleep 60 s: every board is held while the test acts."""
+    slow = fault_python(sys.executable, "sleep:60")
+    return write_matrix(lab, tmp_path, project, ["?soc=k1"], 3, {f"rv-{i}": slow for i in range(3)})
+
+
 def test_sigterm_of_the_farm_releases_every_board(lab, project, tmp_path):
     """A CI timeout signals the farm process alone: it unwinds like Ctrl-C and stops its workers."""
-    slow = fault_python(sys.executable, "sleep:60")
-    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 3, {f"rv-{i}": slow for i in range(3)})
-    proc = start_farm(matrix)
+    proc = start_farm(slow_matrix(lab, tmp_path, project))
     try:
         wait_held(lab, 3)
         proc.send_signal(signal.SIGTERM)
@@ -241,9 +245,7 @@ def test_sigterm_of_the_farm_releases_every_board(lab, project, tmp_path):
 
 
 def test_killed_farm_does_not_keep_its_boards(lab, project, tmp_path):
-    slow = fault_python(sys.executable, "sleep:60")
-    matrix = write_matrix(lab, tmp_path, project, ["?soc=k1"], 3, {f"rv-{i}": slow for i in range(3)})
-    proc = start_farm(matrix)
+    proc = start_farm(slow_matrix(lab, tmp_path, project))
     try:
         wait_held(lab, 3)
     finally:
