@@ -53,24 +53,24 @@ def corrupt_pages(folder: Path) -> Path:
     return path
 
 
-def other_app(folder: Path) -> Path:
-    path = folder / "app.db"
+def _sqlite_file(path: Path, *statements: str) -> Path:
+    """A SQLite database at ``path`` made by ``statements`` (another application's file)."""
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
-    conn.execute("INSERT INTO customers VALUES (1, 'ada')")
+    for sql in statements:
+        conn.execute(sql)
     conn.commit()
     conn.close()
     return path
+
+
+def other_app(folder: Path) -> Path:
+    return _sqlite_file(folder / "app.db", "CREATE TABLE customers (id INTEGER, name TEXT)",
+                        "INSERT INTO customers VALUES (1, 'ada')")
 
 
 def other_app_with_runs(folder: Path) -> Path:
     """Another application that has a ``runs`` table of its own (once: WAL switched, then refused)."""
-    path = folder / "app-runs.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE runs (id INTEGER, started TEXT)")
-    conn.commit()
-    conn.close()
-    return path
+    return _sqlite_file(folder / "app-runs.db", "CREATE TABLE runs (id INTEGER, started TEXT)")
 
 
 def empty_file(folder: Path) -> Path:
