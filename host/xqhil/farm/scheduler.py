@@ -22,7 +22,8 @@ from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, HilError
 from .coordinator import Coordinator
 from .health import quarantine, sweep
 from .matrix import Job, Matrix
-from .records import model_section, record_infra, record_report
+from .prepare import Shared, host_key, prepare, quantize
+from .records import record_infra, record_report
 from .worker import RELEASE
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class Farm:
         self.results = self.ctx.Queue()
         self.bar = None
         self.started = time.perf_counter()
+        self.shared = Shared()
+        self.sent: Dict[str, set] = {}  # place -> PC side keys its worker has
 
     # ------------------------------------------------------------------ setup
     def _eligible(self, coord: Coordinator) -> List[str]:
@@ -114,9 +117,14 @@ class Farm:
             self.state.attempts[job.index] = attempt
             out = os.path.join(self.m.out, f"job{job.index:03d}-a{attempt}")
             w.busy = job.index
-            w.jobs.put({"index": job.index, "attempt": attempt, "config": job.model, "qmodel": self.qmodels[job.model],
-                        "threads": job.threads, "providers": list(job.providers) if job.providers else None,
-                        "out": out})
+            key = host_key(self.m, job, place)
+            host = self.shared.hosts.get(key) if key not in self.sent.setdefault(place, set()) else None
+            if host is not None:
+                self.sent[place].add(key)
+            w.jobs.put({"index": job.index, "attempt": attempt, "config": job.model,
+                        "qmodel": self.shared.qmodels[job.model], "threads": job.threads,
+                        "providers": list(job.providers) if job.providers else None,
+                        "out": out, "host_key": key, "host": host})
             self._say(f"start {job.label} on {place} (attempt {attempt})")
 
     def _strand(self, tags: Dict[str, Dict[str, str]]) -> None:
@@ -169,7 +177,7 @@ class Farm:
             self.state.quarantined[place] = reason
             quarantine(self.coord, place, reason)
             w.jobs.put(None)
-        record_infra(result, self.models[job.model], self.db, place in self.state.quarantined)
+        record_infra(result, self.shared.models[job.model], self.db, place in self.state.quarantined)
         self._say(f"      {job.label} on {place}: {result['status']} (infrastructure) {result['message'][:160]}")
         if result["status"] == "probe":
             self.state.attempts[job.index] -= 1  # the job never ran
@@ -195,27 +203,14 @@ class Farm:
         elif not self.quiet:
             print(f"xqhil farm: {text}", file=sys.stderr, flush=True)
 
-    def _quantize_once(self) -> None:
-        """Each model is quantized once here, not by every job (jobs reuse the .q.onnx)."""
-        from xquant.config import load_config
-
-        self.qmodels: Dict[str, str] = {}
-        self.models: Dict[str, Dict[str, Any]] = {}  # config -> the "model" section of its history records
-        for job in self.m.jobs:
-            if job.model in self.qmodels:
-                continue
-            if job.qmodel:
-                self.qmodels[job.model] = job.qmodel
-            else:
-                import xquant
-
-                xquant.quantize_onnx_model(job.model)
-                self.qmodels[job.model] = load_config(job.model)[0].model.output_model
-            self.models[job.model] = model_section(job.model, load_config(job.model)[0].model.onnx_model,
-                                                   self.qmodels[job.model])
+    def _prepare(self, tags: Dict[str, Dict[str, str]]) -> None:
+        """Quantizing and the PC references, once for the whole matrix (prepare.py), while workers start."""
+        pairs = [(job, p) for job in self.m.jobs for p in self.workers if job.board.matches(p, tags.get(p, {}))]
+        prepare(self.m, pairs, self.shared)
 
     def run(self) -> Dict[str, Any]:
-        self._quantize_once()
+        for job in self.m.jobs:  # a model that cannot be quantized is bad input before any board is held
+            quantize(self.shared, job)
         with Coordinator(self.m.coordinator) as coord:
             self.coord = coord
             sweep(coord)
@@ -230,6 +225,7 @@ class Farm:
                 self.bar = tqdm(total=len(self.m.jobs), desc="xqhil farm", unit="job", file=sys.stderr)
             try:
                 self._start_workers(places)
+                self._prepare({n: p.tags for n, p in coord.places().items()})
                 self._loop(coord)
             finally:
                 self._stop_workers()
@@ -295,6 +291,7 @@ class Farm:
         codes = {r["exit"] for r in final}
         code = next((c for c in (EXIT_FAILED, EXIT_INFRA, EXIT_BAD_INPUT) if c in codes), EXIT_OK)
         summary = {"exit": code, "jobs": final, "attempts": self.state.history, "leases": self.state.leases,
+                   "prepared": self.shared.made,
                    "quarantined": self.state.quarantined, "wall_s": round(time.perf_counter() - self.started, 3)}
         os.makedirs(self.m.out, exist_ok=True)
         with open(os.path.join(self.m.out, "farm.json"), "w", encoding="utf-8") as handle:

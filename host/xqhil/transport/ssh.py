@@ -223,7 +223,7 @@ class SshTransport(Transport):
                 on_error(exc)
                 raise
 
-        where = "to" if verb == "uploading" else "from"
+        where = {"uploading": "to", "fetching": "from"}.get(verb, "on")
         with_retries(once, f"{verb} {name} {where} {self.where}", self.retries, transient,
                      before_retry=self._drop, explain=_explain)
 
@@ -257,15 +257,21 @@ class SshTransport(Transport):
                            "Free space on the board or pass --remote-dir on a bigger disk.", step="upload")
 
     # ------------------------------------------------------------------ agent and cleanup
-    def run_agent(self, python: Sequence[str], timeout: float) -> ExecResult:
-        """The agent runs under a POSIX shell that records its process group (agent.pid) and, since paramiko
-        drops SSH exit-signal messages, reports a killing signal as the shell's 128+N exit status."""
+    def agent_command(self, python: Sequence[str], *args: str) -> str:
+        """The agent under a POSIX shell that records its process group (agent.pid) and, since paramiko drops
+        SSH exit-signal messages, reports a killing signal as the shell's 128+N exit status."""
         interpreter = " ".join(shlex.quote(p) for p in python)
-        command = (f"cd {shlex.quote(self.workdir)} || exit 3; "
-                   f"echo $$ > agent.pid || {{ echo 'xqhil: cannot write agent.pid' >&2; exit {EXIT_NO_SPACE}; }}; "
-                   f"{interpreter} {shlex.quote(self._remote(AGENT_FILE))} "
-                   f"{shlex.quote(self._remote(REQUEST_FILE))}; exit $?")  # not the last command: no exec
-        result = self.exec(command, timeout, "run")
+        return (f"cd {shlex.quote(self.workdir)} || exit 3; "
+                f"echo $$ > agent.pid || {{ echo 'xqhil: cannot write agent.pid' >&2; exit {EXIT_NO_SPACE}; }}; "
+                f"{interpreter} {shlex.quote(self._remote(AGENT_FILE))} "
+                f"{' '.join(shlex.quote(a) for a in args)}; exit $?")  # not the last command: no exec
+
+    def run_agent(self, python: Sequence[str], timeout: float) -> ExecResult:
+        result = self.exec(self.agent_command(python, self._remote(REQUEST_FILE)), timeout, "run")
+        return self.agent_result(result)
+
+    def agent_result(self, result: ExecResult) -> ExecResult:
+        """The agent's exit as the harness reads it: a killing signal N as -N (not the shell's 128+N)."""
         if 128 < result.returncode < 128 + 65:  # the shell's own "line 1: PID Killed COMMAND" is noise
             stderr = "\n".join(ln for ln in result.stderr.splitlines() if not SHELL_JOB_REPORT.match(ln))
             return ExecResult(128 - result.returncode, result.stdout, stderr)
@@ -274,6 +280,23 @@ class SshTransport(Transport):
                            "back over SSH.", "Check the board's memory (OOM killer) and its kernel log.",
                            step="run", stderr=result.stderr)
         return result
+
+    def start_agent_loop(self, python: Sequence[str]):
+        """The agent started with --loop in the work folder (it must hold the agent): an ``AgentLoop``."""
+        from .ssh_loop import AgentLoop
+
+        self._ensure_connected()
+        chan = self._bounded(self.deadlines.connect, "while starting the agent",
+                             lambda: self.client.get_transport().open_session(timeout=self.deadlines.connect))
+        chan.settimeout(0.0)
+        chan.exec_command(self.agent_command(python, "--loop"))
+        return AgentLoop(self, chan)
+
+    def make_subdir(self, name: str) -> str:
+        """A folder ``name`` (a plain name) in the work folder, private to the user; its remote path."""
+        path = self._remote(name)
+        self._transfer("making", name, lambda: self.sftp.mkdir(path, 0o700), lambda exc: None, _transient)
+        return path
 
     def remove_workdir(self, kill: bool) -> None:
         if not self.workdir:
