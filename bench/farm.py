@@ -114,7 +114,7 @@ def overhead(summary, boards: int) -> dict:
     start, quantizing and the PC references (once per matrix), worker start, acquire, probe, release,
     dispatch and history, and time a board waited for work."""
     leases, jobs = summary["leases"], len(summary["jobs"])
-    per_job = {k: sum(x.get(k, 0.0) for x in leases) / jobs for k in ("acquire_s", "probe_s", "release_s")}
+    per_job = {k: sum(x.get(k, 0.0) for x in leases) / jobs for k in ("acquire_s", "probe_s", "stop_s", "release_s")}
     per_job["lease_s"] = sum(per_job.values())
     per_job["leases"] = len(leases)
     per_job["probe_each_s"] = statistics.mean(x.get("probe_s", 0.0) for x in leases)
@@ -189,7 +189,7 @@ def main() -> None:
                   f"machine's {os.cpu_count()} CPUs). wall: the whole 'xqhil farm run' command; farm/lab CPU: "
                   "CPU seconds of the farm's process tree and of the lab (sshd sessions + agents, labgrid); "
                   "CPU used: (farm + lab) / wall / CPUs; machine busy: every process (other sessions too); "
-                  "per job: work = the job on its board (run_s), lease = acquire + probe + release, "
+                  "per job: work = the job on its board (run_s), lease = acquire + probe + agent stop + release, "
                   "idle = (boards x wall - sum of work) / jobs:")
             print(tabulate(throughput_rows(runs, args.jobs),
                            ["boards", "jobs", "wall s", "speed-up", "farm CPU s", "lab CPU s", "CPU used",

@@ -9,7 +9,6 @@ gets an agent of its own. Only SSH boards (labgrid places are SSH boards) keep a
 from __future__ import annotations
 
 import logging
-import shlex
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -75,8 +74,7 @@ class AgentLease(BoardSession):
     def _remove(self, folder: str) -> None:
         """Remove a run's subfolder; a failure is logged (the lease's end removes the whole work folder)."""
         try:
-            self._timed("cleanup", lambda: self.transport.exec(f"rm -rf -- {shlex.quote(self.root + '/' + folder)}",
-                                                               self.deadlines.cleanup, "cleanup"))
+            self._timed("cleanup", lambda: self.transport.remove_subdir(folder))
         except Exception as exc:  # never mask the error that got us here
             log.warning("removing %s on %s failed: %s", folder, self.transport.where, exc)
 

@@ -27,6 +27,7 @@ from .records import record_infra, record_report
 from .worker import RELEASE
 
 log = logging.getLogger(__name__)
+WORKER_MODULES = ["xqhil.farm.worker", "xqhil.verify", "xqhil.session_lease", "xqhil.farm.coordinator"]
 
 
 @dataclass
@@ -58,7 +59,10 @@ class Farm:
         self.m, self.settings, self.db, self.quiet = matrix, settings, db, quiet
         self.state = State(deque(matrix.jobs))
         self.workers: Dict[str, Worker] = {}
-        self.ctx = multiprocessing.get_context("spawn")  # grpc sessions do not survive fork
+        # grpc sessions do not survive fork: workers fork from a fresh server process that imported the
+        # harness once (not once per worker, as spawn would: ~1.5 s of CPU each)
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(WORKER_MODULES)
         self.results = self.ctx.Queue()
         self.bar = None
         self.started = time.perf_counter()
