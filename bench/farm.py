@@ -2,11 +2,14 @@
 the farm's own overhead per job (acquire + probe + release), and the time to get back the boards of a
 SIGKILLed farm.
 
-    python bench/farm.py [--jobs 12] [--boards 1,2,3] [--rounds 1] [--skip-recovery]
+    python bench/farm.py [--jobs 12] [--boards 1,2,3] [--rounds 1] [--min-time S] [--skip-recovery]
 
 Boards are loopback sshd's running the host Python: a real board computes on itself, a loopback board on
-this machine's CPUs, so the speed-up is bounded by the CPUs the 1-board run leaves idle. The bench shows
-that bound by measurement: the CPU seconds of the farm and of the lab per run, over wall and CPUs.
+this machine's CPUs. Two things bound the speed-up, and the bench measures both: the serial part of a run
+(start until the first job, end after the last; no board count shortens it) and the CPUs (the CPU seconds
+of the farm and of the lab per run, over wall and CPUs). --min-time S makes each job time each model for S
+seconds on its board (verify_parameters.min_time_s: real inference, for a fixed time, as a real board
+spends its own time); with 0 (default) the jobs are pure CPU work on the shared CPUs.
 Needs labgrid (pip install 'xqhil[farm]') and /usr/sbin/sshd.
 """
 from __future__ import annotations
@@ -144,17 +147,38 @@ def recovery(lab, matrix: Path) -> float:
     return time.perf_counter() - killed
 
 
-def throughput_rows(runs, jobs: int):
-    """One row per run: wall clock, speed-up over the mean 1-board wall, CPU seconds and use, load."""
-    base = statistics.mean(r["wall"] for b, r in runs if b == 1)
+def serial_s(run) -> float:
+    """The part of a run no board count shortens: from the command's start to the first job's dispatch
+    (CLI start, quantizing, PC side, workers), and from the last job's end to the command's exit."""
+    timeline = run.get("timeline") or {}
+    if "first_job" not in timeline or "last_job" not in timeline:
+        return float("nan")  # a farm from before the timeline
+    cli = run["wall"] - run["wall_s"]
+    return cli + timeline["first_job"] + (run["wall_s"] - timeline["last_job"])
+
+
+def throughput_rows(runs):
+    """One row per run: wall clock, speed-up over the mean 1-board wall and its bound, CPU seconds and use."""
+    ones = [r for b, r in runs if b == 1]
+    base = statistics.mean(r["wall"] for r in ones)
+    serial = statistics.mean(serial_s(r) for r in ones)
     cores = os.cpu_count() or 1
     rows = []
     for boards, r in runs:
         cpu = r["farm_cpu_s"] + r["lab_cpu_s"]
-        o = overhead(r, boards)
-        rows.append([boards, jobs, f"{r['wall']:.1f}", f"{base / r['wall']:.2f}x", f"{r['farm_cpu_s']:.1f}",
+        rows.append([boards, f"{r['wall']:.1f}", f"{base / r['wall']:.2f}x", f"{serial_s(r):.1f}",
+                     f"{base / (serial + (base - serial) / boards):.2f}x", f"{r['farm_cpu_s']:.1f}",
                      f"{r['lab_cpu_s']:.1f}", f"{cpu / r['wall'] / cores:.0%}", f"{r['machine_busy']:.0%}",
-                     f"{o['work_s']:.2f}", f"{o['lease_s']:.3f}", f"{o['idle_s']:.2f}", f"{r['load']:.1f}"])
+                     f"{r['load']:.1f}"])
+    return rows
+
+
+def overhead_rows(runs):
+    rows = []
+    for boards, r in runs:
+        o = overhead(r, boards)
+        rows.append([boards, o["leases"], f"{o['probe_each_s']:.2f}", f"{o['work_s']:.2f}", f"{o['lease_s']:.3f}",
+                     f"{o['idle_s']:.2f}", f"{r['load']:.1f}"])
     return rows
 
 
@@ -163,6 +187,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--boards", default="1,2,3", help="board counts to run, in this order, each round")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the board counts (side by side in time)")
+    ap.add_argument("--min-time", type=float, default=0.0,
+                    help="verify_parameters.min_time_s of the model: each board times each model this long (real "
+                         "inference on the board, as a real board spends its own time; 0: the jobs are pure CPU)")
     ap.add_argument("--skip-recovery", action="store_true")
     args = ap.parse_args()
     counts = [int(c) for c in args.boards.split(",")]
@@ -182,19 +209,23 @@ def main() -> None:
             for i in range(3):
                 lab.add_place(f"rv-{i}", f"exp/rv{i}/NetworkService/*", {"soc": "k1"})
             lab.wait_resources(3)
-            project = make_project(folder / "proj")
+            project = make_project(folder / "proj", verify={"min_time_s": args.min_time})
             matrix = write_matrix(folder, lab, sshds, known, project, args.jobs, sys.executable)
             runs = [(count, run_matrix(lab, sshds, matrix, count)) for _ in range(args.rounds) for count in counts]
-            print(f"{args.jobs}-job matrix on loopback boards (sshd + the host Python: a board's work runs on this "
-                  f"machine's {os.cpu_count()} CPUs). wall: the whole 'xqhil farm run' command; farm/lab CPU: "
-                  "CPU seconds of the farm's process tree and of the lab (sshd sessions + agents, labgrid); "
-                  "CPU used: (farm + lab) / wall / CPUs; machine busy: every process (other sessions too); "
-                  "per job: work = the job on its board (run_s), lease = acquire + probe + agent stop + release, "
-                  "idle = (boards x wall - sum of work) / jobs:")
-            print(tabulate(throughput_rows(runs, args.jobs),
-                           ["boards", "jobs", "wall s", "speed-up", "farm CPU s", "lab CPU s", "CPU used",
-                            "machine busy", "work s/job", "lease s/job", "idle s/job", "load 1m"],
-                           tablefmt="github"))
+            print(f"{args.jobs}-job matrix (min_time_s {args.min_time:g}) on loopback boards (sshd + the host "
+                  f"Python: a board's work runs on this machine's {os.cpu_count()} CPUs). wall: the whole 'xqhil "
+                  "farm run' command; serial: its start until the first job and its end after the last; bound: "
+                  "the 1-board wall with the rest divided by the boards; farm/lab CPU: CPU seconds of the "
+                  "farm's process tree and of the lab (sshd sessions + agents, labgrid); CPU used: (farm + lab) "
+                  "/ wall / CPUs; machine busy: every process (other sessions too):")
+            print(tabulate(throughput_rows(runs),
+                           ["boards", "wall s", "speed-up", "serial s", "bound", "farm CPU s", "lab CPU s",
+                            "CPU used", "machine busy", "load 1m"], tablefmt="github"))
+            print("\nper job: work = the job on its leased board (run_s: upload, agent run, fetch, compare, "
+                  "report); lease = acquire + probe + agent stop + release, summed over the leases; idle = "
+                  "(boards x wall - sum of work) / jobs:")
+            print(tabulate(overhead_rows(runs), ["boards", "leases", "one probe s", "work s/job", "lease s/job",
+                                                 "idle s/job", "load 1m"], tablefmt="github"))
             if not args.skip_recovery:
                 slow = write_matrix(folder, lab, sshds, known, project, 3, fault_python(sys.executable, "sleep:60"))
                 print(f"\nrecovery after SIGKILL of a farm holding 3 boards: {recovery(lab, slow):.2f} s "

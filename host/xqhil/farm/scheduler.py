@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 WORKER_MODULES = ["xqhil.farm.worker", "xqhil.verify", "xqhil.session_lease", "xqhil.farm.coordinator"]
 
 
+def stop_forkserver() -> None:
+    """Stop the workers' fork server and reap it, so the farm leaves no process behind and its CPU time
+    counts as the farm's (multiprocessing has no public call for this; without one the server ends with us)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        stop()
+
+
 @dataclass
 class Worker:
     place: str
@@ -66,6 +76,7 @@ class Farm:
         self.results = self.ctx.Queue()
         self.bar = None
         self.started = time.perf_counter()
+        self.timeline: Dict[str, float] = {}  # seconds from the farm's start to each first event
         self.shared = Shared()
         self.sent: Dict[str, set] = {}  # place -> PC side keys its worker has
 
@@ -129,6 +140,7 @@ class Farm:
                         "qmodel": self.shared.qmodels[job.model], "threads": job.threads,
                         "providers": list(job.providers) if job.providers else None,
                         "out": out, "host_key": key, "host": host})
+            self._mark("first_job")
             self._say(f"start {job.label} on {place} (attempt {attempt})")
 
     def _strand(self, tags: Dict[str, Dict[str, str]]) -> None:
@@ -142,6 +154,9 @@ class Farm:
                                    "message": why + (f"; last error: {last['message']}" if last else "")})
 
     # ------------------------------------------------------------------ results
+    def _mark(self, event: str) -> None:
+        self.timeline.setdefault(event, round(time.perf_counter() - self.started, 3))
+
     def _job(self, index: int) -> Job:
         return self.m.jobs[index - 1]
 
@@ -150,6 +165,8 @@ class Farm:
         if self.bar is not None:
             self.bar.update(1)
         done = len(self.state.final)
+        if done == len(self.m.jobs):
+            self._mark("last_job")
         self._say(f"end   {job.label} on {result.get('place', '-')}: {result['status']} "
                   f"[{done}/{len(self.m.jobs)}] {result.get('message', '')[:160]}")
 
@@ -213,8 +230,18 @@ class Farm:
         prepare(self.m, pairs, self.shared)
 
     def run(self) -> Dict[str, Any]:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # the workers' server imports the harness while we quantize
+        try:
+            return self._run()
+        finally:
+            stop_forkserver()
+
+    def _run(self) -> Dict[str, Any]:
         for job in self.m.jobs:  # a model that cannot be quantized is bad input before any board is held
             quantize(self.shared, job)
+        self._mark("quantized")
         with Coordinator(self.m.coordinator) as coord:
             self.coord = coord
             sweep(coord)
@@ -230,6 +257,7 @@ class Farm:
             try:
                 self._start_workers(places)
                 self._prepare({n: p.tags for n, p in coord.places().items()})
+                self._mark("prepared")
                 self._loop(coord)
             finally:
                 self._stop_workers()
@@ -253,6 +281,7 @@ class Farm:
             w = self.workers[place]
             if kind == "ready":
                 w.ready, w.pid = True, pid
+                self._mark("worker_ready")
             elif kind == "lease":
                 self.state.leases.append(payload)
             elif kind == "dead":
@@ -296,7 +325,8 @@ class Farm:
         code = next((c for c in (EXIT_FAILED, EXIT_INFRA, EXIT_BAD_INPUT) if c in codes), EXIT_OK)
         summary = {"exit": code, "jobs": final, "attempts": self.state.history, "leases": self.state.leases,
                    "prepared": self.shared.made,
-                   "quarantined": self.state.quarantined, "wall_s": round(time.perf_counter() - self.started, 3)}
+                   "quarantined": self.state.quarantined, "timeline": self.timeline,
+                   "wall_s": round(time.perf_counter() - self.started, 3)}
         os.makedirs(self.m.out, exist_ok=True)
         with open(os.path.join(self.m.out, "farm.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=1)
