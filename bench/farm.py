@@ -221,6 +221,10 @@ def main() -> None:
             print(tabulate(throughput_rows(runs),
                            ["boards", "wall s", "speed-up", "serial s", "bound", "farm CPU s", "lab CPU s",
                             "CPU used", "machine busy", "load 1m"], tablefmt="github"))
+            one = next(r for b, r in runs if b == 1)
+            marks = ", ".join(f"{k} {v:.1f}" for k, v in sorted(one.get("timeline", {}).items(), key=lambda kv: kv[1]))
+            print(f"\nserial part of the first 1-board run: the CLI's start {one['wall'] - one['wall_s']:.1f} s, then "
+                  f"(s from the farm's start) {marks}, exit {one['wall_s']:.1f}")
             print("\nper job: work = the job on its leased board (run_s: upload, agent run, fetch, compare, "
                   "report); lease = acquire + probe + agent stop + release, summed over the leases; idle = "
                   "(boards x wall - sum of work) / jobs:")

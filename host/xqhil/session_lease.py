@@ -33,9 +33,10 @@ class AgentLease(BoardSession):
         """Connect, put the agent in a new work folder, start it; its hello: protocol, agent_version, device."""
         t = self.transport
         self._timed("connect", t.open)
-        self.root = self._timed("connect", t.make_workdir)
+        self.loop = self._timed("connect", lambda: t.start_agent_loop(self.spec.python))
+        self.root = t.workdir
         self._timed("upload", lambda: t.put(agent_path(), AGENT_FILE))
-        self.loop = self._timed("run", lambda: t.start_agent_loop(self.spec.python))
+        self._timed("run", self.loop.go)
         return self._timed("run", lambda: self.loop.hello(self.deadlines.run))
 
     def run(self, models: Dict[str, str], input_names: Sequence[str], inputs: Sequence[np.ndarray],
@@ -80,9 +81,9 @@ class AgentLease(BoardSession):
 
     def close(self) -> None:
         """End the agent and remove the work folder (killing the agent's process group if it still runs)."""
-        if self.loop is not None:
-            self.loop.close()
-        if self.root:
+        if self.loop is not None and self.loop.close(self.deadlines.cleanup):
+            self.transport.workdir = ""  # the agent's shell removed it
+        if self.transport.workdir:
             try:
                 self.transport.remove_workdir(kill=True)
             except Exception as exc:  # never mask the error that got us here

@@ -27,7 +27,9 @@ from .records import record_infra, record_report
 from .worker import RELEASE
 
 log = logging.getLogger(__name__)
-WORKER_MODULES = ["xqhil.farm.worker", "xqhil.verify", "xqhil.session_lease", "xqhil.farm.coordinator"]
+# imported once by the workers' fork server (labgrid's client and grpc start no thread on import: safe to fork)
+WORKER_MODULES = ["xqhil.farm.worker", "xqhil.verify", "xqhil.session_lease", "xqhil.farm.coordinator",
+                  "labgrid.remote.client", "labgrid.remote.generated.labgrid_coordinator_pb2"]
 
 
 def stop_forkserver() -> None:

@@ -193,18 +193,28 @@ class SshTransport(Transport):
             raise LinkError(f"connection lost to {self.where} {DURING.get(step, 'during step ' + step)}")
         return ExecResult(code, out.decode("utf-8", "replace"), clean_stderr(err.decode("utf-8", "replace")))
 
-    def make_workdir(self) -> str:
+    def _workdir_template(self) -> str:
         base = posixpath.normpath(self.base)
         base = "/" + base.lstrip("/") if base.startswith("/") else base  # normpath keeps a leading '//'
-        template = posixpath.join(base, "xqhil.XXXXXXXX")
-        result = self.exec(f'umask 077 && d=$(mktemp -d {shlex.quote(template)}) && [ -d "$d" ] && '
-                           f'[ ! -L "$d" ] && printf "%s\\n" "$d"', self.deadlines.cleanup, "workdir")
-        path = result.stdout.strip()
+        return posixpath.join(base, "xqhil.XXXXXXXX")
+
+    def _mktemp(self, template: str) -> str:
+        """Shell words that make a private work folder from ``template`` into $d and print it."""
+        return (f'umask 077 && d=$(mktemp -d {shlex.quote(template)}) && [ -d "$d" ] && '
+                f'[ ! -L "$d" ] && printf "%s\\n" "$d"')
+
+    def _set_workdir(self, template: str, printed: str, stderr: str) -> str:
+        path = printed.strip()
         if not re.fullmatch(re.escape(template[:-8]) + r"[A-Za-z0-9]{8}", path):
             raise HilError(f"cannot make a work folder under '{self.base}' on {self.where}: "
-                           f"{result.stderr or result.stdout or 'mktemp failed'}", step="workdir")
+                           f"{stderr or printed or 'mktemp failed'}", step="workdir")
         self.workdir = path  # remembered at once: cleanup removes it whatever happens next
         return path
+
+    def make_workdir(self) -> str:
+        template = self._workdir_template()
+        result = self.exec(self._mktemp(template), self.deadlines.cleanup, "workdir")
+        return self._set_workdir(template, result.stdout, result.stderr)
 
     def _remote(self, name: str) -> str:
         return f"{self.workdir}/{check_name(name)}"
@@ -282,15 +292,26 @@ class SshTransport(Transport):
         return result
 
     def start_agent_loop(self, python: Sequence[str]):
-        """The agent started with --loop in the work folder (it must hold the agent): an ``AgentLoop``."""
+        """A lease's agent in one remote shell: it makes the work folder (as ``make_workdir``) and prints it,
+        records its process group (agent.pid), waits for the line "go" (the host uploads the agent meanwhile:
+        ``AgentLoop.go``), runs the agent with --loop, and when that ends removes the folder and exits with the
+        agent's status. One shell start per lease instead of three (folder, agent, cleanup)."""
         from .ssh_loop import AgentLoop
 
         self._ensure_connected()
+        template = self._workdir_template()
+        interpreter = " ".join(shlex.quote(p) for p in python)
+        command = (f'{self._mktemp(template)} && cd "$d" && echo $$ > agent.pid && read -r go && [ "$go" = go ] '
+                   f'|| exit 3; {interpreter} "$d"/{AGENT_FILE} --loop; code=$?; cd / && rm -rf -- "$d"; '
+                   f"exit $code")
         chan = self._bounded(self.deadlines.connect, "while starting the agent",
                              lambda: self.client.get_transport().open_session(timeout=self.deadlines.connect))
         chan.settimeout(0.0)
-        chan.exec_command(self.agent_command(python, "--loop"))
-        return AgentLoop(self, chan)
+        chan.exec_command(command)
+        loop = AgentLoop(self, chan)
+        printed = loop.first_line(self.deadlines.cleanup)
+        self._set_workdir(template, printed or "", loop.stderr())
+        return loop
 
     def make_subdir(self, name: str) -> str:
         """A folder ``name`` (a plain name) in the work folder, private to the user; its remote path."""

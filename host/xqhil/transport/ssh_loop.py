@@ -1,5 +1,6 @@
-"""One agent started with ``--loop`` on an SSH board (a farm lease): it imports numpy and onnxruntime once,
-says hello (its fingerprint), then takes request after request on its stdin and answers each with one line.
+"""One agent started with ``--loop`` on an SSH board (a farm lease), in a shell that made its work folder and
+removes it when the agent ends (``SshTransport.start_agent_loop``): the agent imports numpy and onnxruntime
+once, says hello (its fingerprint), then takes request after request on its stdin, one answer line each.
 
 Every wait is bounded: a deadline per request (``StepTimeout``), and the transport's watchdog, which drops a
 frozen connection. An agent that ended (killed, crashed, deadline) answers no more: the caller ends the lease,
@@ -22,6 +23,7 @@ class AgentLoop:
         self.transport, self.chan = transport, chan
         self.out, self.err = bytearray(), bytearray()
         self.ended = False
+        self.busy = True  # starting, or handling a request: it would not read the end of its input now
         self.started = time.monotonic()
 
     def _pump(self) -> bool:
@@ -37,20 +39,14 @@ class AgentLoop:
                 del self.err[: len(self.err) - MAX_BUFFER]
         return busy
 
-    def _message(self, deadline: float, step: str) -> Optional[Dict]:
-        """The agent's next JSON line (other lines are skipped), or None once it has ended."""
+    def _line(self, deadline: float, step: str) -> Optional[str]:
+        """The agent's next line on stdout, or None once its shell has ended."""
         while True:
             newline = self.out.find(b"\n")
             if newline >= 0:
-                line = bytes(self.out[:newline])
+                line = bytes(self.out[:newline]).decode("utf-8", "replace")
                 del self.out[: newline + 1]
-                try:
-                    message = json.loads(line.decode("utf-8", "replace"))
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
-                    return message
-                continue
+                return line
             busy = self._pump()
             if not busy and self.chan.exit_status_ready() and not self.chan.recv_ready():
                 self.ended = True
@@ -62,6 +58,30 @@ class AgentLoop:
                                   stderr=self.stderr())
             if not busy:
                 time.sleep(0.01)
+
+    def _message(self, deadline: float, step: str) -> Optional[Dict]:
+        """The agent's next JSON line (other lines are skipped), or None once it has ended."""
+        while True:
+            line = self._line(deadline, step)
+            if line is None:
+                return None
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                return message
+
+    def first_line(self, timeout: float) -> Optional[str]:
+        """The shell's first line (the work folder it made), or None when it ended without one."""
+        self.started = time.monotonic()
+        return self.transport._bounded(timeout + self.transport.deadlines.connect, "while making the work folder",
+                                       lambda: self._line(self.started + timeout, "workdir"))
+
+    def go(self) -> None:
+        """The agent file is in place: the shell starts the agent."""
+        self.transport._bounded(self.transport.deadlines.connect, "while starting the agent",
+                                lambda: self.chan.sendall(b"go\n"))
 
     def stderr(self) -> str:
         text = clean_stderr(self.err.decode("utf-8", "replace"))
@@ -89,6 +109,7 @@ class AgentLoop:
     def hello(self, timeout: float) -> Dict:
         """The agent's fingerprint line ({"protocol", "agent_version", "device"}); HilError if it ended."""
         message = self._wait(timeout, "run", "while the agent started", lambda m: "protocol" in m)
+        self.busy = message is None
         if message is None:
             result = self._ended()
             tail = " | ".join(result.stderr.splitlines()[-3:])
@@ -104,18 +125,29 @@ class AgentLoop:
         if self.ended:
             return self._ended()
         self.stderr()  # what an earlier request left
+        self.busy = True
         self.transport._bounded(self.transport.deadlines.connect, "while sending a request",
                                 lambda: self.chan.sendall((name + "\n").encode()))
         message = self._wait(timeout, "run", "while the agent ran", lambda m: m.get("done") == name)
         if message is None:
             return self._ended()
+        self.busy = False
         return ExecResult(int(message.get("exit", 3)), "", self.stderr())
 
-    def close(self) -> None:
-        """End the agent's input (it exits); the lease's cleanup kills whatever is left."""
+    def close(self, wait: float) -> bool:
+        """End the agent's input; True when its shell then ended with a status within ``wait`` s (it has
+        removed the work folder itself), False when the caller must kill and clean up (at once when the agent
+        is still starting or handling a request: a stopped farm does not wait for it)."""
         try:
+            if self.busy and not self.ended:
+                return False
             if not self.ended:
                 self.chan.shutdown_write()
-            self.chan.close()
+            deadline = time.monotonic() + wait
+            while not self.chan.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return self.chan.exit_status_ready() and self.chan.recv_exit_status() != -1
         except (OSError, EOFError):
-            pass
+            return False
+        finally:
+            self.chan.close()
