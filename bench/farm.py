@@ -2,11 +2,14 @@
 the farm's own overhead per job (acquire + probe + release), and the time to get back the boards of a
 SIGKILLed farm.
 
-    python bench/farm.py [--jobs 12] [--board-seconds 2.0]
+    python bench/farm.py [--jobs 12] [--boards 1,2,3] [--rounds 1] [--min-time S] [--skip-recovery]
 
-Boards are loopback sshd's running the host Python. A real board computes on itself; a loopback board
-computes on this machine's CPUs, so by default each board agent start also waits --board-seconds (the fault
-``sleep:S``), standing for the time a board spends on its own; with 0 the jobs only compete for local CPUs.
+Boards are loopback sshd's running the host Python: a real board computes on itself, a loopback board on
+this machine's CPUs. Two things bound the speed-up, and the bench measures both: the serial part of a run
+(start until the first job, end after the last; no board count shortens it) and the CPUs (the CPU seconds
+of the farm and of the lab per run, over wall and CPUs). --min-time S makes each job time each model for S
+seconds on its board (verify_parameters.min_time_s: real inference, for a fixed time, as a real board
+spends its own time); with 0 (default) the jobs are pure CPU work on the shared CPUs.
 Needs labgrid (pip install 'xqhil[farm]') and /usr/sbin/sshd.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -64,35 +68,62 @@ def use_boards(lab, count: int) -> None:
 
 
 def cpu_times() -> tuple:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    """(busy, total) jiffies of all CPUs from /proc/stat (the whole machine, other sessions too)."""
     with open("/proc/stat", encoding="ascii") as handle:
         values = [int(v) for v in handle.readline().split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return sum(values) - idle, sum(values)
 
 
-def run_matrix(lab, matrix: Path, count: int):
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of its children it has waited for (utime+stime+cutime+cstime)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def lab_cpu(lab, sshds) -> float:
+    """CPU seconds so far of the lab's own processes: coordinator, exporter, and each sshd with the sessions
+    and agents it has reaped (sshd -D waits for its connection processes, they for the agents)."""
+    return sum(proc_cpu(p.pid) for p in [lab.coordinator, *lab.exporters, *(s.proc for s in sshds)])
+
+
+def run_matrix(lab, sshds, matrix: Path, count: int):
+    """Run the matrix on ``count`` boards; the summary with the run's wall clock and CPU seconds: of the farm
+    (its process tree, from rusage once it is waited for) and of the lab (boards' sshd + agents, labgrid)."""
     use_boards(lab, count)
+    farm0, lab0 = resource.getrusage(resource.RUSAGE_CHILDREN), lab_cpu(lab, sshds)
     start, cpu0 = time.perf_counter(), cpu_times()
     proc = farm(matrix)
     wall = time.perf_counter() - start
-    cpu1 = cpu_times()
-    summary_cpu = (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1])
+    cpu1, farm1 = cpu_times(), resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.loads(proc.stdout.read())
     bad = [j for j in summary["jobs"] if j["status"] != "pass"]
     if bad:
         raise SystemExit(f"bench: {len(bad)} job(s) did not pass: {bad[0]}")
-    summary["cpu_busy"] = summary_cpu
-    return wall, summary
+    summary["wall"] = wall
+    summary["machine_busy"] = (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1])
+    summary["farm_cpu_s"] = farm1.ru_utime + farm1.ru_stime - farm0.ru_utime - farm0.ru_stime
+    summary["lab_cpu_s"] = lab_cpu(lab, sshds) - lab0
+    summary["load"] = os.getloadavg()[0]
+    return summary
 
 
-def overhead(summary) -> dict:
-    """Per job: the acquire, probe and release of every lease (acquisition), summed, over the jobs run."""
-    leases, jobs = summary["leases"], len(summary["attempts"])
-    per_job = {k: sum(x.get(k, 0.0) for x in leases) / jobs for k in ("acquire_s", "probe_s", "release_s")}
-    per_job["total_s"] = sum(per_job.values())
+def overhead(summary, boards: int) -> dict:
+    """Per job, two ways. ``lease_s``: the acquire, probe and release of every lease, summed, over the jobs.
+    ``idle_s``: board-seconds not spent on the jobs' own work, over the jobs: (boards x wall of the whole
+    ``xqhil farm run`` command - sum of every attempt's ``run_s``) / jobs, where ``run_s`` is the job on its
+    leased board (verify: upload, agent run, fetch, compare, report). It holds everything else: the CLI's
+    start, quantizing and the PC references (once per matrix), worker start, acquire, probe, release,
+    dispatch and history, and time a board waited for work."""
+    leases, jobs = summary["leases"], len(summary["jobs"])
+    per_job = {k: sum(x.get(k, 0.0) for x in leases) / jobs for k in ("acquire_s", "probe_s", "stop_s", "release_s")}
+    per_job["lease_s"] = sum(per_job.values())
     per_job["leases"] = len(leases)
     per_job["probe_each_s"] = statistics.mean(x.get("probe_s", 0.0) for x in leases)
+    work = sum(a.get("run_s", 0.0) for a in summary["attempts"])
+    per_job["work_s"] = work / jobs
+    per_job["idle_s"] = (boards * summary["wall"] - work) / jobs
     return per_job
 
 
@@ -116,12 +147,52 @@ def recovery(lab, matrix: Path) -> float:
     return time.perf_counter() - killed
 
 
+def serial_s(run) -> float:
+    """The part of a run no board count shortens: from the command's start to the first job's dispatch
+    (CLI start, quantizing, PC side, workers), and from the last job's end to the command's exit."""
+    timeline = run.get("timeline") or {}
+    if "first_job" not in timeline or "last_job" not in timeline:
+        return float("nan")  # a farm from before the timeline
+    cli = run["wall"] - run["wall_s"]
+    return cli + timeline["first_job"] + (run["wall_s"] - timeline["last_job"])
+
+
+def throughput_rows(runs):
+    """One row per run: wall clock, speed-up over the mean 1-board wall and its bound, CPU seconds and use."""
+    ones = [r for b, r in runs if b == 1]
+    base = statistics.mean(r["wall"] for r in ones)
+    serial = statistics.mean(serial_s(r) for r in ones)
+    cores = os.cpu_count() or 1
+    rows = []
+    for boards, r in runs:
+        cpu = r["farm_cpu_s"] + r["lab_cpu_s"]
+        rows.append([boards, f"{r['wall']:.1f}", f"{base / r['wall']:.2f}x", f"{serial_s(r):.1f}",
+                     f"{base / (serial + (base - serial) / boards):.2f}x", f"{r['farm_cpu_s']:.1f}",
+                     f"{r['lab_cpu_s']:.1f}", f"{cpu / r['wall'] / cores:.0%}", f"{r['machine_busy']:.0%}",
+                     f"{r['load']:.1f}"])
+    return rows
+
+
+def overhead_rows(runs):
+    rows = []
+    for boards, r in runs:
+        o = overhead(r, boards)
+        rows.append([boards, o["leases"], f"{o['probe_each_s']:.2f}", f"{o['work_s']:.2f}", f"{o['lease_s']:.3f}",
+                     f"{o['idle_s']:.2f}", f"{r['load']:.1f}"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=12)
-    ap.add_argument("--board-seconds", type=float, default=2.0)
-    ap.add_argument("--skip-throughput", action="store_true", help="only the overhead and recovery figures")
+    ap.add_argument("--boards", default="1,2,3", help="board counts to run, in this order, each round")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the board counts (side by side in time)")
+    ap.add_argument("--min-time", type=float, default=0.0,
+                    help="verify_parameters.min_time_s of the model: each board times each model this long (real "
+                         "inference on the board, as a real board spends its own time; 0: the jobs are pure CPU)")
+    ap.add_argument("--skip-recovery", action="store_true")
     args = ap.parse_args()
+    counts = [int(c) for c in args.boards.split(",")]
     with tempfile.TemporaryDirectory(prefix="xqhil-bench-farm-") as tmp:
         folder = Path(tmp)
         lab = start_lab(folder / "lab")
@@ -138,35 +209,31 @@ def main() -> None:
             for i in range(3):
                 lab.add_place(f"rv-{i}", f"exp/rv{i}/NetworkService/*", {"soc": "k1"})
             lab.wait_resources(3)
-            project = make_project(folder / "proj")
-            python = fault_python(sys.executable, f"sleep:{args.board_seconds}") if args.board_seconds else \
-                sys.executable
-            matrix = write_matrix(folder, lab, sshds, known, project, args.jobs, python)
-            rows, base = [], None
-            for count in () if args.skip_throughput else (1, 2, 3):
-                wall, summary = run_matrix(lab, matrix, count)
-                base = base or wall
-                rows.append([count, args.jobs, f"{wall:.1f}", f"{args.jobs / wall:.2f}", f"{base / wall:.2f}x",
-                             f"{100 * summary['cpu_busy']:.0f}%", f"{os.getloadavg()[0]:.1f}"])
-            if rows:
-                print(f"{args.jobs}-job matrix, board time {args.board_seconds:g} s per agent start "
-                      f"(wall clock of 'xqhil farm run', incl. one quantization and worker start; CPU busy: "
-                      f"all {os.cpu_count()} CPUs of this machine, every process, during the run):")
-                print(tabulate(rows, ["boards", "jobs", "wall s", "jobs/s", "speed-up", "CPU busy", "load 1m"],
-                               tablefmt="github"))
-            rows = []
-            for probe in ("each-job", "lease"):
-                plain = write_matrix(folder, lab, sshds, known, project, 12, sys.executable, probe)
-                o = overhead(run_matrix(lab, plain, 3)[1])
-                rows.append([probe, o["leases"], f"{o['probe_each_s']:.3f}"] +
-                            [f"{o[k]:.3f}" for k in ("acquire_s", "probe_s", "release_s", "total_s")])
-            print("\nfarm overhead per job on loopback (12 jobs on 3 boards, board = host python; the acquire, "
-                  "probe and release of every acquisition, over the jobs):")
-            print(tabulate(rows, ["probe", "acquisitions", "one probe s", "acquire s/job", "probe s/job",
-                                  "release s/job", "total s/job"], tablefmt="github"))
-            slow = write_matrix(folder, lab, sshds, known, project, 3, fault_python(sys.executable, "sleep:60"))
-            print(f"\nrecovery after SIGKILL of a farm holding 3 boards: {recovery(lab, slow):.2f} s "
-                  "(kill -> every board free through the sweeper)")
+            project = make_project(folder / "proj", verify={"min_time_s": args.min_time})
+            matrix = write_matrix(folder, lab, sshds, known, project, args.jobs, sys.executable)
+            runs = [(count, run_matrix(lab, sshds, matrix, count)) for _ in range(args.rounds) for count in counts]
+            print(f"{args.jobs}-job matrix (min_time_s {args.min_time:g}) on loopback boards (sshd + the host "
+                  f"Python: a board's work runs on this machine's {os.cpu_count()} CPUs). wall: the whole 'xqhil "
+                  "farm run' command; serial: its start until the first job and its end after the last; bound: "
+                  "the 1-board wall with the rest divided by the boards; farm/lab CPU: CPU seconds of the "
+                  "farm's process tree and of the lab (sshd sessions + agents, labgrid); CPU used: (farm + lab) "
+                  "/ wall / CPUs; machine busy: every process (other sessions too):")
+            print(tabulate(throughput_rows(runs),
+                           ["boards", "wall s", "speed-up", "serial s", "bound", "farm CPU s", "lab CPU s",
+                            "CPU used", "machine busy", "load 1m"], tablefmt="github"))
+            one = next(r for b, r in runs if b == 1)
+            marks = ", ".join(f"{k} {v:.1f}" for k, v in sorted(one.get("timeline", {}).items(), key=lambda kv: kv[1]))
+            print(f"\nserial part of the first 1-board run: the CLI's start {one['wall'] - one['wall_s']:.1f} s, then "
+                  f"(s from the farm's start) {marks}, exit {one['wall_s']:.1f}")
+            print("\nper job: work = the job on its leased board (run_s: upload, agent run, fetch, compare, "
+                  "report); lease = acquire + probe + agent stop + release, summed over the leases; idle = "
+                  "(boards x wall - sum of work) / jobs:")
+            print(tabulate(overhead_rows(runs), ["boards", "leases", "one probe s", "work s/job", "lease s/job",
+                                                 "idle s/job", "load 1m"], tablefmt="github"))
+            if not args.skip_recovery:
+                slow = write_matrix(folder, lab, sshds, known, project, 3, fault_python(sys.executable, "sleep:60"))
+                print(f"\nrecovery after SIGKILL of a farm holding 3 boards: {recovery(lab, slow):.2f} s "
+                      "(kill -> every board free through the sweeper)")
             print(f"\n{assert_one_job_per_board(lab)} acquisitions in all, never two at once on one board "
                   "(from the coordinator's log)")
         finally:

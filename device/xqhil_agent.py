@@ -10,6 +10,14 @@ Invocations::
 
     python3 xqhil_agent.py --hello          # one JSON line on stdout: {"protocol", "agent_version", "device"}
     python3 xqhil_agent.py REQUEST.json     # handles the request, writes the response file it names
+    python3 xqhil_agent.py --loop           # one agent for many requests (a farm lease): the --hello line,
+                                            # then per line FOLDER/REQUEST.json read on stdin (relative to the
+                                            # agent's working folder) the request handled as above and one
+                                            # JSON line {"done": that line, "exit": code}; ends at EOF.
+                                            # numpy and onnxruntime are imported once; a request's
+                                            # "environment" must be empty (it applies before the import).
+                                            # A deadline ends the whole loop (exit 4) once the response
+                                            # is written
 
 Request (JSON object; every file name is a plain name inside the request's folder, never a path)::
 
@@ -558,6 +566,7 @@ class Agent:
         self.response = {"protocol": PROTOCOL, "agent_version": AGENT_VERSION, "ok": False, "error": None,
                          "device": None, "models": {}, "tasks": {}, "stage": "start", "duration_s": 0.0}
         self.response_path = os.path.join(self.folder, "response.json")
+        self.timer = None
 
     def stage(self, name):
         self.response["stage"] = name
@@ -733,10 +742,13 @@ class Agent:
             result["error"] = error_text(exc)
         return result
 
-    def handle(self):
+    def handle(self, looping=False):
         request = self.read_request()
-        self.watchdog(deadline_of(request))
+        self.timer = self.watchdog(deadline_of(request))
         check_request(request)
+        if looping and request.get("environment"):
+            raise AgentError("BadRequest", "a request with an environment cannot run in --loop mode (the "
+                             "runtime is already imported): run it with its own agent")
         self.verify_files(request.get("files"))
         self.stage("import")
         environment = apply_environment(request.get("environment"))
@@ -764,11 +776,11 @@ class Agent:
         self.response["ok"] = True
 
 
-def serve(request_path):
+def serve(request_path, looping=False):
     agent = Agent(request_path)
     code = EXIT_OK
     try:
-        agent.handle()
+        agent.handle(looping)
     except AgentError as exc:
         agent.response["error"] = {"type": exc.kind, "message": exc.message}
         code = EXIT_NO_SPACE if exc.kind == "DiskFull" else EXIT_BAD_REQUEST
@@ -777,13 +789,32 @@ def serve(request_path):
                                    "traceback": traceback.format_exc()[-4000:]}
         code = EXIT_CRASH
     result = agent.finish(code)
+    if agent.timer is not None:
+        agent.timer.cancel()
     return code if result is None else result
 
 
-def hello():
+def hello(**extra):
     np, ort = import_runtime()
-    sys.stdout.write(json.dumps({"protocol": PROTOCOL, "agent_version": AGENT_VERSION,
-                                 "device": fingerprint(ort, np)}, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(dict({"protocol": PROTOCOL, "agent_version": AGENT_VERSION,
+                                      "device": fingerprint(ort, np)}, **extra), sort_keys=True) + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+LOOP_REQUEST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def loop(lines):
+    """--loop: the hello line, then each request named on ``lines`` handled in this one process."""
+    hello(loop=True)
+    for line in lines:
+        name = line.strip()
+        if not name:
+            continue
+        code = serve(name, looping=True) if LOOP_REQUEST.match(name) and ".." not in name else EXIT_BAD_REQUEST
+        sys.stdout.write(json.dumps({"done": name, "exit": code}) + "\n")
+        sys.stdout.flush()
     return EXIT_OK
 
 
@@ -791,11 +822,13 @@ def main(argv=None):
     args = list(sys.argv[1:] if argv is None else argv)
     if args == ["--hello"]:
         return hello()
+    if args == ["--loop"]:
+        return loop(sys.stdin)
     if args == ["--version"]:
         sys.stdout.write("xqhil-agent %s protocol %d\n" % (AGENT_VERSION, PROTOCOL))
         return EXIT_OK
     if len(args) != 1 or args[0].startswith("-"):
-        sys.stderr.write("usage: xqhil_agent.py --hello | --version | REQUEST.json\n")
+        sys.stderr.write("usage: xqhil_agent.py --hello | --version | --loop | REQUEST.json\n")
         return EXIT_BAD_REQUEST
     return serve(args[0])
 

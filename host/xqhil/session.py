@@ -137,7 +137,7 @@ class BoardSession:
         """``inputs`` hold samples on axis 0; ``batch_axes`` says where each input's model stacks them
         (reference.input_layout; None: axis 0 for all)."""
         with tempfile.TemporaryDirectory(prefix="xqhil-host-") as scratch:
-            files = {AGENT_FILE: agent_path()}
+            files = self.agent_files()
             files.update({f"{model_id}.onnx": single_file(model_id, path, scratch)
                           for model_id, path in models.items()})
             if tasks:
@@ -153,6 +153,10 @@ class BoardSession:
             with open(files[REQUEST_FILE], "w", encoding="utf-8") as handle:
                 json.dump(request.as_dict(), handle, indent=1)
             return self._visit(files, tasks, scratch, request)
+
+    def agent_files(self) -> Dict[str, str]:
+        """The agent goes with every request (a lease's agent is already running: none)."""
+        return {AGENT_FILE: agent_path()}
 
     def _visit(self, files: Dict[str, str], tasks: Sequence[Task], scratch: str, request: Request) -> BoardRun:
         transport, clean = self.transport, False

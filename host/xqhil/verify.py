@@ -48,6 +48,27 @@ class VerifyOptions:
     localize: str = "auto"  # auto: localise a chip-runtime finding to its op (see xqhil/localize); never
     board_arg: Optional[str] = None  # the --board text, for the repro bundle's replay command
     runtime_options: tuple = ({}, {})  # (environment, provider options) for the board's runtime
+    session: Optional[BoardSession] = None  # the board session to run on (a farm lease's); None: a new one
+    host: Optional["HostSide"] = None  # the PC side already computed (host_side) for this config and threads
+
+
+@dataclass
+class HostSide:
+    """What a verify computes on the PC before the board, the same for every board: the config, the data,
+    the quantized model and the PC's FP32 and INT8 outputs. A farm computes it once per model x threads."""
+    cfg: object
+    params: VerifyParams
+    mode: str
+    data: VerifyData
+    fp32: str
+    int8: str
+    batch: int
+    fixed: bool
+    axes: list
+    threads: int
+    pc_fp32: list
+    pc_int8: list
+    names: List[str]
 
 
 def _load(opts: VerifyOptions):
@@ -252,6 +273,28 @@ def _localize(opts: VerifyOptions, fp32: str, int8: str, data: VerifyData, names
     return result
 
 
+def host_side(opts: VerifyOptions, stages: Optional[Stages] = None) -> HostSide:
+    """Load the config and data, quantize (or take --qmodel) and run both models on the PC."""
+    stages = stages or Stages(STAGES, True)
+    stages.start("load config")
+    cfg, params, labels, classes_known = _load(opts)
+    mode = _mode(cfg)
+    stages.start("load data")
+    data = load_verify_data(cfg, params, labels)
+    stages.start("quantize")
+    int8 = _quantize(opts, cfg)
+    fp32 = cfg.model.onnx_model
+    batch, fixed = choose_batch(fp32, int8, params.batch_size)
+    axes = _layout(fp32, int8, data.names)
+    if fixed:
+        _trim(data, batch)
+    threads = opts.threads if opts.threads is not None else (opts.board.threads or params.threads)
+    stages.start("run on PC")
+    pc_fp32, pc_int8, names, batch = _pc_runs(stages, fp32, int8, data, batch, fixed, threads, axes)
+    _check_classes(labels, classes_known, pc_fp32)
+    return HostSide(cfg, params, mode, data, fp32, int8, batch, fixed, axes, threads, pc_fp32, pc_int8, names)
+
+
 def quantize_and_verify(opts: VerifyOptions) -> dict:
     return verify_and_probe(opts)[0]
 
@@ -261,24 +304,16 @@ def verify_and_probe(opts: VerifyOptions) -> Tuple[dict, Optional[LatencyProbe]]
     started, created = time.perf_counter(), _dt.datetime.now(_dt.timezone.utc)
     stages = Stages(STAGES, opts.quiet)
     try:
-        stages.start("load config")
-        cfg, params, labels, classes_known = _load(opts)
-        mode = _mode(cfg)
-        stages.start("load data")
-        data = load_verify_data(cfg, params, labels)
-        stages.start("quantize")
-        int8 = _quantize(opts, cfg)
-        fp32 = cfg.model.onnx_model
-        batch, fixed = choose_batch(fp32, int8, params.batch_size)
-        axes = _layout(fp32, int8, data.names)
-        if fixed:
-            _trim(data, batch)
-        threads = opts.threads if opts.threads is not None else (opts.board.threads or params.threads)
-        stages.start("run on PC")
-        pc_fp32, pc_int8, names, batch = _pc_runs(stages, fp32, int8, data, batch, fixed, threads, axes)
-        _check_classes(labels, classes_known, pc_fp32)
+        if opts.host is None:
+            host = host_side(opts, stages)
+        else:
+            host = opts.host
+            check_writable(opts.out or host.cfg.model.working_dir, "--out", folder=True)
+        cfg, params, mode, data, fp32, int8 = host.cfg, host.params, host.mode, host.data, host.fp32, host.int8
+        batch, fixed, axes, threads, names = host.batch, host.fixed, host.axes, host.threads, host.names
+        pc_fp32, pc_int8 = host.pc_fp32, host.pc_int8
         stages.start("run on board")
-        session = BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
+        session = opts.session or BoardSession(opts.board, opts.deadlines, opts.retries, progress=stages.detail)
         providers = opts.providers or opts.board.providers or params.providers
         perf_batch = batch if fixed else 1
         run = session.run({"fp32": fp32, "int8": int8}, data.names, data.arrays,

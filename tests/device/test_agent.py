@@ -340,3 +340,44 @@ def test_interleave_and_min_time_of_the_wrong_type_are_bad_requests(tmp_path):
         proc, resp = run_agent(workdir(tmp_path / field, tasks=[task]))
         assert proc.returncode == 2 and resp["error"]["type"] == "BadRequest"
         assert f"tasks[0].{field}" in resp["error"]["message"]
+
+
+def test_loop_serves_many_requests_in_one_process_until_its_input_ends(tmp_path):
+    """--loop (a farm lease's agent): the hello line, then one answer line per request named on stdin, each
+    request handled as a single run would be; a request's deadline does not outlive it; a name outside a
+    subfolder and an environment (it applies before the runtime import) are bad requests; EOF ends it."""
+    lease = tmp_path / "lease"
+    lease.mkdir()
+    shutil.copy(AGENT, lease / "xqhil_agent.py")
+    for name, request in (("j1", {"deadline_s": 1.0}), ("j2", {}), ("j3", {"environment": {"OMP_NUM_THREADS": "1"}})):
+        (lease / name).mkdir()
+        workdir(lease / name, **request)
+    proc = subprocess.Popen([sys.executable, "xqhil_agent.py", "--loop"], cwd=lease, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        hello = json.loads(proc.stdout.readline())
+        assert hello["loop"] is True and hello["protocol"] == load_agent().PROTOCOL and hello["device"]["arch"]
+
+        def ask(name: str) -> dict:
+            proc.stdin.write(name + "\n")
+            proc.stdin.flush()
+            return json.loads(proc.stdout.readline())
+
+        assert ask("j1/request.json") == {"done": "j1/request.json", "exit": 0}
+        time.sleep(1.5)  # past j1's deadline of 1 s: the loop serves on
+        assert ask("j2/request.json") == {"done": "j2/request.json", "exit": 0}
+        for job in ("j1", "j2"):
+            response = json.loads((lease / job / "response.json").read_text())
+            assert response["ok"] and response["tasks"]["acc"]["ok"] and response["tasks"]["perf"]["ok"]
+            with np.load(lease / job / "out-acc.npz") as out:
+                x = np.load(lease / job / "inputs.npz")["in0"]
+                ref = ort.InferenceSession(str(lease / job / "m.onnx"), providers=["CPUExecutionProvider"])
+                np.testing.assert_allclose(out["out0"], ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+        assert ask("../j1/request.json")["exit"] == 2 and ask("j1/../../x/request.json")["exit"] == 2
+        assert ask("j3/request.json")["exit"] == 2
+        assert "--loop" in json.loads((lease / "j3" / "response.json").read_text())["error"]["message"]
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0 and proc.stdout.read() == ""
+    finally:
+        proc.kill()
+        proc.wait()

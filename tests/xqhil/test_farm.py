@@ -167,11 +167,23 @@ def test_farm_matrix_retries_flaky_board_elsewhere_quarantines_it_and_flags_the_
     assert "quarantined" not in out, out
 
 
+def counting_python(folder: Path) -> tuple:
+    """A board interpreter that appends a line to a file at each start: (command, file). Counts real agent
+    process starts on the board."""
+    starts = folder / "agent-starts.txt"
+    wrapper = folder / "python-counting"
+    wrapper.write_text(f"#!/bin/sh\necho start >> {starts}\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper), starts
+
+
 @pytest.mark.parametrize("probe, acquisitions", [("lease", 1), ("each-job", 3)])
-def test_a_lease_acquires_and_probes_a_board_once_for_its_jobs(lab, project, tmp_path, probe, acquisitions):
-    """Three jobs on one place: a lease acquires and probes it once (each-job: three times), and the
+def test_a_lease_acquires_probes_and_starts_the_agent_once_for_its_jobs(lab, project, tmp_path, probe, acquisitions):
+    """Three jobs on one place: a lease acquires and probes it once (each-job: three times), the probe starts
+    the lease's agent and the jobs reuse it (agent processes started on the board: one per lease), and the
     coordinator's own log shows exactly those acquisitions, each released."""
-    matrix = write_matrix(lab, tmp_path, project, ["?slot=s1"], 3, probe=probe)
+    python, starts = counting_python(tmp_path)
+    matrix = write_matrix(lab, tmp_path, project, ["?slot=s1"], 3, {"rv-1": python}, probe=probe)
     code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
     summary = json.loads(out)
     assert code == 0 and [j["status"] for j in summary["jobs"]] == ["pass"] * 3, err
@@ -180,7 +192,43 @@ def test_a_lease_acquires_and_probes_a_board_once_for_its_jobs(lab, project, tmp
     assert all(x["place"] == "rv-1" and x["probe_s"] > 0 and "release_s" in x for x in leases)
     probed = [a for a in summary["attempts"] if a["timings"]["probe_s"] > 0]
     assert len(probed) == acquisitions and all(a["fingerprint"]["agent_version"] for a in summary["attempts"])
+    assert starts.read_text().count("start") == acquisitions
     assert assert_one_job_per_board(lab) == acquisitions and held_now(lab) == []
+    assert list((tmp_path / "remote").iterdir()) == []  # every lease's work folder removed
+
+
+def test_a_matrix_quantizes_and_runs_the_pc_side_once_and_records_every_job_with_its_board(lab, project, tmp_path,
+                                                                                          monkeypatch):
+    """Four jobs on two boards: the model is quantized once and its PC FP32/INT8 outputs computed once (in
+    the farm process; the workers take them as they are), and every job's run is still recorded with its
+    board, the board's fingerprint and the same INT8 model."""
+    import xquant
+    from xqhil import verify
+
+    calls = {"quantize": 0, "pc": 0}
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(xquant, "quantize_onnx_model", counted("quantize", xquant.quantize_onnx_model))
+    monkeypatch.setattr(verify, "run_on_pc", counted("pc", verify.run_on_pc))
+    matrix = write_matrix(lab, tmp_path, project, ["rv-0", "rv-2"], 2)
+    code, out, err = run_cli(["farm", "run", str(matrix), "--json"])
+    summary = json.loads(out)
+    assert code == 0 and [j["status"] for j in summary["jobs"]] == ["pass"] * 4, err
+    assert calls == {"quantize": 1, "pc": 2}  # one model: one quantization, one FP32 and one INT8 PC run
+    assert [m["what"] for m in summary["prepared"]] == ["quantize", "pc"]
+    assert all(j["pc_side"] == "shared" for j in summary["jobs"])
+    docs = history_docs(tmp_path / "history.sqlite3")
+    assert sorted(d["farm"]["place"] for d in docs) == ["rv-0", "rv-0", "rv-2", "rv-2"]
+    for d in docs:
+        assert d["board"]["name"] == "labgrid:" + d["farm"]["place"] and d["verdict"] == "pass"
+        assert d["device"]["arch"] == os.uname().machine and d["device"]["onnxruntime"]
+        assert d["harness"]["run_s"] > 0 and d["fidelity"]["outputs"]
+    assert len({d["model"]["int8_sha256"] for d in docs}) == 1
 
 
 def start_farm(matrix: Path) -> subprocess.Popen:

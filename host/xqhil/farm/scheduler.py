@@ -22,10 +22,24 @@ from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFRA, EXIT_OK, HilError
 from .coordinator import Coordinator
 from .health import quarantine, sweep
 from .matrix import Job, Matrix
-from .records import model_section, record_infra, record_report
+from .prepare import Shared, host_key, prepare, quantize
+from .records import record_infra, record_report
 from .worker import RELEASE
 
 log = logging.getLogger(__name__)
+# imported once by the workers' fork server (labgrid's client and grpc start no thread on import: safe to fork)
+WORKER_MODULES = ["xqhil.farm.worker", "xqhil.verify", "xqhil.session_lease", "xqhil.farm.coordinator",
+                  "labgrid.remote.client", "labgrid.remote.generated.labgrid_coordinator_pb2"]
+
+
+def stop_forkserver() -> None:
+    """Stop the workers' fork server and reap it, so the farm leaves no process behind and its CPU time
+    counts as the farm's (multiprocessing has no public call for this; without one the server ends with us)."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        stop()
 
 
 @dataclass
@@ -57,10 +71,16 @@ class Farm:
         self.m, self.settings, self.db, self.quiet = matrix, settings, db, quiet
         self.state = State(deque(matrix.jobs))
         self.workers: Dict[str, Worker] = {}
-        self.ctx = multiprocessing.get_context("spawn")  # grpc sessions do not survive fork
+        # grpc sessions do not survive fork: workers fork from a fresh server process that imported the
+        # harness once (not once per worker, as spawn would: ~1.5 s of CPU each)
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(WORKER_MODULES)
         self.results = self.ctx.Queue()
         self.bar = None
         self.started = time.perf_counter()
+        self.timeline: Dict[str, float] = {}  # seconds from the farm's start to each first event
+        self.shared = Shared()
+        self.sent: Dict[str, set] = {}  # place -> PC side keys its worker has
 
     # ------------------------------------------------------------------ setup
     def _eligible(self, coord: Coordinator) -> List[str]:
@@ -114,9 +134,15 @@ class Farm:
             self.state.attempts[job.index] = attempt
             out = os.path.join(self.m.out, f"job{job.index:03d}-a{attempt}")
             w.busy = job.index
-            w.jobs.put({"index": job.index, "attempt": attempt, "config": job.model, "qmodel": self.qmodels[job.model],
-                        "threads": job.threads, "providers": list(job.providers) if job.providers else None,
-                        "out": out})
+            key = host_key(self.m, job, place)
+            host = self.shared.hosts.get(key) if key not in self.sent.setdefault(place, set()) else None
+            if host is not None:
+                self.sent[place].add(key)
+            w.jobs.put({"index": job.index, "attempt": attempt, "config": job.model,
+                        "qmodel": self.shared.qmodels[job.model], "threads": job.threads,
+                        "providers": list(job.providers) if job.providers else None,
+                        "out": out, "host_key": key, "host": host})
+            self._mark("first_job")
             self._say(f"start {job.label} on {place} (attempt {attempt})")
 
     def _strand(self, tags: Dict[str, Dict[str, str]]) -> None:
@@ -130,6 +156,9 @@ class Farm:
                                    "message": why + (f"; last error: {last['message']}" if last else "")})
 
     # ------------------------------------------------------------------ results
+    def _mark(self, event: str) -> None:
+        self.timeline.setdefault(event, round(time.perf_counter() - self.started, 3))
+
     def _job(self, index: int) -> Job:
         return self.m.jobs[index - 1]
 
@@ -138,6 +167,8 @@ class Farm:
         if self.bar is not None:
             self.bar.update(1)
         done = len(self.state.final)
+        if done == len(self.m.jobs):
+            self._mark("last_job")
         self._say(f"end   {job.label} on {result.get('place', '-')}: {result['status']} "
                   f"[{done}/{len(self.m.jobs)}] {result.get('message', '')[:160]}")
 
@@ -169,7 +200,7 @@ class Farm:
             self.state.quarantined[place] = reason
             quarantine(self.coord, place, reason)
             w.jobs.put(None)
-        record_infra(result, self.models[job.model], self.db, place in self.state.quarantined)
+        record_infra(result, self.shared.models[job.model], self.db, place in self.state.quarantined)
         self._say(f"      {job.label} on {place}: {result['status']} (infrastructure) {result['message'][:160]}")
         if result["status"] == "probe":
             self.state.attempts[job.index] -= 1  # the job never ran
@@ -195,27 +226,24 @@ class Farm:
         elif not self.quiet:
             print(f"xqhil farm: {text}", file=sys.stderr, flush=True)
 
-    def _quantize_once(self) -> None:
-        """Each model is quantized once here, not by every job (jobs reuse the .q.onnx)."""
-        from xquant.config import load_config
-
-        self.qmodels: Dict[str, str] = {}
-        self.models: Dict[str, Dict[str, Any]] = {}  # config -> the "model" section of its history records
-        for job in self.m.jobs:
-            if job.model in self.qmodels:
-                continue
-            if job.qmodel:
-                self.qmodels[job.model] = job.qmodel
-            else:
-                import xquant
-
-                xquant.quantize_onnx_model(job.model)
-                self.qmodels[job.model] = load_config(job.model)[0].model.output_model
-            self.models[job.model] = model_section(job.model, load_config(job.model)[0].model.onnx_model,
-                                                   self.qmodels[job.model])
+    def _prepare(self, tags: Dict[str, Dict[str, str]]) -> None:
+        """Quantizing and the PC references, once for the whole matrix (prepare.py), while workers start."""
+        pairs = [(job, p) for job in self.m.jobs for p in self.workers if job.board.matches(p, tags.get(p, {}))]
+        prepare(self.m, pairs, self.shared)
 
     def run(self) -> Dict[str, Any]:
-        self._quantize_once()
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # the workers' server imports the harness while we quantize
+        try:
+            return self._run()
+        finally:
+            stop_forkserver()
+
+    def _run(self) -> Dict[str, Any]:
+        for job in self.m.jobs:  # a model that cannot be quantized is bad input before any board is held
+            quantize(self.shared, job)
+        self._mark("quantized")
         with Coordinator(self.m.coordinator) as coord:
             self.coord = coord
             sweep(coord)
@@ -230,6 +258,8 @@ class Farm:
                 self.bar = tqdm(total=len(self.m.jobs), desc="xqhil farm", unit="job", file=sys.stderr)
             try:
                 self._start_workers(places)
+                self._prepare({n: p.tags for n, p in coord.places().items()})
+                self._mark("prepared")
                 self._loop(coord)
             finally:
                 self._stop_workers()
@@ -253,6 +283,7 @@ class Farm:
             w = self.workers[place]
             if kind == "ready":
                 w.ready, w.pid = True, pid
+                self._mark("worker_ready")
             elif kind == "lease":
                 self.state.leases.append(payload)
             elif kind == "dead":
@@ -295,7 +326,9 @@ class Farm:
         codes = {r["exit"] for r in final}
         code = next((c for c in (EXIT_FAILED, EXIT_INFRA, EXIT_BAD_INPUT) if c in codes), EXIT_OK)
         summary = {"exit": code, "jobs": final, "attempts": self.state.history, "leases": self.state.leases,
-                   "quarantined": self.state.quarantined, "wall_s": round(time.perf_counter() - self.started, 3)}
+                   "prepared": self.shared.made,
+                   "quarantined": self.state.quarantined, "timeline": self.timeline,
+                   "wall_s": round(time.perf_counter() - self.started, 3)}
         os.makedirs(self.m.out, exist_ok=True)
         with open(os.path.join(self.m.out, "farm.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=1)

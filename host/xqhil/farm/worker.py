@@ -64,16 +64,26 @@ class Lease:
         self.coord, self.place, self.template, self.settings, self.results = coord, place, template, settings, results
         self.held = False
         self.spec = None
+        self.agent = None  # the AgentLease: connection and running agent, reused by the lease's jobs
+        self.hosts: Dict[str, Any] = {}  # PC sides (verify.HostSide) by key, kept across leases
         self.fingerprint: Dict[str, Any] = {}
         self.info: Dict[str, Any] = {}
         self.count = 0
+
+    def host_side(self, job: Dict[str, Any]):
+        """The job's PC side: sent with the first job of its key, kept for the next ones (None: compute it)."""
+        if job.get("host") is not None:
+            self.hosts[job["host_key"]] = job["host"]
+        return self.hosts.get(job.get("host_key"))
 
     def deadlines(self) -> Deadlines:
         return Deadlines(connect=self.settings["connect_timeout"], run=self.settings["step_timeout"])
 
     def start(self, result: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        """Acquire and probe; None when the lease is ready, else the job's failure result."""
-        from .health import fingerprint, probe_board
+        """Acquire and probe (start the lease's agent: its fingerprint); None when the lease is ready, else the
+        job's failure result."""
+        from ..session_lease import AgentLease
+        from .health import fingerprint
         from .provider import spec_for
 
         self.count += 1
@@ -89,7 +99,8 @@ class Lease:
             self.spec = spec_for(self.place, self.coord.endpoint(self.place), self.template)
             self.info["acquire_s"] = round(t1 - t0, 4)
             result["board"] = self.spec.public()
-            self.fingerprint = fingerprint(probe_board(self.spec, self.deadlines(), self.settings["retries"]))
+            self.agent = AgentLease(self.spec, self.deadlines(), self.settings["retries"])
+            self.fingerprint = fingerprint(self.agent.start())
             return None
         except XqhilError as exc:
             return {**result, "status": "probe", "exit": EXIT_INFRA, "message": exc.one_line()}
@@ -101,6 +112,11 @@ class Lease:
         if not self.held:
             return
         self.held = False
+        t = time.perf_counter()
+        if self.agent is not None:
+            self.agent.close()
+            self.agent = None
+        self.info["stop_s"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
         try:
             self.coord.release(self.place)
@@ -132,7 +148,7 @@ def run_job(lease: Lease, job: Dict[str, Any]) -> Dict[str, Any]:
     result["lease"] = lease.count
     lease.info["jobs"] += 1
     try:
-        return {**result, **_verify(lease.spec, lease.deadlines(), lease.settings, job)}
+        return {**result, **_verify(lease, job)}
     except XqhilError as exc:
         return {**result, "status": "infra" if _exit_of(exc) == EXIT_INFRA else "bad-input",
                 "exit": _exit_of(exc), "message": exc.one_line()}
@@ -141,14 +157,16 @@ def run_job(lease: Lease, job: Dict[str, Any]) -> Dict[str, Any]:
         return {**result, "status": "infra", "exit": EXIT_INFRA, "message": f"internal error: {exc!r}"}
 
 
-def _verify(spec, deadlines: Deadlines, settings: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, Any]:
+def _verify(lease: Lease, job: Dict[str, Any]) -> Dict[str, Any]:
     from xquant.errors import XQuantError
 
     from ..verify import VerifyOptions, quantize_and_verify
 
     t = time.perf_counter()
-    opts = VerifyOptions(config=job["config"], board=spec, qmodel=job["qmodel"], out=job["out"], deadlines=deadlines,
-                         retries=settings["retries"], quiet=True, threads=job["threads"], providers=job["providers"])
+    host = lease.host_side(job)
+    opts = VerifyOptions(config=job["config"], board=lease.spec, qmodel=job["qmodel"], out=job["out"],
+                         deadlines=lease.deadlines(), retries=lease.settings["retries"], quiet=True,
+                         threads=job["threads"], providers=job["providers"], session=lease.agent, host=host)
     try:
         report = quantize_and_verify(opts)
     except XQuantError as exc:
@@ -156,4 +174,4 @@ def _verify(spec, deadlines: Deadlines, settings: Dict[str, Any], job: Dict[str,
     verdict = report["verdict"]
     return {"status": verdict, "exit": EXIT_FAILED if verdict == "fail" else EXIT_OK,
             "message": "; ".join(report["reasons"]), "report": os.path.join(job["out"], "verify.json"),
-            "run_s": round(time.perf_counter() - t, 3)}
+            "run_s": round(time.perf_counter() - t, 3), "pc_side": "shared" if host is not None else "own"}

@@ -193,18 +193,28 @@ class SshTransport(Transport):
             raise LinkError(f"connection lost to {self.where} {DURING.get(step, 'during step ' + step)}")
         return ExecResult(code, out.decode("utf-8", "replace"), clean_stderr(err.decode("utf-8", "replace")))
 
-    def make_workdir(self) -> str:
+    def _workdir_template(self) -> str:
         base = posixpath.normpath(self.base)
         base = "/" + base.lstrip("/") if base.startswith("/") else base  # normpath keeps a leading '//'
-        template = posixpath.join(base, "xqhil.XXXXXXXX")
-        result = self.exec(f'umask 077 && d=$(mktemp -d {shlex.quote(template)}) && [ -d "$d" ] && '
-                           f'[ ! -L "$d" ] && printf "%s\\n" "$d"', self.deadlines.cleanup, "workdir")
-        path = result.stdout.strip()
+        return posixpath.join(base, "xqhil.XXXXXXXX")
+
+    def _mktemp(self, template: str) -> str:
+        """Shell words that make a private work folder from ``template`` into $d and print it."""
+        return (f'umask 077 && d=$(mktemp -d {shlex.quote(template)}) && [ -d "$d" ] && '
+                f'[ ! -L "$d" ] && printf "%s\\n" "$d"')
+
+    def _set_workdir(self, template: str, printed: str, stderr: str) -> str:
+        path = printed.strip()
         if not re.fullmatch(re.escape(template[:-8]) + r"[A-Za-z0-9]{8}", path):
             raise HilError(f"cannot make a work folder under '{self.base}' on {self.where}: "
-                           f"{result.stderr or result.stdout or 'mktemp failed'}", step="workdir")
+                           f"{stderr or printed or 'mktemp failed'}", step="workdir")
         self.workdir = path  # remembered at once: cleanup removes it whatever happens next
         return path
+
+    def make_workdir(self) -> str:
+        template = self._workdir_template()
+        result = self.exec(self._mktemp(template), self.deadlines.cleanup, "workdir")
+        return self._set_workdir(template, result.stdout, result.stderr)
 
     def _remote(self, name: str) -> str:
         return f"{self.workdir}/{check_name(name)}"
@@ -223,7 +233,7 @@ class SshTransport(Transport):
                 on_error(exc)
                 raise
 
-        where = "to" if verb == "uploading" else "from"
+        where = {"uploading": "to", "fetching": "from"}.get(verb, "on")
         with_retries(once, f"{verb} {name} {where} {self.where}", self.retries, transient,
                      before_retry=self._drop, explain=_explain)
 
@@ -257,15 +267,21 @@ class SshTransport(Transport):
                            "Free space on the board or pass --remote-dir on a bigger disk.", step="upload")
 
     # ------------------------------------------------------------------ agent and cleanup
-    def run_agent(self, python: Sequence[str], timeout: float) -> ExecResult:
-        """The agent runs under a POSIX shell that records its process group (agent.pid) and, since paramiko
-        drops SSH exit-signal messages, reports a killing signal as the shell's 128+N exit status."""
+    def agent_command(self, python: Sequence[str], *args: str) -> str:
+        """The agent under a POSIX shell that records its process group (agent.pid) and, since paramiko drops
+        SSH exit-signal messages, reports a killing signal as the shell's 128+N exit status."""
         interpreter = " ".join(shlex.quote(p) for p in python)
-        command = (f"cd {shlex.quote(self.workdir)} || exit 3; "
-                   f"echo $$ > agent.pid || {{ echo 'xqhil: cannot write agent.pid' >&2; exit {EXIT_NO_SPACE}; }}; "
-                   f"{interpreter} {shlex.quote(self._remote(AGENT_FILE))} "
-                   f"{shlex.quote(self._remote(REQUEST_FILE))}; exit $?")  # not the last command: no exec
-        result = self.exec(command, timeout, "run")
+        return (f"cd {shlex.quote(self.workdir)} || exit 3; "
+                f"echo $$ > agent.pid || {{ echo 'xqhil: cannot write agent.pid' >&2; exit {EXIT_NO_SPACE}; }}; "
+                f"{interpreter} {shlex.quote(self._remote(AGENT_FILE))} "
+                f"{' '.join(shlex.quote(a) for a in args)}; exit $?")  # not the last command: no exec
+
+    def run_agent(self, python: Sequence[str], timeout: float) -> ExecResult:
+        result = self.exec(self.agent_command(python, self._remote(REQUEST_FILE)), timeout, "run")
+        return self.agent_result(result)
+
+    def agent_result(self, result: ExecResult) -> ExecResult:
+        """The agent's exit as the harness reads it: a killing signal N as -N (not the shell's 128+N)."""
         if 128 < result.returncode < 128 + 65:  # the shell's own "line 1: PID Killed COMMAND" is noise
             stderr = "\n".join(ln for ln in result.stderr.splitlines() if not SHELL_JOB_REPORT.match(ln))
             return ExecResult(128 - result.returncode, result.stdout, stderr)
@@ -274,6 +290,47 @@ class SshTransport(Transport):
                            "back over SSH.", "Check the board's memory (OOM killer) and its kernel log.",
                            step="run", stderr=result.stderr)
         return result
+
+    def start_agent_loop(self, python: Sequence[str]):
+        """A lease's agent in one remote shell: it makes the work folder (as ``make_workdir``) and prints it,
+        records its process group (agent.pid), waits for the line "go" (the host uploads the agent meanwhile:
+        ``AgentLoop.go``), runs the agent with --loop, and when that ends removes the folder and exits with the
+        agent's status. One shell start per lease instead of three (folder, agent, cleanup)."""
+        from .ssh_loop import AgentLoop
+
+        self._ensure_connected()
+        template = self._workdir_template()
+        interpreter = " ".join(shlex.quote(p) for p in python)
+        command = (f'{self._mktemp(template)} && cd "$d" && echo $$ > agent.pid && read -r go && [ "$go" = go ] '
+                   f'|| exit 3; {interpreter} "$d"/{AGENT_FILE} --loop; code=$?; cd / && rm -rf -- "$d"; '
+                   f"exit $code")
+        chan = self._bounded(self.deadlines.connect, "while starting the agent",
+                             lambda: self.client.get_transport().open_session(timeout=self.deadlines.connect))
+        chan.settimeout(0.0)
+        chan.exec_command(command)
+        loop = AgentLoop(self, chan)
+        printed = loop.first_line(self.deadlines.cleanup)
+        self._set_workdir(template, printed or "", loop.stderr())
+        return loop
+
+    def make_subdir(self, name: str) -> str:
+        """A folder ``name`` (a plain name) in the work folder, private to the user; its remote path."""
+        path = self._remote(name)
+        self._transfer("making", name, lambda: self.sftp.mkdir(path, 0o700), lambda exc: None, _transient)
+        return path
+
+    def remove_subdir(self, name: str) -> None:
+        """Remove the folder ``name`` of the work folder and the files in it, over SFTP: no remote shell (a
+        login shell's start-up files can cost most of a second per command)."""
+        path = self._remote(name)
+
+        def remove() -> None:
+            for entry in self.sftp.listdir(path):
+                if "/" not in entry and entry not in (".", ".."):
+                    self.sftp.remove(posixpath.join(path, entry))
+            self.sftp.rmdir(path)
+
+        self._transfer("removing", name, remove, lambda exc: None, _transient)
 
     def remove_workdir(self, kill: bool) -> None:
         if not self.workdir:
