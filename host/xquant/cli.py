@@ -83,7 +83,8 @@ def print_mode_summary(result) -> None:
               + (f"; kept FP32 for tiny values: {', '.join(info['imprecise'])}" if info.get("imprecise") else ""))
     elif result.mode == "dynq":
         made = ", ".join(f"{op} x{n}" for op, n in info["quantized"].items()) or "nothing"
-        print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)")
+        print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)"
+              + (f"; kept FP32, they lose the signal: {', '.join(info['lost'])}" if info.get("lost") else ""))
     if result.fidelity:
         rows = [[name, f"{m['snr_db']:.2f}", f"{m['cosine']:.6f}", f"{m['max_abs']:.4g}", m["samples"]]
                 for name, m in result.fidelity.items()]

@@ -124,6 +124,24 @@ def test_dynq_honours_both_ignore_lists(tmp_path):
     assert any(n.name == "classifier" and n.op_type == "MatMul" for n in result.model.graph.node)
 
 
+def test_dynq_keeps_float_the_ops_that_alone_lose_the_signal(tmp_path, seq_x, caplog):
+    # the LSTM reads its input x30 (gate pre-activations in the tens; silero VAD's are in the hundreds): its
+    # INT8 weights alone take the output below 30 dB (24 dB), so, as the only candidate, it stays float32, named
+    alone = run_quantization(str(make_seq_project(tmp_path / "alone", 3, lstm_gain=30.0, ignore_op_types=["MatMul"])))
+    assert ops(alone.model)["DynamicQuantizeLSTM"] == 0 and ops(alone.model)["LSTM"] == 1
+    assert list(alone.info["lost"]) == ["lstm"] and alone.info["lost"]["lstm"] < 30.0
+    assert "lose the signal when dynamically quantized" in caplog.text and "lstm" in caplog.text
+    # with the MatMuls too: the LSTM and the MatMuls whose error it amplifies most stay float32 until the output
+    # is back above 30 dB on the calibration data; the other weight MatMuls are still quantized
+    result = run_quantization(str(make_seq_project(tmp_path / "all", 3, lstm_gain=30.0)))
+    found, lost = ops(result.model), result.info["lost"]
+    assert "lstm" in lost and result.info["snr_db"] >= 30.0 and result.fidelity["logits"]["snr_db"] >= 30.0
+    assert found["DynamicQuantizeLSTM"] == 0 and found["LSTM"] == 1
+    assert found["MatMulInteger"] == 5 - len(set(lost) - {"lstm"}) >= 1
+    ref = run(build_seq_model(lstm_gain=30.0), seq_x)  # held out: 21 dB with every op quantized
+    assert snr_db(ref, run(tmp_path / "all" / "work" / "seq.q.onnx", seq_x)) >= 27.0
+
+
 def test_precision_100_only_simplifies(tmp_path, seq_x):
     result = run_quantization(str(make_seq_project(tmp_path, 100)))
     model = result.model

@@ -36,15 +36,25 @@ class TensorStats:
     def note(self, name: str, value: np.ndarray) -> None:
         if not (value.size and np.issubdtype(value.dtype, np.floating)):
             return
+        flat = value.ravel()
+        peak = float(np.abs(flat).max())
+        if value.dtype == np.float32 and peak < FP16_MAX:  # the common case, in float32: no copies to float64
+            with np.errstate(over="ignore"):
+                error = flat.astype(np.float16).astype(np.float32) - flat  # exact in float32
+            self._add(name, peak, float(np.dot(flat, flat)), float(np.dot(error, error)))
+            return
         finite = value[np.isfinite(value)].astype(np.float64)
         if not finite.size:
             return
-        self.peaks[name] = max(self.peaks.get(name, 0.0), float(np.abs(finite).max()))
         small = finite[np.abs(finite) < FP16_MAX]  # overflow is the other check's
         with np.errstate(over="ignore"):
             error = small.astype(np.float16).astype(np.float64) - small
-        self.signal[name] = self.signal.get(name, 0.0) + float(np.dot(small, small))
-        self.noise[name] = self.noise.get(name, 0.0) + float(np.dot(error, error))
+        self._add(name, float(np.abs(finite).max()), float(np.dot(small, small)), float(np.dot(error, error)))
+
+    def _add(self, name: str, peak: float, signal: float, noise: float) -> None:
+        self.peaks[name] = max(self.peaks.get(name, 0.0), peak)
+        self.signal[name] = self.signal.get(name, 0.0) + signal
+        self.noise[name] = self.noise.get(name, 0.0) + noise
 
     def rounding_snr(self) -> Dict[str, float]:
         """Tensor -> SNR (dB) of its float16 rounding, for tensors that are not all zero."""

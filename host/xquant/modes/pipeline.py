@@ -79,9 +79,12 @@ def _convert(mode: str, fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional
         return model, {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
                        "overflow": info.overflow, "imprecise": info.imprecise, "overflow_checked_on": len(batches)}
     if mode == "dynq":
-        from .dynq import quantize_dynamic
+        from .dynq import quantize_dynamic_checked
 
-        return quantize_dynamic(fp32, quant.ignore_op_types, quant.ignore_op_names)
+        from ..quantize import summary_batches
+
+        batches = summary_batches(fp32, data) if data else []
+        return quantize_dynamic_checked(fp32, quant.ignore_op_types, quant.ignore_op_names, batches, device)
     return fp32, {}
 
 
@@ -104,9 +107,10 @@ def run_float_mode(cfg: XQuantConfig, proto: onnx.ModelProto, summary: bool = Tr
     validate(model, device)
     result = ModeResult(cfg, mode, fp32, model, cfg.model.output_model, info, timings=timings,
                         num_samples=data.num_samples if data else 0)
+    measured = info.pop("fidelity", None)  # dynq's check measured the written model on the summary's samples
     if summary and data is not None:
         mark = time.perf_counter()
-        result.fidelity = summary_fidelity(fp32, model, data, device)
+        result.fidelity = measured or summary_fidelity(fp32, model, data, device)
         timings["summary_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - start
     mark = time.perf_counter()
