@@ -191,6 +191,50 @@ def test_config_less_cli_modes(tmp_path):
     assert "fidelity not measured" in proc.stdout
 
 
+def build_gelu_model() -> onnx.ModelProto:
+    """x [N, 16] -> MatMul -> erf GELU as x / sqrt2 ... (x * (1 + erf)) * 0.5 -> MatMul -> erf GELU as
+    x * (1 / sqrt2) ... (x * 0.5) * (1 + erf) -> MatMul -> y [N, 4]: the two forms exporters write."""
+    rng = np.random.default_rng(5)
+    inits = [onnx.numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), n)
+             for n, s in (("w1", (16, 32)), ("w2", (32, 32)), ("w3", (32, 4)))]
+    inits += [onnx.numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+              (("sqrt2", 1.4142135), ("inv_sqrt2", 0.70710677), ("one", 1.0), ("half", 0.5))]
+    mk = onnx.helper.make_node
+    nodes = [mk("MatMul", ["x", "w1"], ["a"], name="fc1"),
+             mk("Div", ["a", "sqrt2"], ["a_s"], name="div_a"), mk("Erf", ["a_s"], ["a_e"], name="erf_a"),
+             mk("Add", ["a_e", "one"], ["a_p"], name="add_a"), mk("Mul", ["a", "a_p"], ["a_m"], name="mul_a"),
+             mk("Mul", ["a_m", "half"], ["g1"], name="half_a"),
+             mk("MatMul", ["g1", "w2"], ["b"], name="fc2"),
+             mk("Mul", ["b", "inv_sqrt2"], ["b_s"], name="scale_b"), mk("Erf", ["b_s"], ["b_e"], name="erf_b"),
+             mk("Add", ["one", "b_e"], ["b_p"], name="add_b"), mk("Mul", ["b", "half"], ["b_h"], name="half_b"),
+             mk("Mul", ["b_h", "b_p"], ["g2"], name="mul_b"),
+             mk("MatMul", ["g2", "w3"], ["y"], name="fc3")]
+    graph = onnx.helper.make_graph(nodes, "gelu", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                      ["N", 16])],
+                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_fp16_fuses_erf_gelu_into_one_contrib_gelu(tmp_path):
+    # five float16 roundings per GELU become one: a com.microsoft Gelu (float32 inside), which loads at any
+    # opset, unlike the opset-20 Gelu the vendor's tool writes (it sets opset 24); both exporter forms
+    onnx.save(build_gelu_model(), tmp_path / "gelu.onnx")
+    assert main(["-i", str(tmp_path / "gelu.onnx"), "-o", str(tmp_path / "fp16.onnx"), "--fp16", "-q"]) == 0
+    model = onnx.load(tmp_path / "fp16.onnx")
+    gelus = [n for n in model.graph.node if n.op_type == "Gelu"]
+    assert [n.domain for n in gelus] == ["com.microsoft"] * 2 and "Erf" not in ops(model)
+    assert ops(model)["Cast"] == 2  # the input's and the output's only: the Gelus read and write float16
+    x = np.random.default_rng(6).standard_normal((64, 16)).astype(np.float32)
+    assert snr_db(run(build_gelu_model(), x), run(model, x)) >= 60.0
+    # an ignored op of a GELU keeps that GELU as it was (and float32)
+    assert main(["-i", str(tmp_path / "gelu.onnx"), "-o", str(tmp_path / "keep.onnx"), "--fp16", "-q",
+                 "--ignore_op_names", "erf_b"]) == 0
+    kept = onnx.load(tmp_path / "keep.onnx")
+    assert ops(kept)["Gelu"] == 1 and ops(kept)["Erf"] == 1 and "erf_b" not in half_inputs(kept)
+
+
 def test_cli_flags_override_the_config(tmp_path):
     config = make_seq_project(tmp_path, 0)
     assert main(["-c", str(config), "--fp16", "--ignore_op_names", "norm,classifier", "-q"]) == 0

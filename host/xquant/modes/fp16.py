@@ -10,6 +10,8 @@ An op stays float32, with Casts at its borders, when
   float16's subnormal range, e.g. probabilities near 1e-6); ``overflow.py`` measures and names them;
 * it holds a subgraph (If, Loop, Scan) or feeds a tensor into one.
 Weights read only by float16 ops are stored in float16; a Cast is inserted once per tensor and direction.
+Before this, the pipeline fuses each erf GELU (five ops) into one com.microsoft Gelu (``gelu.py``): one
+float16 rounding instead of five.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ FP16_KERNELS = frozenset({
 })
 
 ANY_TYPE = frozenset({"Shape", "Size"})  # read float16 as well as float32: no Cast in front
+CONTRIB_FP16 = frozenset({("com.microsoft", "Gelu")})  # contrib ops that take float16 (``gelu.py`` writes it)
 
 
 @dataclass
@@ -94,6 +97,8 @@ def _why_float32(node: onnx.NodeProto, opset: int, types: Dict[str, int], ignore
         return "no float32 tensor"  # not converted, nothing to say
     if any(t and t not in types for t in node.output):
         return "output type unknown"
+    if (node.domain, node.op_type) in CONTRIB_FP16:
+        return None
     if node.domain not in ("", "ai.onnx") or node.op_type not in FP16_KERNELS:
         return "no float16 kernel in onnxruntime's CPU provider"
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):

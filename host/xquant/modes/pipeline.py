@@ -69,15 +69,20 @@ def _convert(mode: str, fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional
     quant, device = cfg.quantization, cfg.calibration.calibration_device
     if mode == "fp16":
         from .fp16 import convert_fp16
+        from .gelu import fuse_gelu
         from .overflow import imprecise_nodes, overflowing_nodes, tensor_stats
 
+        fused = onnx.ModelProto()
+        fused.CopyFrom(fp32)
+        gelus = fuse_gelu(fused, quant.ignore_op_types, quant.ignore_op_names)
         batches = list(itertools.islice(data.model_batches(fp32, 1), OVERFLOW_BATCHES)) if data else []
-        stats = tensor_stats(fp32, batches, device)
-        overflow = overflowing_nodes(fp32, stats.peaks)
-        imprecise = imprecise_nodes(fp32, stats.rounding_snr())
-        model, info = convert_fp16(fp32, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise)
+        stats = tensor_stats(fused, batches, device)
+        overflow = overflowing_nodes(fused, stats.peaks)
+        imprecise = imprecise_nodes(fused, stats.rounding_snr())
+        model, info = convert_fp16(fused, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise)
         return model, {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
-                       "overflow": info.overflow, "imprecise": info.imprecise, "overflow_checked_on": len(batches)}
+                       "overflow": info.overflow, "imprecise": info.imprecise, "overflow_checked_on": len(batches),
+                       "gelu_fused": len(gelus)}
     if mode == "dynq":
         from .dynq import quantize_dynamic_checked
 
