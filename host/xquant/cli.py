@@ -81,7 +81,9 @@ def print_mode_summary(result) -> None:
               f"checked on {info['overflow_checked_on']} sample(s)"
               + (f"; kept FP32 for overflow: {', '.join(info['overflow'])}" if info["overflow"] else "")
               + (f"; kept FP32 for tiny values: {', '.join(info['imprecise'])}" if info.get("imprecise") else "")
-              + (f"; erf GELUs fused into com.microsoft Gelu: {info['gelu_fused']}" if info.get("gelu_fused") else ""))
+              + (f"; erf GELUs fused into com.microsoft Gelu: {info['gelu_fused']}" if info.get("gelu_fused") else "")
+              + (f"; Conv biases corrected for float16 weights: {info['bias_corrected']}"
+                 if info.get("bias_corrected") else ""))
     elif result.mode == "dynq":
         made = ", ".join(f"{op} x{n}" for op, n in info["quantized"].items()) or "nothing"
         print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)"

@@ -119,6 +119,56 @@ def test_fp16_rounding_check_in_float32_measures_what_float64_does():
     assert stats.peaks["odd"] == 1e6 and np.isfinite(stats.rounding_snr()["odd"])
 
 
+def dc_cnn_project(folder: Path) -> Path:
+    """Conv 'c1' (8 -> 16, bias) -> Relu -> depthwise Conv 'c2' (no bias) -> Conv 'c3' on inputs near 10 with
+    small variation: the float16 weights' rounding error times that large mean dominates the output's error."""
+    rng = np.random.default_rng(11)
+    mk, init = onnx.helper.make_node, onnx.numpy_helper.from_array
+    inits = [init(rng.normal(0, 0.3, (16, 8, 3, 3)).astype(np.float32), "w1"),
+             init(rng.normal(0, 0.1, 16).astype(np.float32), "b1"),
+             init(rng.normal(0, 0.3, (16, 1, 3, 3)).astype(np.float32), "w2"),
+             init(rng.normal(0, 0.3, (4, 16, 1, 1)).astype(np.float32), "w3"),
+             init(rng.normal(0, 0.1, 4).astype(np.float32), "b3")]
+    nodes = [mk("Conv", ["x", "w1", "b1"], ["a"], name="c1", pads=[1, 1, 1, 1]), mk("Relu", ["a"], ["r"], name="relu"),
+             mk("Conv", ["r", "w2"], ["d"], name="c2", group=16, pads=[1, 1, 1, 1]),
+             mk("Conv", ["d", "w3", "b3"], ["y"], name="c3")]
+    graph = onnx.helper.make_graph(nodes, "dc", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                    ["N", 8, 12, 12])],
+                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 12, 12])],
+                                   inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "dc.onnx")
+    (folder / "data").mkdir(exist_ok=True)
+    for i in range(24):
+        np.save(folder / "data" / f"s{i}.npy", (10 + rng.normal(0, 0.05, (8, 12, 12))).astype(np.float32))
+    (folder / "calib.txt").write_text("".join(f"data/s{i}.npy\n" for i in range(16)))
+    cfg = {"model_parameters": {"onnx_model": "dc.onnx", "output_prefix": "dc", "working_dir": "work"},
+           "calibration_parameters": {"calibration_step": 16, "input_parametres": [
+               {"input_name": "x", "input_shape": [1, 8, 12, 12], "file_type": "npy", "data_list_path": "calib.txt"}]},
+           "quantization_parameters": {"precision_level": 4}}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    return folder / "cfg.json"
+
+
+def test_fp16_conv_biases_take_out_the_weights_rounding_times_the_input_mean(tmp_path):
+    # float16 weights change each output by dW * x; the part dW * mean(x) (per output channel, known from the
+    # calibration data) goes into the bias (one is added to 'c2'): here the inputs sit near 10, so it is most
+    # of the error, and the held-out SNR rises by 6 dB or more over the same conversion without it (75 vs 67)
+    from xquant.modes.fp16 import convert_fp16
+
+    result = run_quantization(str(dc_cnn_project(tmp_path)))
+    assert result.info["bias_corrected"] == 3
+    c2 = next(n for n in result.model.graph.node if n.name == "c2")
+    assert len(c2.input) == 3 and c2.input[2]
+    x = np.stack([np.load(tmp_path / "data" / f"s{i}.npy") for i in range(16, 24)])
+    plain, _ = convert_fp16(result.fp32_model)
+    ref = run(onnx.load(tmp_path / "dc.onnx"), x)
+    with_fix, without = snr_db(ref, run(result.model, x)), snr_db(ref, run(plain, x))
+    assert with_fix >= without + 6.0 and with_fix >= 70.0
+
+
 def test_fp16_honours_both_ignore_lists(tmp_path):
     result = run_quantization(str(make_seq_project(tmp_path, 4, ignore_op_types=["MatMul"],
                                                    ignore_op_names=["norm"])))

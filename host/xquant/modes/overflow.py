@@ -32,6 +32,19 @@ class TensorStats:
     peaks: Dict[str, float] = field(default_factory=dict)
     signal: Dict[str, float] = field(default_factory=dict)
     noise: Dict[str, float] = field(default_factory=dict)
+    channel_sums: Dict[str, np.ndarray] = field(default_factory=dict)  # per channel (axis 1): sum of means
+    channel_counts: Dict[str, int] = field(default_factory=dict)
+
+    def note_channels(self, name: str, value: np.ndarray) -> None:
+        if value.ndim < 2 or not np.issubdtype(value.dtype, np.floating):
+            return
+        mean = value.mean(axis=tuple(i for i in range(value.ndim) if i != 1), dtype=np.float64)
+        self.channel_sums[name] = self.channel_sums.get(name, 0.0) + mean
+        self.channel_counts[name] = self.channel_counts.get(name, 0) + 1
+
+    def channel_means(self) -> Dict[str, np.ndarray]:
+        """Tensor -> its mean per channel (axis 1) over the samples, for the tensors asked for."""
+        return {name: total / self.channel_counts[name] for name, total in self.channel_sums.items()}
 
     def note(self, name: str, value: np.ndarray) -> None:
         if not (value.size and np.issubdtype(value.dtype, np.floating)):
@@ -68,8 +81,10 @@ def _float_tensors(model: onnx.ModelProto) -> list:
 
 
 def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]],
-                 device: str = "cpu") -> TensorStats:
-    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``."""
+                 device: str = "cpu", means_of: Iterable[str] = ()) -> TensorStats:
+    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``, and the
+    per-channel means of the tensors in ``means_of``."""
+    means_of = set(means_of)
     stats = TensorStats()
     for init in model.graph.initializer:
         if init.data_type == TensorProto.FLOAT:
@@ -81,10 +96,10 @@ def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]
     session = make_session(with_outputs(model, names), device, "FP32 model (float16 range check)")
     wanted = [o.name for o in session.get_outputs()]
     for batch in batches:
-        for name, value in batch.items():
+        for name, value in list(batch.items()) + list(zip(wanted, session.run(wanted, batch))):
             stats.note(name, np.asarray(value))
-        for name, value in zip(wanted, session.run(wanted, batch)):
-            stats.note(name, np.asarray(value))
+            if name in means_of:
+                stats.note_channels(name, np.asarray(value))
     return stats
 
 

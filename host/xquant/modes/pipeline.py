@@ -68,6 +68,7 @@ def _data(cfg: XQuantConfig) -> Optional[CalibrationData]:
 def _convert(mode: str, fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationData]):
     quant, device = cfg.quantization, cfg.calibration.calibration_device
     if mode == "fp16":
+        from .bias_fix import conv_inputs
         from .fp16 import convert_fp16
         from .gelu import fuse_gelu
         from .overflow import imprecise_nodes, overflowing_nodes, tensor_stats
@@ -76,13 +77,14 @@ def _convert(mode: str, fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional
         fused.CopyFrom(fp32)
         gelus = fuse_gelu(fused, quant.ignore_op_types, quant.ignore_op_names)
         batches = list(itertools.islice(data.model_batches(fp32, 1), OVERFLOW_BATCHES)) if data else []
-        stats = tensor_stats(fused, batches, device)
+        stats = tensor_stats(fused, batches, device, conv_inputs(fused))
         overflow = overflowing_nodes(fused, stats.peaks)
         imprecise = imprecise_nodes(fused, stats.rounding_snr())
-        model, info = convert_fp16(fused, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise)
+        model, info = convert_fp16(fused, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise,
+                                   stats.channel_means())
         return model, {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
                        "overflow": info.overflow, "imprecise": info.imprecise, "overflow_checked_on": len(batches),
-                       "gelu_fused": len(gelus)}
+                       "gelu_fused": len(gelus), "bias_corrected": len(info.bias_corrected)}
     if mode == "dynq":
         from .dynq import quantize_dynamic_checked
 
