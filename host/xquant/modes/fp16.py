@@ -11,7 +11,9 @@ An op stays float32, with Casts at its borders, when
 * it holds a subgraph (If, Loop, Scan) or feeds a tensor into one.
 Weights read only by float16 ops are stored in float16; a Cast is inserted once per tensor and direction.
 Before this, the pipeline fuses each erf GELU (five ops) into one com.microsoft Gelu (``gelu.py``): one
-float16 rounding instead of five.
+float16 rounding instead of five. Ops that only move data stay float32 unless a float input of theirs is
+float16 or a weight (``DATA_MOVEMENT``). With calibration data, the float16 Convs' biases take out their
+weights' rounding error times the input's channel mean (``bias_fix.py``).
 """
 from __future__ import annotations
 
