@@ -22,6 +22,7 @@ from ..calibration.session import make_session, with_outputs
 log = logging.getLogger(__name__)
 FP16_MAX = 65504.0
 OVERFLOW_LIMIT = FP16_MAX / 4  # head-room for inputs larger than the calibration data's
+ROUNDING_SAMPLE = 1 << 13  # values per tensor and sample the rounding SNR is measured on
 PRECISION_SNR_DB = 66.0  # a normal tensor rounds at ~77 dB; below 66 dB most of its energy is subnormal
 
 
@@ -52,9 +53,13 @@ class TensorStats:
         flat = value.ravel()
         peak = float(np.abs(flat).max())
         if value.dtype == np.float32 and peak < FP16_MAX:  # the common case, in float32: no copies to float64
+            # the rounding SNR on an evenly strided sample: numpy's float16 casts cost ~0.1 us per value, and
+            # ppocr_v4_det's 350 tensors x 8 samples hold 10^9 values
+            sample = flat[::max(1, flat.size // ROUNDING_SAMPLE)]
             with np.errstate(over="ignore"):
-                error = flat.astype(np.float16).astype(np.float32) - flat  # exact in float32
-            self._add(name, peak, float(np.dot(flat, flat)), float(np.dot(error, error)))
+                error = sample.astype(np.float16).astype(np.float32) - sample  # exact in float32
+            scale = flat.size / sample.size
+            self._add(name, peak, scale * float(np.dot(sample, sample)), scale * float(np.dot(error, error)))
             return
         finite = value[np.isfinite(value)].astype(np.float64)
         if not finite.size:
