@@ -6,7 +6,8 @@ Rounding a Conv's weights to float16 changes every output by dW * x. That error 
 up: on the PaddleOCR models, float16 weights alone (computed in float32) cost what the whole FP16 conversion
 costs. Its mean part, dW * mean(x) per output channel, is known from the calibration data, and a bias that
 subtracts it removes it (mean(x) is large where x follows a Relu). Measured with float16 Conv weights on
-ppocr_v4_det: 44.2 dB -> 50.4 dB."""
+ppocr_v4_det: 44.2 dB -> 50.4 dB. Opt-in (``quantization_parameters.fp16_bias_correction``): on the whole FP16
+conversion, held out, it gains 2.4-4 dB on three PaddleOCR models and loses 0.5 dB on ppocr_v6_det."""
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Set
