@@ -12,13 +12,15 @@ from onnx import TensorProto, helper, numpy_helper
 SEQ, DIM, HIDDEN, CLASSES = 6, 8, 8, 4
 
 
-def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17, tiny: bool = False) -> onnx.ModelProto:
+def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17, tiny: bool = False,
+                    lstm_gain: float = 0.0) -> onnx.ModelProto:
     """x [N, 6, 8] -> MatMul+Add -> LayerNorm -> self-attention (Q K^T, Softmax, x V) -> LSTM (time major,
     between Transposes) -> MatMul -> ReduceMean over time -> logits [N, 4]. ``overflow``: the hidden state is
     scaled by 3e4 and back (Mul 'amplify', Transpose 'swap', Div 'attenuate', Transpose 'swap_back'), so
     float16 overflows in 'amplify', 'swap' and 'attenuate' and nowhere else. ``tiny``: the output is
     scaled by 1e-6 (Mul 'shrink', then Identity 'tail'), values float16 holds only as subnormals, like a
-    wake-word model's probabilities near 1e-6."""
+    wake-word model's probabilities near 1e-6. ``lstm_gain``: the LSTM reads its input times this (Mul 'loud'),
+    so its gates' pre-activations are hundreds, like silero VAD's: INT8 weights flip the gates near zero."""
     rng = np.random.default_rng(seed)
 
     def w(name, *shape, scale=0.5):
@@ -55,13 +57,18 @@ def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17, tiny
         helper.make_node("MatMul", ["attn", "v"], ["ctx"], name="context"),
         helper.make_node("Add", ["ctx", src], ["res"], name="residual"),
         helper.make_node("Transpose", ["res"], ["res_t"], name="time_major", perm=[1, 0, 2]),
-        helper.make_node("LSTM", ["res_t", "lstm_w", "lstm_r", "lstm_b"], ["y"], name="lstm", hidden_size=HIDDEN),
+        helper.make_node("LSTM", ["res_loud" if lstm_gain else "res_t", "lstm_w", "lstm_r", "lstm_b"], ["y"],
+                         name="lstm", hidden_size=HIDDEN),
         helper.make_node("Transpose", ["y"], ["y_b"], name="batch_major", perm=[2, 0, 1, 3]),
         helper.make_node("Reshape", ["y_b", "shp"], ["y2"], name="flat"),
         helper.make_node("MatMul", ["y2", "w_out"], ["per_step"], name="classifier"),
         helper.make_node("ReduceMean", ["per_step", "time_axis"], ["pooled" if tiny else "logits"], name="pool",
                          keepdims=0),
     ]
+    if lstm_gain:
+        inits.append(numpy_helper.from_array(np.array(lstm_gain, np.float32), "gain"))
+        nodes.insert(next(i for i, n in enumerate(nodes) if n.name == "lstm"),
+                     helper.make_node("Mul", ["res_t", "gain"], ["res_loud"], name="loud"))
     if tiny:
         nodes += [helper.make_node("Mul", ["pooled", "tiny_scale"], ["small"], name="shrink"),
                   helper.make_node("Identity", ["small"], ["logits"], name="tail")]
@@ -79,10 +86,11 @@ def build_seq_model(seed: int = 0, overflow: bool = False, opset: int = 17, tiny
 
 
 def make_seq_project(folder: Path, precision_level: int, n_calib: int = 16, n_eval: int = 16,
-                     overflow: bool = False, tiny: bool = False, spelling: str = "input_parametres", **quant) -> Path:
+                     overflow: bool = False, tiny: bool = False, spelling: str = "input_parametres",
+                     lstm_gain: float = 0.0, **quant) -> Path:
     """The sequence model, .npy samples, list files and a config with verify_parameters; returns the config."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(build_seq_model(overflow=overflow, tiny=tiny), folder / "seq.onnx")
+    onnx.save(build_seq_model(overflow=overflow, tiny=tiny, lstm_gain=lstm_gain), folder / "seq.onnx")
     rng = np.random.default_rng(7)
     (folder / "data").mkdir(exist_ok=True)
     names = []

@@ -80,10 +80,14 @@ def print_mode_summary(result) -> None:
         print(f"FP16 ops {info['fp16_ops']}, FP32 ops {len(info['fp32_ops'])}, casts {info['casts']}; overflow "
               f"checked on {info['overflow_checked_on']} sample(s)"
               + (f"; kept FP32 for overflow: {', '.join(info['overflow'])}" if info["overflow"] else "")
-              + (f"; kept FP32 for tiny values: {', '.join(info['imprecise'])}" if info.get("imprecise") else ""))
+              + (f"; kept FP32 for tiny values: {', '.join(info['imprecise'])}" if info.get("imprecise") else "")
+              + (f"; erf GELUs fused into com.microsoft Gelu: {info['gelu_fused']}" if info.get("gelu_fused") else "")
+              + (f"; Conv biases corrected for float16 weights: {info['bias_corrected']}"
+                 if info.get("bias_corrected") else ""))
     elif result.mode == "dynq":
         made = ", ".join(f"{op} x{n}" for op, n in info["quantized"].items()) or "nothing"
-        print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)")
+        print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)"
+              + (f"; kept FP32, they lose the signal: {', '.join(info['lost'])}" if info.get("lost") else ""))
     if result.fidelity:
         rows = [[name, f"{m['snr_db']:.2f}", f"{m['cosine']:.6f}", f"{m['max_abs']:.4g}", m["samples"]]
                 for name, m in result.fidelity.items()]

@@ -95,10 +95,19 @@ def save_outputs(result: QuantizationResult) -> None:
         raise
 
 
+def summary_batches(fp32: onnx.ModelProto, data: CalibrationData) -> list:
+    """The calibration samples the summary measures fidelity on (up to ``SUMMARY_SAMPLES``)."""
+    size = run_batch(fp32, 8)
+    return list(itertools.islice(data.model_batches(fp32, size), -(-SUMMARY_SAMPLES // size)))
+
+
 def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: CalibrationData,
                      device: str) -> Dict[str, dict]:
-    size = run_batch(fp32, 8)
-    batches = list(itertools.islice(data.model_batches(fp32, size), -(-SUMMARY_SAMPLES // size)))
+    return fidelity_rows(fp32, qdq, summary_batches(fp32, data), device)
+
+
+def fidelity_rows(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches: list, device: str) -> Dict[str, dict]:
+    """Per output: SNR, cosine, ... of ``qdq`` against ``fp32`` over ``batches``."""
     rows = compare_outputs(run_both(fp32, qdq, batches, device))
     samples = sum(int(next(iter(b.values())).shape[0]) for b in batches)
     for row in rows.values():  # outputs with the batch off axis 0 (recurrent state) count samples wrongly

@@ -30,6 +30,7 @@ SECTIONS = {
     "quantization_parameters": (
         "analysis_enable", "precision_level", "finetune_level", "max_percentile", "custom_setting",
         "truncate_var_names", "ignore_op_types", "ignore_op_names", "bias_dtype", "analysis_batches",
+        "fp16_bias_correction",
     ),
     # validated by the harness (xqhil); listed here so the quantizer does not warn about it
     "verify_parameters": None,
@@ -432,6 +433,8 @@ def _quantization(quant: dict) -> schema.QuantizationParameters:
         ignore_op_names=_names(quant.get("ignore_op_names"), f"{where}.ignore_op_names"),
         bias_dtype=_choice(quant.get("bias_dtype", "float"), schema.BIAS_DTYPES, f"{where}.bias_dtype"),
         analysis_batches=batches,
+        fp16_bias_correction=_typed(quant.get("fp16_bias_correction", False), bool,
+                                    f"{where}.fp16_bias_correction"),
     )
 
 

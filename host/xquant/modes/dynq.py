@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 log = logging.getLogger(__name__)
 DYNQ_OPS = ("MatMul", "LSTM", "Attention")
 QUANTIZED_OUTPUT_OPS = ("MatMulInteger", "DynamicQuantizeLSTM", "QAttention", "DynamicQuantizeMatMul")
+LOST_SNR_DB = 30.0  # the harness's dynq bug line on the CPU provider (xqhil compare/runtime.py MODE_SNR_DB)
 
 
 def op_types(ignore_types: Iterable[str]) -> List[str]:
@@ -143,6 +144,14 @@ def sort_with_subgraphs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def candidate_names(model: onnx.ModelProto, ops: Iterable[str], excluded: Iterable[str] = ()) -> List[str]:
+    """The ops of ``model`` (Gemms already as MatMuls) that dynamic quantization would take."""
+    weights = {t.name for t in model.graph.initializer}
+    ops, excluded = set(ops), set(excluded)
+    return [n.name for n in model.graph.node if n.name not in excluded and n.op_type in ops
+            and (n.op_type != "MatMul" or n.input[1] in weights)]
+
+
 def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
                      ignore_names: Iterable[str] = ()) -> Tuple[onnx.ModelProto, dict]:
     """(the dynamically quantized model, {"quantized": {op: count}, "candidates": n}) from a prepared model."""
@@ -153,9 +162,7 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
     if "MatMul" in ops and "Gemm" not in set(ignore_types):
         model = gemms_as_matmuls(model, ignore_names)
     excluded = [n.name for n in model.graph.node if n.name in set(ignore_names)]
-    weights = {t.name for t in model.graph.initializer}
-    candidates = sum(1 for n in model.graph.node if n.op_type in ops and n.name not in excluded
-                     and (n.op_type != "MatMul" or n.input[1] in weights))
+    candidates = len(candidate_names(model, ops, excluded))
     if not ops or not candidates:
         log.warning("no MatMul, LSTM or Attention op left to quantize dynamically; the model is written as "
                     "simplified float32")
@@ -173,3 +180,69 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
     sort_with_subgraphs(quantized)
     made = Counter(n.op_type for n in quantized.graph.node if n.op_type in QUANTIZED_OUTPUT_OPS)
     return quantized, {"quantized": dict(made), "candidates": candidates}
+
+
+def _worst_snr(fp32: onnx.ModelProto, model: onnx.ModelProto, batches: list, device: str) -> float:
+    from ..analysis.fidelity import compare_outputs, run_both
+
+    return min(row["snr_db"] for row in compare_outputs(run_both(fp32, model, batches, device)).values())
+
+
+def _measure(fp32: onnx.ModelProto, model: onnx.ModelProto, batches: list, device: str, info: dict) -> float:
+    """The worst output SNR of ``model``; ``info["fidelity"]`` gets the per-output rows (the summary's)."""
+    from ..quantize import fidelity_rows
+
+    info["fidelity"] = fidelity_rows(fp32, model, batches, device)
+    info["snr_db"] = min(row["snr_db"] for row in info["fidelity"].values())
+    return info["snr_db"]
+
+
+def quantize_dynamic_checked(model: onnx.ModelProto, ignore_types: Iterable[str], ignore_names: Iterable[str],
+                             batches: list, device: str = "cpu",
+                             floor_db: float = LOST_SNR_DB) -> Tuple[onnx.ModelProto, dict]:
+    """``quantize_dynamic``, then, when the model's worst output on ``batches`` (calibration samples) is below
+    ``floor_db`` against FP32: each op is quantized alone, the ops that alone take the output below ``floor_db``
+    (an LSTM whose gates read inputs in the hundreds, so that INT8 weights flip them) stay float32, and, while
+    the rest together is still below ``floor_db``, so does the op with the next-lowest SNR alone. The ops kept
+    are named in a warning and in ``info["lost"]`` (op -> output SNR dB with that op alone quantized).
+    ``info["fidelity"]``: the written model's per-output rows on ``batches``, when measured."""
+    quantized, info = quantize_dynamic(model, ignore_types, ignore_names)
+    if not batches or not info["candidates"]:
+        return quantized, info
+    if _measure(model, quantized, batches, device, info) >= floor_db:
+        return quantized, info
+    ops, ignored = op_types(ignore_types), list(ignore_names)
+    as_matmuls = gemms_as_matmuls(model, ignored) if "MatMul" in ops and "Gemm" not in set(ignore_types) else model
+    names = candidate_names(as_matmuls, ops, ignored)
+    with _quiet_warnings():
+        alone = {name: _worst_snr(model, quantize_dynamic(model, ignore_types, ignored + [n for n in names
+                                                                                          if n != name])[0],
+                                  batches, device) for name in names}
+        order = sorted(names, key=alone.get)
+        kept = [n for n in order if alone[n] < floor_db] or order[:1]
+        rest = order[len(kept):]
+        while True:
+            quantized, info = quantize_dynamic(model, ignore_types, ignored + kept)
+            if not info["candidates"]:
+                break
+            if _measure(model, quantized, batches, device, info) >= floor_db or not rest:
+                break
+            kept.append(rest.pop(0))
+    lost = {n: alone[n] for n in kept}
+    if lost:
+        log.warning("%d op(s) lose the signal when dynamically quantized and stay float32 (the model's output "
+                    "on the calibration data stays above %.0f dB against FP32 without them): %s", len(lost), floor_db,
+                    ", ".join(f"{n} ({v:.1f} dB alone)" for n, v in lost.items()))
+    info["lost"] = lost
+    return quantized, info
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    """The trial quantizations' own 'nothing left to quantize' warning says nothing to the user."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
