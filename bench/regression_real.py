@@ -168,6 +168,8 @@ def run_board(kind: str, model: str, models: tuple[str, str], args: argparse.Nam
                         for r in records if r["trial"] == trial)
         print(f"{kind} {model}: trial {trial + 1}/{args.trials} done, load {loads[-1]:.1f}: {done}", file=sys.stderr,
               flush=True)
+        if args.json:  # after each trial: a long run keeps what it measured
+            Path(f"{args.json}.partial").write_text(json.dumps(records, indent=1))
     ratios = [np.log(d["latency"]["int8"]["p50_ms"] / d["latency"]["fp32"]["p50_ms"]) for d in clean]
     cpu = [np.log(d["latency"]["int8"]["cpu_p50_ms"] / d["latency"]["fp32"]["cpu_p50_ms"]) for d in clean]
     rows = [[kind, model, label, args.trials] + [f"{counts[label][v]}/{args.trials}" if v != "A/B" or args.ab

@@ -154,7 +154,7 @@ def measurer(docs):
     return measure, calls
 
 
-def history_db(tmp_path, ratios=(12.0, 12.2, 11.8, 12.1, 11.9)):
+def clean_history(tmp_path, ratios=(12.0, 12.2, 11.8, 12.1, 11.9)):
     db = tmp_path / "h.sqlite3"
     for seed, int8 in enumerate(ratios):
         record_and_check(make_doc(seed=seed, int8_ms=int8, n=100, jitter=0.01), db)
@@ -162,7 +162,7 @@ def history_db(tmp_path, ratios=(12.0, 12.2, 11.8, 12.1, 11.9)):
 
 
 def test_record_and_check_flags_after_four_reruns_and_says_which_evidence_decided(tmp_path):
-    db = history_db(tmp_path)
+    db = clean_history(tmp_path)
     slow = [make_doc(runtime="1.21.0", int8_ms=14.4, seed=20 + i, n=100, jitter=0.01) for i in range(9)]
     measure, calls = measurer(slow[1:])
     summary = record_and_check(slow[0], db, confirmer=confirm.Confirmer(measure))
@@ -174,7 +174,7 @@ def test_record_and_check_flags_after_four_reruns_and_says_which_evidence_decide
 
 
 def test_a_transient_slowdown_clears_after_two_reruns(tmp_path):
-    db = history_db(tmp_path)
+    db = clean_history(tmp_path)
     doc = make_doc(runtime="1.21.0", int8_ms=14.4, seed=30, n=100, jitter=0.01)
     measure, calls = measurer([make_doc(runtime="1.21.0", seed=31 + i, n=100, jitter=0.01) for i in range(8)])
     summary = record_and_check(doc, db, confirmer=confirm.Confirmer(measure))
@@ -184,7 +184,7 @@ def test_a_transient_slowdown_clears_after_two_reruns(tmp_path):
 
 
 def test_a_clean_run_is_not_measured_again(tmp_path):
-    db = history_db(tmp_path)
+    db = clean_history(tmp_path)
     measure, calls = measurer([])
     summary = record_and_check(make_doc(runtime="1.21.0", seed=40, n=100, jitter=0.01), db,
                                confirmer=confirm.Confirmer(measure))
@@ -192,7 +192,7 @@ def test_a_clean_run_is_not_measured_again(tmp_path):
 
 
 def test_short_history_falls_back_to_the_pooled_rule(tmp_path):
-    db = history_db(tmp_path, ratios=(12.0, 12.1))
+    db = clean_history(tmp_path, ratios=(12.0, 12.1))
     slow = [make_doc(runtime="1.21.0", int8_ms=14.4, seed=50 + i, n=100, jitter=0.01) for i in range(5)]
     measure, calls = measurer(slow[1:])
     [finding] = record_and_check(slow[0], db, confirmer=confirm.Confirmer(measure, reruns=4))["regressions"]

@@ -27,18 +27,13 @@ def select_baseline(store: RunStore, run: RunRecord) -> RunRecord | None:
     pinned = store.pinned_baseline(run.key)
     if pinned is not None and pinned != run.id:
         return store.get(pinned)
-    regressed = store.regressed_run_ids()
-    clean = [r for r in store.runs_for_key(run.key, before=run.id)
-             if r.verdict == "pass" and r.id not in regressed]
+    clean = store.runs_for_key(run.key, before=run.id, clean=True, limit=1)
     return clean[-1] if clean else None
 
 
 def noise_runs(store: RunStore, run: RunRecord, baseline: RunRecord) -> list[RunRecord]:
     """Clean passing comparable runs up to and including the baseline (the latest NOISE_WINDOW)."""
-    regressed = store.regressed_run_ids()
-    runs = [r for r in store.runs_for_key(run.key, before=baseline.id + 1)
-            if r.verdict == "pass" and r.id not in regressed]
-    return runs[-NOISE_WINDOW:]
+    return store.runs_for_key(run.key, before=baseline.id + 1, clean=True, limit=NOISE_WINDOW)
 
 
 def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
@@ -63,8 +58,8 @@ def check_record(store: RunStore, run: RunRecord, policy: regression.Policy = DE
     if record is not None:
         findings, summary["unconfirmed"] = confirm.apply(findings, _suspects(run, baseline, history, policy), record)
     if findings:
-        later = [r for r in store.runs_for_key(run.key, before=run.id)
-                 if r.id > baseline.id and r.verdict != INFRA] + [run]
+        later = [r for r in store.runs_for_key(run.key, before=run.id, after=baseline.id)
+                 if r.verdict != INFRA] + [run]
         starts = regression.first_appearance(findings, baseline.doc, [r.doc for r in later], history, policy)
         summary["regressions"] = [_describe(f, later[i], baseline) for f, i in zip(findings, starts)]
     return summary
