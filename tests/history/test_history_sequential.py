@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from history_testlib import make_doc
 
-from xqhil.history import confirm, record_and_check
+from xqhil.history import confirm, format_summary, record_and_check
 from xqhil.history import sequential as S
 
 FLOOR = 0.02
@@ -189,6 +189,10 @@ def test_a_clean_run_is_not_measured_again(tmp_path):
     summary = record_and_check(make_doc(runtime="1.21.0", seed=40, n=100, jitter=0.01), db,
                                confirmer=confirm.Confirmer(measure))
     assert summary["regressions"] == [] and calls == []
+    assert "latency: decided by this run alone: " in format_summary(summary)
+    assert "within the suspicion threshold" in summary["latency_evidence"]
+    same = record_and_check(make_doc(runtime="1.21.0", seed=41, n=100, jitter=0.01), db)
+    assert same["latency_evidence"].startswith("not compared: nothing recorded changed since the baseline")
 
 
 def test_short_history_falls_back_to_the_pooled_rule(tmp_path):
