@@ -13,7 +13,7 @@ A case counts as flagged when the check reports a latency regression:
 * ``old rule``: the absolute check of the single run (no within-run control);
 * ``control``: the INT8/FP32 ratio check of the single run (no confirmation);
 * ``confirmed``: the default of quantize-and-verify: suspected at a robust z=1, then re-measured one run at a
-  time (up to ``--budget`` 8) until the exact rank test against the clean runs flags or clears
+  time (up to ``--budget`` 10) until the exact rank test against the clean runs flags or clears
   (xqhil/history/sequential.py); ``re-runs/trial`` is what that cost;
 * ``A/B`` (``--ab``): suspected, then decided by 3 alternating rounds against the baseline's runtime (the
   board's unmodified interpreter).
@@ -128,7 +128,10 @@ def flagged(history: list, doc: dict, policy: Policy, confirmer: Confirmer | Non
         summary = record_and_check(checked, db, policy, confirmer)
     record = checked["latency"].get("confirmation") or {}
     decided = [d.get("detail", "") for d in (record.get("decisions") or {}).values()]
-    how = {"reruns": len(record.get("reruns") or []), "evidence": "; ".join(decided) or "the single run"}
+    ratios = [float(np.log(r["int8"]["p50_ms"] / r["fp32"]["p50_ms"])) for r in record.get("reruns") or []
+              if (r.get("int8") or {}).get("p50_ms") and (r.get("fp32") or {}).get("p50_ms")]
+    how = {"reruns": len(record.get("reruns") or []), "evidence": "; ".join(decided) or "the single run",
+           "rerun_ratios": ratios}
     return any(item["kind"] == "latency" for item in summary["regressions"]), how
 
 
@@ -157,7 +160,10 @@ def run_board(kind: str, model: str, models: tuple[str, str], args: argparse.Nam
             measured = board.measure(fault, True)
             loads.append(measured["load"])
             result, how = judge(board, clean[-args.history:], verify_doc(measured, board, model), fault, args.ab)
+            history_ratios = [float(np.log(d["latency"]["int8"]["p50_ms"] / d["latency"]["fp32"]["p50_ms"]))
+                              for d in clean[-args.history:]]
             records.append({"trial": trial, "case": label, **result, **how, "load": measured["load"],
+                            "history_ratios": history_ratios,
                             "int8_p50_ms": measured["latency"]["int8"]["p50_ms"],
                             "fp32_p50_ms": measured["latency"]["fp32"]["p50_ms"]})
             for variant, hit in result.items():
@@ -194,7 +200,7 @@ def main() -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of interleaved timing a run")
     parser.add_argument("--cases", default=",".join(label for label, _ in CASES),
                         help="comma-separated case labels to measure (default: all)")
-    parser.add_argument("--budget", type=int, default=8, help="re-runs a confirmation may take (--confirm-reruns)")
+    parser.add_argument("--budget", type=int, default=10, help="re-runs a confirmation may take (--confirm-reruns)")
     parser.add_argument("--ab", action="store_true", help="also decide by an A/B against the baseline runtime")
     parser.add_argument("--json", help="write every trial's outcome here")
     args = parser.parse_args()

@@ -90,10 +90,10 @@ def test_injected_int8_slowdown_is_flagged_after_five_clean_runs(board, tmp_path
     [finding] = latency_findings(summary)
     assert finding["metric"] == "latency.int8.p50_ms" and finding["runtime_version"] == release
     assert "against FP32 in the same run" in finding["message"]
-    assert "confirmed, decided by re-runs: 5 runs (this run and 4 re-runs)" in finding["message"]
-    assert "exact rank test" in finding["message"]
+    assert "confirmed, decided by re-runs: " in finding["message"] and "exact rank test" in finding["message"]
     record = doc["latency"]["confirmation"]
-    assert record["decisions"]["latency.int8.p50_ms"]["confirmed"] and len(record["reruns"]) == 4
+    assert record["decisions"]["latency.int8.p50_ms"]["confirmed"]
+    assert len(record["reruns"]) in (5, 10)  # flagged at a look: 6 or 11 runs (the default budget of 10)
 
 
 def test_a_transient_int8_slowdown_is_cleared_by_reruns(board, tmp_path):
@@ -106,7 +106,7 @@ def test_a_transient_int8_slowdown_is_cleared_by_reruns(board, tmp_path):
     assert latency_findings(summary) == []
     [note] = summary["unconfirmed"]
     assert note["by"] == "re-runs" and "not confirmed" in note["message"] and "exact rank test" in note["message"]
-    assert 2 <= len(doc["latency"]["confirmation"]["reruns"]) <= 8
+    assert 2 <= len(doc["latency"]["confirmation"]["reruns"]) <= 10
 
 
 def test_board_wide_slowdown_of_fp32_and_int8_alike_is_not_flagged(board, tmp_path):

@@ -44,7 +44,7 @@ class Confirmer:
     times it with another interpreter of the board (the baseline's runtime)."""
 
     measure: Measure
-    reruns: int = 8
+    reruns: int = 10
     baseline_python: str | None = None
     ab_rounds: int = 3
 
@@ -138,15 +138,20 @@ def _clock_step(doc: Mapping[str, Any], history: Mapping[str, Sequence[float]], 
     current = [regression.log_ratio(d, clock) for d in [doc, *reruns_as_docs(reruns)]]
     if None in current:
         return None
-    clocks = len(_clocks(policy))
     earlier = [control.signed_ratio(x, precision) for x in history.get(f"ratio.{clock}", ())]
     return sequential.decide(earlier, [control.signed_ratio(x, precision) for x in current if x is not None],
-                             budget, policy.latency_confirm_alpha / clocks, policy.latency_ratio_floor,
+                             budget, _alpha(policy), policy.latency_ratio_floor,
                              f"{precision.upper()} ratio ({clock} time)")
 
 
 def _clocks(policy: Policy) -> tuple[str, ...]:
     return regression.CLOCKS if policy.latency_cpu_clock else ("wall",)
+
+
+def _alpha(policy: Policy) -> float:
+    """The level of one test: the false-alarm rate split over the clocks judged and the two directions
+    (INT8 slower against FP32, FP32 slower against INT8), either of which would flag a clean run."""
+    return policy.latency_confirm_alpha / (len(_clocks(policy)) * len(regression.PRECISIONS))
 
 
 def _combined(steps: Sequence[sequential.Step]) -> sequential.Step:
@@ -160,7 +165,7 @@ def _combined(steps: Sequence[sequential.Step]) -> sequential.Step:
 
 def sequential_ready(history: Mapping[str, Sequence[float]], budget: int, policy: Policy) -> bool:
     """Whether the earlier runs and the budget let the rank test reach its level on every clock."""
-    alpha = policy.latency_confirm_alpha / len(_clocks(policy))
+    alpha = _alpha(policy)
     return all(len(history.get(f"ratio.{c}", ())) >= policy.latency_ratio_runs
                and sequential.plan(len(history.get(f"ratio.{c}", ())), budget, alpha) is not None
                for c in _clocks(policy))
