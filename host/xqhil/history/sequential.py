@@ -135,17 +135,21 @@ def decide(earlier: Sequence[float], current: Sequence[float], budget: int, alph
     head = (f"{m} runs (this run and {m - 1} re-runs) against {n} earlier clean runs: median {what} "
             f"{_pct(shift)}, exact rank test U={u:g} of {n * m}, p={p:.2g}")
     effect = max(math.log1p(floor), EFFECT_K * float(np.std(earlier, ddof=1)) * math.sqrt(1.0 + 1.0 / n))
-    if m in steps.looks and p <= steps.alpha and shift > effect:
-        return Step("flag", f"{head} <= {steps.alpha:.2g} ({alpha:.2%} over {len(steps.looks)} looks), and "
-                            f"the shift above {_pct(effect)} ({EFFECT_K:g} SD of the earlier runs' {what}, at "
-                            f"least {floor:.0%})", m, p, math.expm1(shift))
+    size = f"{_pct(effect)} ({EFFECT_K:g} SD of the earlier runs' {what}, at least {floor:.0%})"
+    level = f"{steps.alpha:.2g} ({alpha:.2%} over {len(steps.looks)} looks)"
+    text = head
+    if m in steps.looks and p <= steps.alpha:
+        if shift > effect:
+            return Step("flag", f"{head} <= {level}, and the shift above {size}", m, p, math.expm1(shift))
+        text = f"{head} <= {level}, but the shift is not above {size}"
+    elif m in steps.looks:
+        text = f"{head}, not <= {level}"
     if m >= FUTILITY_RUNS and shift <= scr.threshold:
-        return Step("clear", f"{head}; back within the suspicion threshold {_pct(scr.threshold)} (robust "
+        return Step("clear", f"{text}; back within the suspicion threshold {_pct(scr.threshold)} (robust "
                              f"sigma {100 * scr.sigma:.1f}% of the earlier runs)", m, p, math.expm1(shift))
     later = [look for look in steps.looks if look > m]
     best = [rank_p(n, look, u + n * (look - m)) for look in later]
     if not later or min(best) > steps.alpha:
-        why = "the budget is spent" if m >= 1 + budget else "no later look can reach it"
-        return Step("clear", f"{head}, not <= {steps.alpha:.2g} ({alpha:.2%} over {len(steps.looks)} looks) "
-                             f"and {why}", m, p, math.expm1(shift))
+        why = "the budget is spent" if m >= 1 + budget else f"no later look can reach {level}"
+        return Step("clear", f"{text}; {why}", m, p, math.expm1(shift))
     return Step("more", head, m, p, math.expm1(shift))
