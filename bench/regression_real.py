@@ -12,13 +12,14 @@ A case counts as flagged when the check reports a latency regression:
 
 * ``old rule``: the absolute check of the single run (no within-run control);
 * ``control``: the INT8/FP32 ratio check of the single run (no confirmation);
-* ``confirmed``: the default of quantize-and-verify: suspected at z=1, then re-measured (4 re-runs pooled,
-  judged at z=2.33);
+* ``confirmed``: the default of quantize-and-verify: suspected at a robust z=1, then re-measured one run at a
+  time (up to ``--budget`` 10) until the exact rank test against the clean runs flags or clears
+  (xqhil/history/sequential.py); ``re-runs/trial`` is what that cost;
 * ``A/B`` (``--ab``): suspected, then decided by 3 alternating rounds against the baseline's runtime (the
   board's unmodified interpreter).
 
     python bench/regression_real.py --boards host --models demo,oww_alexa_op7 --trials 20
-    python bench/regression_real.py --boards qemu --models oww_alexa_op7 --trials 5 --repeat 30
+    python bench/regression_real.py --boards qemu --models demo --trials 10 --cases "clean,INT8 +20%"
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ ZOO = Path(os.environ.get("XQHIL_ZOO_CACHE", Path.home() / ".cache" / "xqhil-zoo
 CASES = (("clean", "none"), ("INT8 +10%", "slow-int8:10"), ("INT8 +20%", "slow-int8:20"),
          ("INT8 +30%", "slow-int8:30"), ("board-wide +30%", "slow-all:30"))
 VARIANTS = ("old rule", "control", "confirmed", "A/B")
-HEADERS = ["board", "model", "case", "trials", *VARIANTS]
+HEADERS = ["board", "model", "case", "trials", *VARIANTS, "re-runs/trial"]
 NEW_RELEASE = "+next"  # appended to the runtime version of the "new release" runs
 
 
@@ -117,26 +118,35 @@ def verify_doc(measured: dict, board: Board, model: str) -> dict:
             "latency": measured["latency"]}
 
 
-def flagged(history: list, doc: dict, policy: Policy, confirmer: Confirmer | None = None) -> bool:
+def flagged(history: list, doc: dict, policy: Policy, confirmer: Confirmer | None = None) -> tuple[bool, dict]:
+    """Whether the check flags ``doc`` after ``history``, and how a confirmation decided (re-runs, evidence)."""
+    checked = copy.deepcopy(doc)
     with tempfile.TemporaryDirectory(prefix="xqhil-regress-") as tmp:
         db = Path(tmp) / "h.sqlite3"
         for earlier in history:
             record_and_check(copy.deepcopy(earlier), db, policy)
-        summary = record_and_check(copy.deepcopy(doc), db, policy, confirmer)
-    return any(item["kind"] == "latency" for item in summary["regressions"])
+        summary = record_and_check(checked, db, policy, confirmer)
+    record = checked["latency"].get("confirmation") or {}
+    decided = [d.get("detail", "") for d in (record.get("decisions") or {}).values()]
+    ratios = [float(np.log(r["int8"]["p50_ms"] / r["fp32"]["p50_ms"])) for r in record.get("reruns") or []
+              if (r.get("int8") or {}).get("p50_ms") and (r.get("fp32") or {}).get("p50_ms")]
+    how = {"reruns": len(record.get("reruns") or []), "evidence": "; ".join(decided) or "the single run",
+           "rerun_ratios": ratios}
+    return any(item["kind"] == "latency" for item in summary["regressions"]), how
 
 
-def judge(board: Board, history: list, doc: dict, fault: str, ab: bool) -> dict:
+def judge(board: Board, history: list, doc: dict, fault: str, ab: bool) -> tuple[dict, dict]:
     def again(python):
         return board.probe().measure(python or board.command(fault, True))
 
-    out = {"old rule": flagged(history, doc, Policy(latency_control=False)),
-           "control": flagged(history, doc, Policy()),
-           "confirmed": flagged(history, doc, Policy(), Confirmer(again))}
+    policy = Policy()
+    confirmed, how = flagged(history, doc, policy, Confirmer(again, reruns=board.args.budget))
+    out = {"old rule": flagged(history, doc, Policy(latency_control=False))[0],
+           "control": flagged(history, doc, policy)[0], "confirmed": confirmed}
     if ab:
-        out["A/B"] = flagged(history, doc, Policy(),
-                             Confirmer(again, reruns=0, baseline_python=board.command("none", False)))
-    return out
+        out["A/B"] = flagged(history, doc, policy,
+                             Confirmer(again, reruns=0, baseline_python=board.command("none", False)))[0]
+    return out, how
 
 
 def run_board(kind: str, model: str, models: tuple[str, str], args: argparse.Namespace) -> tuple[list, list]:
@@ -144,23 +154,33 @@ def run_board(kind: str, model: str, models: tuple[str, str], args: argparse.Nam
     clean = [verify_doc(board.measure("none", False), board, model) for _ in range(args.history)]
     counts: dict = defaultdict(lambda: defaultdict(int))
     loads, records = [], []
+    cases = [(label, fault) for label, fault in CASES if label in args.cases]
     for trial in range(args.trials):
-        for label, fault in CASES:
+        for label, fault in cases:
             measured = board.measure(fault, True)
             loads.append(measured["load"])
-            result = judge(board, clean[-args.history:], verify_doc(measured, board, model), fault, args.ab)
-            records.append({"trial": trial, "case": label, **result, "load": measured["load"],
+            result, how = judge(board, clean[-args.history:], verify_doc(measured, board, model), fault, args.ab)
+            history_ratios = [float(np.log(d["latency"]["int8"]["p50_ms"] / d["latency"]["fp32"]["p50_ms"]))
+                              for d in clean[-args.history:]]
+            records.append({"trial": trial, "case": label, **result, **how, "load": measured["load"],
+                            "history_ratios": history_ratios,
                             "int8_p50_ms": measured["latency"]["int8"]["p50_ms"],
                             "fp32_p50_ms": measured["latency"]["fp32"]["p50_ms"]})
             for variant, hit in result.items():
                 counts[label][variant] += hit
+            counts[label]["reruns"] += how["reruns"]
         clean.append(verify_doc(board.measure("none", False), board, model))
-        print(f"{kind} {model}: trial {trial + 1}/{args.trials} done, load {loads[-1]:.1f}", file=sys.stderr,
+        done = " ".join(f"{r['case']}={'FLAG' if r['confirmed'] else 'ok'}({r['reruns']})"
+                        for r in records if r["trial"] == trial)
+        print(f"{kind} {model}: trial {trial + 1}/{args.trials} done, load {loads[-1]:.1f}: {done}", file=sys.stderr,
               flush=True)
+        if args.json:  # after each trial: a long run keeps what it measured
+            Path(f"{args.json}.partial").write_text(json.dumps(records, indent=1))
     ratios = [np.log(d["latency"]["int8"]["p50_ms"] / d["latency"]["fp32"]["p50_ms"]) for d in clean]
     cpu = [np.log(d["latency"]["int8"]["cpu_p50_ms"] / d["latency"]["fp32"]["cpu_p50_ms"]) for d in clean]
     rows = [[kind, model, label, args.trials] + [f"{counts[label][v]}/{args.trials}" if v != "A/B" or args.ab
-                                                 else "-" for v in VARIANTS] for label, _ in CASES]
+                                                 else "-" for v in VARIANTS]
+            + [f"{counts[label]['reruns'] / max(1, args.trials):.1f}"] for label, _ in cases]
     wall_p50 = [d["latency"]["int8"]["p50_ms"] for d in clean]
     print(f"{kind} {model}: clean INT8 p50 {min(wall_p50):.4g}-{max(wall_p50):.4g} ms, INT8/FP32 ratio run-to-run "
           f"sigma {100 * float(np.std(ratios, ddof=1)):.1f}% (wall), {100 * float(np.std(cpu, ddof=1)):.1f}% (CPU), "
@@ -178,9 +198,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of interleaved timing a run")
+    parser.add_argument("--cases", default=",".join(label for label, _ in CASES),
+                        help="comma-separated case labels to measure (default: all)")
+    parser.add_argument("--budget", type=int, default=10, help="re-runs a confirmation may take (--confirm-reruns)")
     parser.add_argument("--ab", action="store_true", help="also decide by an A/B against the baseline runtime")
     parser.add_argument("--json", help="write every trial's outcome here")
     args = parser.parse_args()
+    args.cases = [c.strip() for c in args.cases.split(",")]
+    unknown = sorted(set(args.cases) - {label for label, _ in CASES})
+    if unknown:
+        parser.error(f"--cases: unknown {unknown}; known: {[label for label, _ in CASES]}")
     rows, records = [], []
     with tempfile.TemporaryDirectory(prefix="xqhil-regress-") as tmp:
         for model in args.models.split(","):

@@ -142,9 +142,10 @@ def add_quantize_and_verify(sub) -> None:
                         "(default: $XQHIL_DB, else $XDG_DATA_HOME/xqhil/history.sqlite3)")
     parser.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when the run regressed against its baseline (see 'xqhil history')")
-    parser.add_argument("--confirm-reruns", type=int_at_least(0), default=4, metavar="N",
-                        help="a suspected latency regression is measured N more times on the board before it is "
-                             "flagged (default 4; 0: judge the single run)")
+    parser.add_argument("--confirm-reruns", type=int_at_least(0), default=10, metavar="N",
+                        help="a suspected latency regression is measured up to N more times on the board, one at "
+                             "a time until the evidence decides, before it is flagged (default 10; 0: judge the "
+                             "single run)")
     parser.add_argument("--baseline-python", metavar="CMD",
                         help="interpreter command of this board whose onnxruntime is the baseline's: a suspected "
                              "latency regression is then decided by an interleaved A/B against it")

@@ -86,20 +86,34 @@ def test_injected_int8_slowdown_is_flagged_after_five_clean_runs(board, tmp_path
     db = tmp_path / "h.sqlite3"
     release = board.history(db)
     doc = board.run("slow-int8:50", release)
-    summary = record_and_check(doc, db, confirmer=Confirmer(board.again("slow-int8:50", release), reruns=2))
+    summary = record_and_check(doc, db, confirmer=Confirmer(board.again("slow-int8:50", release)))
     [finding] = latency_findings(summary)
     assert finding["metric"] == "latency.int8.p50_ms" and finding["runtime_version"] == release
     assert "against FP32 in the same run" in finding["message"]
-    assert "confirmed, decided by re-runs: 3 runs pooled" in finding["message"]
+    assert "confirmed, decided by re-runs: " in finding["message"] and "exact rank test" in finding["message"]
     record = doc["latency"]["confirmation"]
-    assert record["decisions"]["latency.int8.p50_ms"]["confirmed"] and len(record["reruns"]) == 2
+    assert record["decisions"]["latency.int8.p50_ms"]["confirmed"]
+    assert len(record["reruns"]) in (5, 10)  # flagged at a look: 6 or 11 runs (the default budget of 10)
+
+
+def test_a_transient_int8_slowdown_is_cleared_by_reruns(board, tmp_path):
+    """The checked run was slowed, the board measured again is not (a transient disturbance): the
+    sequential re-runs clear it, within the budget, and the summary says which evidence decided."""
+    db = tmp_path / "h.sqlite3"
+    release = board.history(db)
+    doc = board.run("slow-int8:50", release)
+    summary = record_and_check(doc, db, confirmer=Confirmer(board.again("none", release)))
+    assert latency_findings(summary) == []
+    [note] = summary["unconfirmed"]
+    assert note["by"] == "re-runs" and "not confirmed" in note["message"] and "exact rank test" in note["message"]
+    assert 2 <= len(doc["latency"]["confirmation"]["reruns"]) <= 10
 
 
 def test_board_wide_slowdown_of_fp32_and_int8_alike_is_not_flagged(board, tmp_path):
     db = tmp_path / "h.sqlite3"
     release = board.history(db)
     doc = board.run("slow-all:50", release)
-    summary = record_and_check(doc, db, confirmer=Confirmer(board.again("slow-all:50", release), reruns=2))
+    summary = record_and_check(doc, db, confirmer=Confirmer(board.again("slow-all:50", release)))
     assert latency_findings(summary) == [] and summary["baseline_run"] == CLEAN_RUNS
 
 

@@ -136,3 +136,23 @@ def test_open_without_path_uses_the_environment(monkeypatch, tmp_path):
     with RunStore.open() as store:
         store.record(make_doc())
     assert (tmp_path / "deep" / "env.sqlite3").is_file()
+
+
+def test_a_check_reads_only_the_runs_it_needs(history_db, monkeypatch):
+    """record_and_check reads the baseline and the noise window, not every earlier run of its key (at
+    100,000 runs reading them all took 0.4 s a run); a run that regressed is still never the baseline."""
+    from xqhil.history import check, record_and_check
+    from xqhil.history import store as store_module
+
+    with RunStore.open(history_db) as store, store.write():
+        for seed in range(40):
+            store.record(make_doc(seed=seed, n=100, jitter=0.01))
+        slow = store.record(make_doc(runtime="1.21.0", int8_ms=30.0, seed=40, n=100, jitter=0.01))
+        store.save_regressions(slow, 40, [{"kind": "latency", "metric": "latency.int8.p50_ms", "message": "slow"}])
+    read = []
+    original = store_module._record
+    monkeypatch.setattr(store_module, "_record", lambda row: read.append(int(row[0])) or original(row))
+    summary = record_and_check(make_doc(runtime="1.21.0", seed=41, n=100, jitter=0.01), history_db)
+    assert summary["baseline_run"] == 40 and summary["regressions"] == []
+    assert len(read) <= 1 + check.NOISE_WINDOW + 1  # the baseline, the noise window, the recorded run
+    assert slow not in read

@@ -27,18 +27,13 @@ def select_baseline(store: RunStore, run: RunRecord) -> RunRecord | None:
     pinned = store.pinned_baseline(run.key)
     if pinned is not None and pinned != run.id:
         return store.get(pinned)
-    regressed = store.regressed_run_ids()
-    clean = [r for r in store.runs_for_key(run.key, before=run.id)
-             if r.verdict == "pass" and r.id not in regressed]
+    clean = store.runs_for_key(run.key, before=run.id, clean=True, limit=1)
     return clean[-1] if clean else None
 
 
 def noise_runs(store: RunStore, run: RunRecord, baseline: RunRecord) -> list[RunRecord]:
     """Clean passing comparable runs up to and including the baseline (the latest NOISE_WINDOW)."""
-    regressed = store.regressed_run_ids()
-    runs = [r for r in store.runs_for_key(run.key, before=baseline.id + 1)
-            if r.verdict == "pass" and r.id not in regressed]
-    return runs[-NOISE_WINDOW:]
+    return store.runs_for_key(run.key, before=baseline.id + 1, clean=True, limit=NOISE_WINDOW)
 
 
 def check_run(store: RunStore, run_id: int, policy: regression.Policy = DEFAULT_POLICY) -> dict[str, Any]:
@@ -62,12 +57,37 @@ def check_record(store: RunStore, run: RunRecord, policy: regression.Policy = DE
     record = confirm.confirmation_of(run.doc, baseline.id)
     if record is not None:
         findings, summary["unconfirmed"] = confirm.apply(findings, _suspects(run, baseline, history, policy), record)
+    if not any(f.kind == "latency" for f in findings) and not summary.get("unconfirmed"):
+        evidence = latency_evidence(run, baseline, history, policy)
+        if evidence:
+            summary["latency_evidence"] = evidence
     if findings:
-        later = [r for r in store.runs_for_key(run.key, before=run.id)
-                 if r.id > baseline.id and r.verdict != INFRA] + [run]
+        later = [r for r in store.runs_for_key(run.key, before=run.id, after=baseline.id)
+                 if r.verdict != INFRA] + [run]
         starts = regression.first_appearance(findings, baseline.doc, [r.doc for r in later], history, policy)
         summary["regressions"] = [_describe(f, later[i], baseline) for f, i in zip(findings, starts)]
     return summary
+
+
+def latency_evidence(run: RunRecord, baseline: RunRecord, history: Mapping[str, Sequence[float]],
+                     policy: regression.Policy) -> str | None:
+    """What decided that a run's latency is not a regression when the run alone decided it (verify.md)."""
+    if policy.latency_needs_change and not regression.recorded_changes(baseline.doc, run.doc):
+        return ("not compared: nothing recorded changed since the baseline (device, runtime, INT8 model), so a "
+                "latency shift is the board's run-to-run noise")
+    parts = []
+    for precision, other in (("int8", "FP32"), ("fp32", "INT8")):
+        shift = regression.controlled_shift(baseline.doc, [run.doc], precision, history,
+                                            confirm.suspect_policy(policy))
+        level = "the suspicion threshold"
+        if shift is not None and shift.exceeded:  # suspected, but judged alone (no re-runs were possible)
+            shift, level = regression.controlled_shift(baseline.doc, [run.doc], precision, history, policy), \
+                "the single-run threshold"
+        if shift is None:
+            return None
+        parts.append((shift.shift - shift.threshold, f"{precision.upper()} {100 * shift.shift:+.1f}% against "
+                      f"{other} in the same run, within {level} +{100 * shift.threshold:.1f}% ({shift.basis})"))
+    return "decided by this run alone: " + max(parts)[1]  # the precision nearest its threshold
 
 
 def _suspects(run: RunRecord, baseline: RunRecord, history: Mapping[str, Sequence[float]],
@@ -143,6 +163,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     items: Sequence[Mapping[str, Any]] = summary.get("regressions") or []
     lines += [f"REGRESSION: {item['message']}" for item in items] or ["no regression against the baseline"]
     lines += [f"not flagged: {item['message']}" for item in summary.get("unconfirmed") or []]
+    if summary.get("latency_evidence"):
+        lines.append(f"latency: {summary['latency_evidence']}")
     return "\n".join(lines)
 
 

@@ -1,20 +1,24 @@
 """Confirm a suspected latency regression before flagging it.
 
 One run is weak evidence on a board that other work shares: the check first *suspects* a slowdown at a
-low z-score (``SUSPECT_K`` = 1), then the board measures again and the evidence decides:
+low robust z-score (``SUSPECT_K`` = 1 against the median and MAD of the earlier clean runs,
+:mod:`xqhil.history.sequential`), then the board measures again and the evidence decides:
 
 * **A/B** (where the board still has the baseline's runtime: ``Confirmer.baseline_python``, an interpreter
   whose onnxruntime reports the baseline's version): ``ab_rounds`` rounds, each timing the baseline runtime
   (A) and the current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike.
   Confirmed when B is slower than A in every round, and in the median round by more than half the
   suspected slowdown.
-* **re-runs** (otherwise, or when the A/B cannot run): ``reruns`` more measurements of the current run,
-  pooled with it (their mean INT8/FP32 ratio, :mod:`xqhil.history.control`) and judged at ``CONFIRM_K``
-  (2.33: one-sided 1%, t-corrected for the few earlier runs).
+* **re-runs** (otherwise, or when the A/B cannot run): up to ``reruns`` more measurements of the current
+  run, one at a time, until the exact rank test of :mod:`xqhil.history.sequential` flags or clears (false
+  alarms at most ``Policy.latency_confirm_alpha``, 1%, over both stages). Where it cannot reach that level
+  (fewer than 5 earlier clean runs, fewer than 4 re-runs) all ``reruns`` are pooled with the run (their
+  mean INT8/FP32 ratio, :mod:`xqhil.history.control`) and judged at ``CONFIRM_K`` (2.33, t-corrected).
 
 The decision is stored in the run's document (``latency.confirmation``), so the history reproduces it:
 ``{"baseline_run", "suspected": [metric], "reruns": [latency summaries], "ab": {...} | null,
-"decisions": {metric: {"confirmed", "by", "detail"}}}``.
+"decisions": {metric: {"confirmed", "by", "detail", "runs", "p_value"}}}`` (``runs``/``p_value``: sequential
+re-runs only).
 """
 from __future__ import annotations
 
@@ -25,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from xqhil.history import regression
+from xqhil.history import control, regression, sequential
 from xqhil.history.regression import Finding, Policy
 
 log = logging.getLogger(__name__)
 Measure = Callable[[Any], Mapping[str, Any]]  # python command or None -> {"device", "latency"}
-SUSPECT_K = 1.0  # z-score of the within-run control that makes a run suspect (then confirmed or not)
-CONFIRM_K = 2.33  # z-score the pooled run and re-runs must exceed (one-sided 1%, t-corrected)
+SUSPECT_K = sequential.SUSPECT_K  # robust z-score of the within-run control that makes a run suspect
+CONFIRM_K = 2.33  # the pooled rule's z-score (short histories, small budgets; one-sided 1%, t-corrected)
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,13 @@ class Confirmer:
     times it with another interpreter of the board (the baseline's runtime)."""
 
     measure: Measure
-    reruns: int = 4
+    reruns: int = 10
     baseline_python: str | None = None
     ab_rounds: int = 3
 
 
 def suspect_policy(policy: Policy) -> Policy:
-    return replace(policy, latency_ratio_k=min(policy.latency_ratio_k, SUSPECT_K))
+    return replace(policy, latency_ratio_k=min(policy.latency_ratio_k, SUSPECT_K), latency_ratio_robust=True)
 
 
 def summary_of(measured: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,24 +132,93 @@ def _run_ab(confirmer: Confirmer, base_version: str | None) -> dict[str, Any] | 
     return {"rounds": rounds, "current": current, "baseline": base_version}
 
 
+def _clock_step(doc: Mapping[str, Any], history: Mapping[str, Sequence[float]], reruns: Sequence[Mapping[str, Any]],
+                precision: str, clock: str, budget: int, policy: Policy) -> sequential.Step | None:
+    """The sequential decision on one clock's INT8/FP32 ratios; None when a run lacks them."""
+    current = [regression.log_ratio(d, clock) for d in [doc, *reruns_as_docs(reruns)]]
+    if None in current:
+        return None
+    earlier = [control.signed_ratio(x, precision) for x in history.get(f"ratio.{clock}", ())]
+    return sequential.decide(earlier, [control.signed_ratio(x, precision) for x in current if x is not None],
+                             budget, _alpha(policy), policy.latency_ratio_floor,
+                             f"{precision.upper()} ratio ({clock} time)")
+
+
+def _clocks(policy: Policy) -> tuple[str, ...]:
+    return regression.CLOCKS if policy.latency_cpu_clock else ("wall",)
+
+
+def _alpha(policy: Policy) -> float:
+    """The level of one test: the false-alarm rate split over the clocks judged and the two directions
+    (INT8 slower against FP32, FP32 slower against INT8), either of which would flag a clean run."""
+    return policy.latency_confirm_alpha / (len(_clocks(policy)) * len(regression.PRECISIONS))
+
+
+def _combined(steps: Sequence[sequential.Step]) -> sequential.Step:
+    """Flag when a clock flags (alpha is split over the clocks), measure again while one needs more."""
+    for verdict in ("flag", "more"):
+        chosen = [s for s in steps if s.verdict == verdict]
+        if chosen:
+            return chosen[0]
+    return sequential.Step("clear", "; ".join(s.detail for s in steps), max(s.runs for s in steps))
+
+
+def sequential_ready(history: Mapping[str, Sequence[float]], budget: int, policy: Policy) -> bool:
+    """Whether the earlier runs and the budget let the rank test reach its level on every clock."""
+    alpha = _alpha(policy)
+    return all(len(history.get(f"ratio.{c}", ())) >= policy.latency_ratio_runs
+               and sequential.plan(len(history.get(f"ratio.{c}", ())), budget, alpha) is not None
+               for c in _clocks(policy))
+
+
+def _sequential_decisions(doc: Mapping[str, Any], history: Mapping[str, Sequence[float]],
+                          suspects: Sequence[Finding], confirmer: Confirmer, policy: Policy,
+                          reruns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Re-run one at a time until each suspect is flagged or cleared (sequential.py); ``reruns`` fills."""
+    pending = {f.metric: f.metric.split(".")[1] for f in suspects}
+    decisions: dict[str, Any] = {}
+    while pending:
+        for metric, precision in list(pending.items()):
+            steps = [s for c in _clocks(policy)
+                     if (s := _clock_step(doc, history, reruns, precision, c, confirmer.reruns, policy))]
+            step = _combined(steps) if steps else sequential.Step("clear", "no INT8/FP32 ratio to judge", 1)
+            if step.verdict != "more":
+                decisions[metric] = {"confirmed": step.verdict == "flag", "by": "re-runs", "detail": step.detail,
+                                     "runs": step.runs, "p_value": step.p_value}
+                del pending[metric]
+        if pending:
+            reruns.append(summary_of(confirmer.measure(None)))
+    return decisions
+
+
+def _rerun_decisions(doc: Mapping[str, Any], base: Mapping[str, Any], history: Mapping[str, Sequence[float]],
+                     suspects: Sequence[Finding], confirmer: Confirmer, policy: Policy,
+                     reruns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sequential re-runs where the rank test can decide, else all re-runs pooled (control.py's rule)."""
+    if confirmer.reruns < 1:
+        return {}
+    if sequential_ready(history, confirmer.reruns, policy):
+        return _sequential_decisions(doc, history, suspects, confirmer, policy, reruns)
+    reruns.extend(summary_of(confirmer.measure(None)) for _ in range(confirmer.reruns))
+    return {f.metric: _rerun_decision(doc, base, history, policy, reruns, f.metric) for f in suspects}
+
+
 def confirm(doc: Mapping[str, Any], base: Mapping[str, Any], baseline_run: int,
             history: Mapping[str, Sequence[float]], suspects: Sequence[Finding], confirmer: Confirmer,
             policy: Policy) -> dict[str, Any]:
     """Measure again and decide each suspected latency finding; the ``latency.confirmation`` record."""
+    reruns: list[dict[str, Any]] = []
+    ab = None
     try:
-        reruns = [summary_of(confirmer.measure(None)) for _ in range(max(0, confirmer.reruns))]
         ab = _run_ab(confirmer, regression.docs.runtime_version(base))
+        if ab is not None and ab.get("rounds"):
+            decisions = {f.metric: _ab_decision(ab, f, f.metric.split(".")[1]) for f in suspects}
+        else:
+            decisions = _rerun_decisions(doc, base, history, suspects, confirmer, policy, reruns)
     except Exception as exc:  # noqa: BLE001 - a board that fails now leaves the single run's verdict
         log.warning("could not measure again to confirm the latency regression: %s", exc)
-        return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": [],
-                "ab": None, "decisions": {}, "error": f"{type(exc).__name__}: {exc}"[:500]}
-    decisions = {}
-    for finding in suspects:
-        precision = finding.metric.split(".")[1]
-        if ab is not None and ab.get("rounds"):
-            decisions[finding.metric] = _ab_decision(ab, finding, precision)
-        elif reruns:
-            decisions[finding.metric] = _rerun_decision(doc, base, history, policy, reruns, finding.metric)
+        return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": reruns,
+                "ab": ab, "decisions": {}, "error": f"{type(exc).__name__}: {exc}"[:500]}
     return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": reruns,
             "ab": ab, "decisions": decisions}
 

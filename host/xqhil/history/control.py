@@ -15,6 +15,8 @@ against the scatter of the ratio over the earlier clean runs (the baseline and u
 * ``threshold = max(t(k, n - 1) * s * sqrt(1/m + 1/n), floor)`` with ``s`` the standard deviation of the
   earlier runs' ``x``, ``m`` the current run and its re-runs, ``t`` the Student-t quantile at the tail of
   the z-score ``k`` (few runs widen it);
+* with ``latency_ratio_robust`` (the suspicion screen of a confirmation, :mod:`xqhil.history.sequential`):
+  the median of the earlier runs and their robust sigma instead of the mean and standard deviation;
 * with fewer than ``latency_ratio_runs`` earlier runs, ``s`` is unknown: the shift against the baseline
   must exceed ``latency_ratio_first`` (10%).
 """
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xqhil.history import stats
+from xqhil.history import sequential, stats
 
 Doc = Mapping[str, Any]
 
@@ -37,6 +39,7 @@ class ControlPolicy(Protocol):
     latency_ratio_floor: float
     latency_ratio_first: float
     latency_ratio_runs: int
+    latency_ratio_robust: bool
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ def check_control(current: Sequence[float], base: float, earlier: Sequence[float
                             f"first runs: {policy.latency_ratio_first:.0%} until {policy.latency_ratio_runs} "
                             f"clean runs exist", m)
     ref = [signed_ratio(x, precision) for x in earlier]
+    if policy.latency_ratio_robust:  # the screen of a confirmation (sequential.py): median and MAD
+        scr = sequential.screen(ref, policy.latency_ratio_floor, policy.latency_ratio_k)
+        delta = float(np.median(cur)) - scr.center
+        return ControlShift(math.expm1(delta), math.expm1(scr.threshold),
+                            f"robust scatter of the ratio over {n} clean runs (suspicion level)", m)
     delta = float(np.mean(cur)) - float(np.mean(ref))
     spread = float(np.std(ref, ddof=1)) * math.sqrt(1.0 / m + 1.0 / n)
     threshold = max(stats.t_quantile(policy.latency_ratio_k, n - 1) * spread, floor)

@@ -65,6 +65,8 @@ class Policy:
     latency_ratio_first: float = 0.10  # the ratio shift to exceed before latency_ratio_runs clean runs exist
     latency_cpu_clock: bool = False  # also judge the control on CPU time (see docs/history.md: off, measured)
     latency_ratio_runs: int = 5  # clean runs before the scatter of the ratio is measured (t, 4 df)
+    latency_ratio_robust: bool = False  # median and MAD of the earlier ratios (the confirmation's screen)
+    latency_confirm_alpha: float = 0.01  # false-alarm rate of a confirmation by re-runs (sequential.py)
 
 
 @dataclass(frozen=True)

@@ -200,15 +200,22 @@ class RunStore:
         return self._query(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM runs ORDER BY id").fetchall()
 
     @_guard
-    def runs_for_key(self, key: docs.RunKey, before: int | None = None) -> builtins.list[RunRecord]:
-        """Comparable runs (same model, FP32 hash, board and config), oldest first."""
+    def runs_for_key(self, key: docs.RunKey, before: int | None = None, after: int | None = None,
+                     clean: bool = False, limit: int | None = None) -> builtins.list[RunRecord]:
+        """Comparable runs (same model, FP32 hash, board and config), oldest first: ids between ``after``
+        and ``before`` (both excluded); ``clean``: only runs that passed and showed no regression;
+        ``limit``: only the newest that many (only their documents are read)."""
         sql = f"{SELECT_RUN} FROM runs WHERE {KEY_MATCH}"
         params: list[Any] = _key_params(key)
-        if before is not None:
-            sql += " AND id < ?"
-            params.append(before)
-        rows = self._query(sql + " ORDER BY id", params).fetchall()
-        return [_record(row) for row in rows]
+        for bound, op in ((before, "<"), (after, ">")):
+            if bound is not None:
+                sql += f" AND id {op} ?"
+                params.append(bound)
+        if clean:
+            sql += " AND verdict = 'pass' AND id NOT IN (SELECT run_id FROM regressions)"
+        sql += " ORDER BY id DESC" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        rows = self._query(sql, params).fetchall()
+        return [_record(row) for row in reversed(rows)]
 
     @_guard
     def pin_baseline(self, run_id: int) -> RunRecord:
