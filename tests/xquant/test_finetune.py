@@ -121,7 +121,7 @@ def test_refit_recovers_the_layer_that_made_the_outputs(op):
         y = torch.nn.functional.conv2d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=2,
                                        groups=groups).numpy()
     f = lambda v: torch.from_numpy(v.astype(np.float32))  # noqa: E731
-    a, t = _rows(torch, node, f(x), f(y), w.shape, None, 1 if op == "gemm" else 2)
+    a, t = _rows(torch, node, f(x), f(y), w.shape, 1 if op == "gemm" else 2)
     new_w, new_b = solve(torch, node, a, t, np.zeros_like(w), np.zeros_like(b))
     np.testing.assert_allclose(new_w, w, atol=0.05)  # the ridge term pulls a little towards the zero prior
     np.testing.assert_allclose(new_b, b, atol=0.05)
