@@ -120,9 +120,9 @@ def test_refit_recovers_the_layer_that_made_the_outputs(op):
         xt = torch.nn.functional.pad(torch.from_numpy(x), [0, 2, 1, 1])
         y = torch.nn.functional.conv2d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=2,
                                        groups=groups).numpy()
-    f = lambda v: v.astype(np.float32)  # noqa: E731
-    a, t = _rows(node, f(x), f(y), w.shape, 1 if op == "gemm" else 2)
-    new_w, new_b = solve(node, a, t, np.zeros_like(w), np.zeros_like(b))
+    f = lambda v: torch.from_numpy(v.astype(np.float32))  # noqa: E731
+    a, t = _rows(torch, node, f(x), f(y), w.shape, 1 if op == "gemm" else 2)
+    new_w, new_b = solve(torch, node, a, t, np.zeros_like(w), np.zeros_like(b))
     np.testing.assert_allclose(new_w, w, atol=0.05)  # the ridge term pulls a little towards the zero prior
     np.testing.assert_allclose(new_b, b, atol=0.05)
 
@@ -206,15 +206,10 @@ def test_blocks_never_split_a_conv_from_its_fused_relu(demo_config):
     assert sum(len(b) for b in blocks) <= len(model.graph.node) and len(blocks) >= 2
 
 
-def test_level_3_needs_torch_and_says_so_level_2_does_not(demo_config, monkeypatch):
-    """Level 2's least-squares refit is numpy: it runs without torch (and never imports it); level 3's
-    learned rounding needs torch and says so in one line."""
+def test_levels_2_and_3_need_torch_and_say_so(demo_config, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     demo_config["quantization_parameters"]["finetune_level"] = 2
-    result = run_quantization(demo_config, summary=False)
-    assert [p["pass"] for p in result.finetune["passes"]][-1] == "least-squares refit"
-    demo_config["quantization_parameters"]["finetune_level"] = 3
-    with pytest.raises(ConfigError, match=r"finetune_level 3 needs torch.*'finetune' extra"):
+    with pytest.raises(ConfigError, match=r"finetune_level 2 needs torch.*'finetune' extra"):
         run_quantization(demo_config, summary=False)
 
 
@@ -228,15 +223,18 @@ def test_measure_level_reports_fidelity_and_time(demo_levels, demo_eval):
 def test_normal_equations_summed_over_chunks_equal_those_of_all_rows():
     """The refit streams a layer's rows chunk by chunk into the normal equations of [rows, 1] (bias column
     appended without an augmented copy): the sums equal the equations of every row at once."""
+    import torch
+
     from xquant.finetune.refit import normal_equations
 
     rng = np.random.default_rng(3)
-    a, t = (rng.normal(size=s).astype(np.float32) for s in ((3, 100, 5), (3, 100, 2)))
-    full = np.concatenate([a, np.ones((3, 100, 1), np.float32)], axis=2).astype(np.float64)
-    parts = [normal_equations(a[:, i:i + 30], t[:, i:i + 30], True) for i in range(0, 100, 30)]
+    a, t = (torch.from_numpy(rng.normal(size=s).astype(np.float32)) for s in ((3, 100, 5), (3, 100, 2)))
+    ones = torch.ones(3, 100, 1)
+    full = torch.cat([a, ones], dim=2).double()
+    parts = [normal_equations(torch, a[:, i:i + 30], t[:, i:i + 30], True) for i in range(0, 100, 30)]
     gram, rhs = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    np.testing.assert_allclose(gram, full.transpose(0, 2, 1) @ full, rtol=1e-5)
-    np.testing.assert_allclose(rhs, full.transpose(0, 2, 1) @ t.astype(np.float64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gram.numpy(), (full.transpose(1, 2) @ full).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(rhs.numpy(), (full.transpose(1, 2) @ t.double()).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_a_grouped_conv_shares_the_refit_rows_among_its_groups():

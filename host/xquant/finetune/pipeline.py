@@ -3,7 +3,7 @@
 0  none.
 1  empirical bias correction (numpy + onnxruntime).
 2  cross-layer equalization (exact pairs only), weight clipping search, bias correction, then a
-   least-squares refit of every layer's weights and bias to the FP32 layer output (closed form, numpy).
+   least-squares refit of every layer's weights and bias to the FP32 layer output (closed form, torch).
    Equalization and clipping sit here, not at level 1: with per-channel INT8 weights they were never
    kept on a benchmark model and cost a sixth of level 1's time.
 3  level 2, then learned rounding (AdaRound) layer by layer (level 2 until it took over 20 minutes on a
@@ -138,7 +138,7 @@ def fine_tune(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats:
     info: dict = {"level": level, "passes": []}
     if level == 0 or not plan.weights:
         return Tuned(model, stats, params, info)
-    if level >= 3:  # level 2's refit is numpy
+    if level >= 2:
         from .torch_ops import require_torch
 
         require_torch(level)

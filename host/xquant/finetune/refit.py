@@ -9,10 +9,8 @@ and, unlike learned rounding (each weight moves by at most one step), by as much
 normal equations are summed over every output position of every fit sample (no gradient steps), so a
 layer costs one pass over its inputs plus one small solve per group. The writer then rounds W' to nearest
 with its max-abs scale. A layer keeps W', b' only if its output error (after its fused Relu/Clip) on the
-held-out samples is lower than with the weights it had. The layer inputs come from the QDQ model run
-segment by segment (finetune/segments.py: each node about once per sample), each as its DequantizeLinear
-gives it; the FP32 outputs from one whole-model pass that keeps only the sampled positions. A layer's rows
-are summed into its normal equations a few chunks at a time (never all rows at once), in numpy."""
+held-out samples is lower than with the weights it had. Inputs and FP32 outputs come from the segment
+runners (finetune/segments.py), so every node of either model runs about once per sample."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +18,6 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..calibration.ranges import QParams
 from ..export.qdq_writer import write_qdq
@@ -31,7 +28,7 @@ from .layers import Layer, initializers, weighted_layers, with_initializers
 from .reconstruct import _dequantized
 from .samples import Samples
 from .segments import runner_for
-from .torch_ops import attrs
+from .torch_ops import attrs, run_node
 
 log = logging.getLogger(__name__)
 RIDGE = 1e-3  # lam as a share of the mean diagonal of A^T A: keeps W' near W where the data says little
@@ -68,22 +65,22 @@ def _stride(node: onnx.NodeProto, samples: int, out_shape, features: int) -> int
     return r
 
 
-def _input_rows(node: onnx.NodeProto, x: np.ndarray, weight_shape, r: int) -> np.ndarray:
+def _input_rows(torch, node: onnx.NodeProto, x, weight_shape, r: int):
     """Inputs [groups, rows, features] of one chunk of samples, sample-major rows: a Conv's im2col patches
     at every r-th output position. ``x`` is what the layer reads in the QDQ model (its DequantizeLinear's
     output), so no quantization is redone here."""
+    import torch.nn.functional as F
+
     if node.op_type != "Conv":
         return x.reshape(1, -1, x.shape[-1])
     at = attrs(node)
     pads = list(at.get("pads", [0, 0, 0, 0]))
-    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    (sh, sw), (dh, dw) = [s * r for s in at.get("strides", [1, 1])], at.get("dilations", [1, 1])
-    kh, kw = weight_shape[2:]
-    win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
-    n, c, oh, ow = win.shape[:4]
+    x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]])
+    stride = [s * r for s in at.get("strides", [1, 1])]
+    cols = F.unfold(x, tuple(weight_shape[2:]), dilation=tuple(at.get("dilations", [1, 1])), stride=stride)
     g = _groups(node)
-    win = win.reshape(n, g, c // g, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
-    return win.reshape(g, n * oh * ow, (c // g) * kh * kw)
+    n, feat, length = cols.shape
+    return cols.reshape(n, g, feat // g, length).permute(1, 0, 3, 2).reshape(g, n * length, feat // g)
 
 
 def _positions(node: onnx.NodeProto, y: np.ndarray, r: int) -> np.ndarray:
@@ -91,17 +88,18 @@ def _positions(node: onnx.NodeProto, y: np.ndarray, r: int) -> np.ndarray:
     return np.ascontiguousarray(y[:, :, ::r, ::r]) if node.op_type == "Conv" and y.ndim == 4 else y
 
 
-def _target_rows(node: onnx.NodeProto, ys: np.ndarray, groups: int) -> np.ndarray:
+def _target_rows(node: onnx.NodeProto, ys, groups: int):
     """FP32 outputs [groups, rows, outputs per group] from ``ys`` (already at the sampled positions)."""
     if node.op_type != "Conv":
         return ys.reshape(1, -1, ys.shape[-1])
     n, c = ys.shape[:2]
-    return ys.reshape(n, groups, c // groups, -1).transpose(1, 0, 3, 2).reshape(groups, -1, c // groups)
+    return ys.reshape(n, groups, c // groups, -1).permute(1, 0, 3, 2).reshape(groups, -1, c // groups)
 
 
-def _rows(node: onnx.NodeProto, x: np.ndarray, y: np.ndarray, weight_shape, r: int):
+def _rows(torch, node: onnx.NodeProto, x, y, weight_shape, r: int):
     """(inputs [groups, rows, features], FP32 outputs [groups, rows, outputs per group]) of one chunk."""
-    return _input_rows(node, x, weight_shape, r), _target_rows(node, _positions(node, y, r), _groups(node))
+    ys = torch.from_numpy(_positions(node, y.numpy(), r))
+    return _input_rows(torch, node, x, weight_shape, r), _target_rows(node, ys, _groups(node))
 
 
 def _as_matrix(node: onnx.NodeProto, w: np.ndarray, g: int) -> np.ndarray:
@@ -119,63 +117,62 @@ def _from_matrix(node: onnx.NodeProto, m: np.ndarray, shape) -> np.ndarray:
     return m[0].T.reshape(shape) if transposed else m[0].reshape(shape)
 
 
-def normal_equations(a: np.ndarray, t: np.ndarray, bias: bool):
+def normal_equations(torch, a, t, bias: bool):
     """(A^T A, A^T T) in float64 of the rows ``a`` with a column of ones appended when ``bias``, without
     building that augmented copy: its last row and column are the column sums and the row count."""
-    at = a.transpose(0, 2, 1)
-    gram, rhs = np.matmul(at, a).astype(np.float64), np.matmul(at, t).astype(np.float64)
+    at = a.transpose(1, 2)
+    gram, rhs = (at @ a).double(), (at @ t).double()
     if not bias:
         return gram, rhs
-    sums = a.sum(axis=1, dtype=np.float64)[:, :, None]  # [groups, features, 1]
-    rows = np.full((a.shape[0], 1, 1), float(a.shape[1]))
-    gram = np.concatenate([np.concatenate([gram, sums], axis=2),
-                           np.concatenate([sums.transpose(0, 2, 1), rows], axis=2)], axis=1)
-    return gram, np.concatenate([rhs, t.sum(axis=1, dtype=np.float64)[:, None]], axis=1)
+    sums = a.sum(dim=1, dtype=torch.float64).unsqueeze(2)  # [groups, features, 1]
+    rows = torch.full((a.shape[0], 1, 1), float(a.shape[1]), dtype=torch.float64)
+    gram = torch.cat([torch.cat([gram, sums], dim=2), torch.cat([sums.transpose(1, 2), rows], dim=2)], dim=1)
+    return gram, torch.cat([rhs, t.sum(dim=1, dtype=torch.float64).unsqueeze(1)], dim=1)
 
 
-def solve_normal(node: onnx.NodeProto, gram: np.ndarray, rhs: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]):
+def solve_normal(torch, node: onnx.NodeProto, gram, rhs, w: np.ndarray, b: Optional[np.ndarray]):
     """(W', b') by ridge regression towards (w, b), from the summed normal equations of the fit rows."""
     g = _groups(node)
     prior = _as_matrix(node, w.astype(np.float64), g)
     if b is not None:
         prior = np.concatenate([prior, b.astype(np.float64).reshape(g, 1, -1)], axis=1)
-    lam = RIDGE * np.diagonal(gram, axis1=1, axis2=2).mean(axis=1) + 1e-12
-    system = gram + lam[:, None, None] * np.eye(gram.shape[1])
-    sol = np.linalg.solve(system, rhs + lam[:, None, None] * prior)
+    diag = torch.diagonal(gram, dim1=1, dim2=2)
+    lam = (RIDGE * diag.mean(dim=1) + 1e-12).reshape(-1, 1, 1)
+    eye = torch.eye(gram.shape[1], dtype=gram.dtype).expand_as(gram)
+    sol = torch.linalg.solve(gram + lam * eye, rhs + lam * torch.from_numpy(np.ascontiguousarray(prior))).numpy()
     if b is None:
         return _from_matrix(node, sol, w.shape).astype(np.float32), None
     return (_from_matrix(node, sol[:, :-1], w.shape).astype(np.float32),
             sol[:, -1].reshape(-1).astype(np.float32))
 
 
-def solve(node: onnx.NodeProto, a: np.ndarray, t: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]):
+def solve(torch, node: onnx.NodeProto, a, t, w: np.ndarray, b: Optional[np.ndarray]):
     """(W', b') by ridge regression towards (w, b) of the rows ``a`` (inputs) onto ``t`` (FP32 outputs)."""
-    return solve_normal(node, *normal_equations(a, t, b is not None), w, b)
+    return solve_normal(torch, node, *normal_equations(torch, a, t, b is not None), w, b)
 
 
-def _activate(act: Optional[onnx.NodeProto], consts: Dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
-    """``y`` through the layer's fused Relu/Clip (when the Clip bounds are initializers or attributes)."""
+def _tensor(torch, array: np.ndarray):
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _activate(act: Optional[onnx.NodeProto], consts: Dict[str, np.ndarray], y):
+    """``y`` through the layer's fused Relu/Clip (when the Clip bounds are initializers)."""
     if act is None or any(i and i not in consts for i in act.input[1:]):
         return y
-    if act.op_type == "Relu":
-        return np.maximum(y, 0)
-    at = attrs(act)
-    bounds = [consts[i] if i else None for i in list(act.input[1:3]) + [""] * (3 - len(act.input))]
-    lo = bounds[0] if bounds[0] is not None else at.get("min")
-    hi = bounds[1] if bounds[1] is not None else at.get("max")
-    return y if lo is None and hi is None else np.clip(y, lo, hi)
+    return run_node(act, [y] + [consts[i] if i else None for i in act.input[1:]])
 
 
-def _error(node: onnx.NodeProto, act, consts, held, w: np.ndarray, b: Optional[np.ndarray], spec) -> float:
+def _error(torch, node: onnx.NodeProto, act, consts, held, w: np.ndarray, b: Optional[np.ndarray], spec) -> float:
     """Squared error on the held-out rows [(inputs, activated FP32 outputs)] of the layer's (activated)
     output, ``w`` as the writer quantizes it."""
     g = _groups(node)
-    m = _as_matrix(node, _dequantized(w, spec), g).astype(np.float32)
-    shift = b.reshape(g, 1, -1).astype(np.float32) if b is not None else None
+    m = _tensor(torch, _as_matrix(node, _dequantized(w, spec), g))
+    shift = _tensor(torch, b.reshape(g, 1, -1)) if b is not None else None
     total = 0.0
-    for a, ref in held:
-        got = np.matmul(a, m) if shift is None else np.matmul(a, m) + shift
-        total += float(np.square(_activate(act, consts, got) - ref, dtype=np.float64).sum())
+    with torch.no_grad():
+        for a, ref in held:
+            got = a @ m if shift is None else a @ m + shift
+            total += float((_activate(act, consts, got) - ref).pow(2).sum())
     return total
 
 
@@ -186,8 +183,8 @@ class _LayerRows:
     """One layer's rows streamed chunk by chunk: the fit samples' rows summed into the normal equations
     (a few chunks at a time, never all at once), the held-out samples' rows kept for the accept test."""
 
-    def __init__(self, node: onnx.NodeProto, act, consts, bias: bool) -> None:
-        self.node, self.act, self.consts, self.bias = node, act, consts, bias
+    def __init__(self, torch, node: onnx.NodeProto, act, consts, bias: bool) -> None:
+        self.torch, self.node, self.act, self.consts, self.bias = torch, node, act, consts, bias
         self.gram = self.rhs = None
         self.held: List[tuple] = []
         self.pending: List[tuple] = []
@@ -195,17 +192,20 @@ class _LayerRows:
     def add(self, a, t, fit_rows: int) -> None:
         if fit_rows > 0:
             self.pending.append((a[:, :fit_rows], t[:, :fit_rows]))
-            if sum(p[0].size for p in self.pending) >= FLUSH_ELEMENTS:
+            if sum(p[0].numel() for p in self.pending) >= FLUSH_ELEMENTS:
                 self.flush()
         if fit_rows < a.shape[1]:
-            self.held.append((np.ascontiguousarray(a[:, fit_rows:]), _activate(self.act, self.consts, t[:, fit_rows:])))
+            with self.torch.no_grad():
+                ref = _activate(self.act, self.consts, t[:, fit_rows:])
+            self.held.append((a[:, fit_rows:], ref))
 
     def flush(self) -> None:
         if not self.pending:
             return
-        a, t = (np.concatenate([p[k] for p in self.pending], axis=1) for k in (0, 1))
+        cat = self.torch.cat
+        a, t = (cat([p[k] for p in self.pending], dim=1) for k in (0, 1))
         self.pending = []
-        gram, rhs = normal_equations(a, t, self.bias)
+        gram, rhs = normal_equations(self.torch, a, t, self.bias)
         self.gram = gram if self.gram is None else self.gram + gram
         self.rhs = rhs if self.rhs is None else self.rhs + rhs
 
@@ -232,46 +232,46 @@ def reference_positions(fp32: onnx.ModelProto, layers: List[Layer], weights: Dic
     return {n: np.concatenate(v) for n, v in parts.items()}, strides
 
 
-def _layer_rows(node, act, consts, got: List[np.ndarray], ys: np.ndarray, r: int, w: np.ndarray,
+def _layer_rows(torch, node, act, consts, got: List[np.ndarray], ys: np.ndarray, r: int, w: np.ndarray,
                 bias: bool, split: int) -> _LayerRows:
     """The rows of one layer over all samples (the first ``split`` are fit samples); ``got`` the layer's
     input chunk by chunk, ``ys`` its FP32 output at the sampled positions (every sample)."""
-    rows, start = _LayerRows(node, act, consts, bias), 0
+    rows, start = _LayerRows(torch, node, act, consts, bias), 0
     for x in got:
         n = int(x.shape[0])
-        a = _input_rows(node, np.asarray(x, dtype=np.float32), w.shape, r)
-        t = _target_rows(node, ys[start:start + n], _groups(node))
+        a = _input_rows(torch, node, _tensor(torch, x), w.shape, r)
+        t = _target_rows(node, _tensor(torch, ys[start:start + n]), _groups(node))
         rows.add(a, t, min(max(split - start, 0), n) * (a.shape[1] // n))
         start += n
     rows.flush()
     return rows
 
 
-def _refit_one(rows: _LayerRows, w: np.ndarray, b: Optional[np.ndarray], spec):
+def _refit_one(torch, rows: _LayerRows, w: np.ndarray, b: Optional[np.ndarray], spec):
     """New (weight, bias) of one layer from its fit rows, or None when they do not lower its error on
     its held-out rows."""
     if rows.gram is None or not rows.held:
         return None
-    new_w, new_b = solve_normal(rows.node, rows.gram, rows.rhs, w, b)
-    before = _error(rows.node, rows.act, rows.consts, rows.held, w, b, spec)
-    after = _error(rows.node, rows.act, rows.consts, rows.held, new_w, new_b, spec)
+    new_w, new_b = solve_normal(torch, rows.node, rows.gram, rows.rhs, w, b)
+    before = _error(torch, rows.node, rows.act, rows.consts, rows.held, w, b, spec)
+    after = _error(torch, rows.node, rows.act, rows.consts, rows.held, new_w, new_b, spec)
     return (new_w, new_b) if after < before else None
 
 
 def refit_layers(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams],
                  samples: Samples, device: str) -> Tuple[onnx.ModelProto, str]:
-    """(copy of ``model`` with refitted weights and biases where they help, what was done). numpy only (no
-    torch import: 3-20 s on a 2-core machine), BLAS on one thread where threadpoolctl is installed (two
-    threads on a loaded 2-core machine were measured ~10x slower in torch)."""
+    """(copy of ``model`` with refitted weights and biases where they help, what was done)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # measured: on a loaded 2-core machine 2 torch threads are ~10x slower than 1
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return _refit_layers(fp32, model, plan, params, samples, device)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _refit_layers(fp32, model, plan, params, samples, device)
+        return _refit_layers(torch, fp32, model, plan, params, samples, device)
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _refit_layers(fp32, model, plan, params, samples, device) -> Tuple[onnx.ModelProto, str]:
+def _refit_layers(torch, fp32, model, plan, params, samples, device) -> Tuple[onnx.ModelProto, str]:
     values = initializers(model)
     layers = [x for x in weighted_layers(model, plan) if _fits(_node(model, x.node), values[x.weight])]
     if not layers:
@@ -289,10 +289,10 @@ def _refit_layers(fp32, model, plan, params, samples, device) -> Tuple[onnx.Mode
         b = values[layer.bias] if layer.bias else None
         w = values[layer.weight]
         try:
-            rows = _layer_rows(node, act, values, got_run.step()[read], ys.pop(layer.output),
+            rows = _layer_rows(torch, node, act, values, got_run.step()[read], ys.pop(layer.output),
                                strides[layer.output], w, b is not None, split)
-            new = _refit_one(rows, w, b, plan.weights[layer.weight])
-        except (np.linalg.LinAlgError, RuntimeError, ValueError) as exc:  # singular, or a shape rows do not take
+            new = _refit_one(torch, rows, w, b, plan.weights[layer.weight])
+        except (RuntimeError, ValueError) as exc:  # a singular system, a shape the rows do not take
             log.info("least-squares refit: %s kept as it is (%s)", layer.node, exc)
             continue
         if new is not None:

@@ -22,7 +22,7 @@ def require_torch(level: int) -> None:
         import torch  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"quantization_parameters.finetune_level {level} needs torch, which is not installed.",
-                          "Install the 'finetune' extra of xqhil (torch), or use finetune_level 0 to 2.") from exc
+                          "Install the 'finetune' extra of xqhil (torch), or use finetune_level 0 or 1.") from exc
 
 
 def attrs(node: onnx.NodeProto) -> dict:
