@@ -26,6 +26,7 @@ from .plan.policy import plan_model
 from .prepare import prepare_model
 from .export.qdq_writer import write_qdq
 from .finetune import fine_tune
+from .finetune.bias import calibration_means, calibration_request
 from .modes.pipeline import ModeResult, check_combination, run_float_mode
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ def validate(model: onnx.ModelProto, device: str) -> None:
 
 
 def calibration_stats(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, data: CalibrationData,
-                      show_progress: Optional[bool]) -> Dict[str, TensorStats]:
+                      show_progress: Optional[bool], means: Optional[Dict[str, list]] = None
+                      ) -> Dict[str, TensorStats]:
+    """``means``: {tensor: []} filled with per-sample channel means in the same pass (``collect_stats``)."""
     tensors = list(plan.activations)
-    batch = batch_size_for(model, tensors)
-    return collect_stats(model, tensors, data, cfg.calibration.calibration_device, batch, show_progress)
+    batch = batch_size_for(model, tensors + list(means or {}))
+    return collect_stats(model, tensors, data, cfg.calibration.calibration_device, batch, show_progress, means)
 
 
 def analyse(result: QuantizationResult, data: CalibrationData) -> dict:
@@ -142,10 +145,11 @@ def run_quantization(config: ConfigSource, model: ModelSource = None, output: Op
     timings["prepare_s"] = time.perf_counter() - start
     plan = plan_model(fp32, cfg)
     mark = time.perf_counter()
-    stats = calibration_stats(fp32, cfg, plan, data, show_progress)
+    request = calibration_request(fp32, plan, cfg.quantization.finetune_level)  # bias correction's FP32 means
+    stats = calibration_stats(fp32, cfg, plan, data, show_progress, request)
     timings["calibrate_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    tuned = fine_tune(fp32, cfg, plan, stats, data, show_progress)
+    tuned = fine_tune(fp32, cfg, plan, stats, data, show_progress, calibration_means(request, data.num_samples))
     timings["finetune_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     qdq = write_qdq(tuned.model, plan, tuned.params)

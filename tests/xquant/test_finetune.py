@@ -121,7 +121,7 @@ def test_refit_recovers_the_layer_that_made_the_outputs(op):
         y = torch.nn.functional.conv2d(xt, torch.from_numpy(w), torch.from_numpy(b), stride=2,
                                        groups=groups).numpy()
     f = lambda v: torch.from_numpy(v.astype(np.float32))  # noqa: E731
-    a, t = _rows(torch, node, f(x), f(y), w.shape, None, 1 if op == "gemm" else 2)
+    a, t = _rows(torch, node, f(x), f(y), w.shape, 1 if op == "gemm" else 2)
     new_w, new_b = solve(torch, node, a, t, np.zeros_like(w), np.zeros_like(b))
     np.testing.assert_allclose(new_w, w, atol=0.05)  # the ridge term pulls a little towards the zero prior
     np.testing.assert_allclose(new_b, b, atol=0.05)
@@ -218,3 +218,53 @@ def test_measure_level_reports_fidelity_and_time(demo_levels, demo_eval):
     assert set(row) >= {"level", "snr_db", "outputs", "time_s", "finetune_s", "passes", "top1_agreement"}
     assert row["outputs"]["logits"]["snr_db"] == row["snr_db"] and row["top1_agreement"] > 0.95
     assert metrics.snr_db(np.ones(3), np.ones(3)) == float("inf")
+
+
+def test_normal_equations_summed_over_chunks_equal_those_of_all_rows():
+    """The refit streams a layer's rows chunk by chunk into the normal equations of [rows, 1] (bias column
+    appended without an augmented copy): the sums equal the equations of every row at once."""
+    import torch
+
+    from xquant.finetune.refit import normal_equations
+
+    rng = np.random.default_rng(3)
+    a, t = (torch.from_numpy(rng.normal(size=s).astype(np.float32)) for s in ((3, 100, 5), (3, 100, 2)))
+    ones = torch.ones(3, 100, 1)
+    full = torch.cat([a, ones], dim=2).double()
+    parts = [normal_equations(torch, a[:, i:i + 30], t[:, i:i + 30], True) for i in range(0, 100, 30)]
+    gram, rhs = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    np.testing.assert_allclose(gram.numpy(), (full.transpose(1, 2) @ full).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(rhs.numpy(), (full.transpose(1, 2) @ t.double()).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_grouped_conv_shares_the_refit_rows_among_its_groups():
+    """A depthwise Conv solves one system of 26 unknowns per group: it samples GROUP_ROWS positions per
+    group, not the MIN_ROWS a dense Conv gets (672 groups x 7,840 rows were most of the refit's time)."""
+    from xquant.finetune import refit
+
+    depthwise = onnx.helper.make_node("Conv", ["x", "w"], ["y"], group=672, kernel_shape=[5, 5], pads=[2] * 4)
+    dense = onnx.helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])
+    rows = lambda node, features: 40 * (-(-14 // refit._stride(node, 40, (1, 672, 14, 14), features))) ** 2  # noqa
+    assert refit.GROUP_ROWS // 4 <= rows(depthwise, 26) <= max(refit.GROUP_ROWS, refit.ROWS_PER_FEATURE * 26)
+    assert rows(dense, 673) == 40 * 14 * 14  # every position: fewer than MIN_ROWS
+
+
+def test_refit_reads_each_layers_dequantized_input_and_runs_fp32_whole(request, monkeypatch):
+    """Only the QDQ model is run segment by segment, and what it hands the refit is each layer's
+    DequantizeLinear output (quantized by onnxruntime, no requantization in torch); the FP32 targets come
+    from one whole-model pass."""
+    from xquant.finetune import refit
+    from xquant_testlib import fine_tuning_parts
+
+    cfg = json.loads(json.dumps(request.getfixturevalue("demo_config_module")))
+    cfg["calibration_parameters"]["calibration_type"] = "mse"
+    fp32, plan, params, samples = fine_tuning_parts(cfg)
+    seen = []
+    real = refit.runner_for
+    monkeypatch.setattr(refit, "runner_for", lambda model, req, *a: seen.append((model, req)) or real(model, req, *a))
+    new, detail = refit.refit_layers(fp32, fp32, plan, params, samples, "cpu")
+    assert len(seen) == 1
+    qdq, requests = seen[0]
+    producers = {o: n.op_type for n in qdq.graph.node for o in n.output}
+    assert requests and all(producers.get(r[0]) == "DequantizeLinear" for r in requests)
+    assert new is not fp32 and "layers improved" in detail and not detail.startswith("0 ")

@@ -122,3 +122,71 @@ def test_calibration_files_are_decoded_once_for_every_stage(demo_config, monkeyp
     again = np.concatenate([b["input"] for b in data.batches(64)])  # fine-tuning's read, other batch size
     np.testing.assert_array_equal(first, again)
     assert len(decoded) == data.num_samples == first.shape[0]
+
+
+def test_histogram_bins_a_strided_share_of_a_large_tensor_and_keeps_its_extremes():
+    """Past HIST_ELEMENTS per sample only every k-th element is binned (and counted): the distribution is the
+    same within a percent at every bin, min and max stay exact over every element."""
+    from xquant.calibration.stats import HIST_ELEMENTS
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3 * HIST_ELEMENTS)).astype(np.float32)
+    x[1, 12345], x[0, 7] = 9.5, -8.25  # extremes the strided share skips
+    sub, full = TensorStats(), TensorStats()
+    sub.update(x, samples=2)
+    full.update(x)
+    assert (sub.min, sub.max) == (full.min, full.max) == (-8.25, 9.5)
+    assert sub.count == sub.hist.sum() == x[:, ::1].ravel()[::3].size == 2 * HIST_ELEMENTS
+    assert full.count == x.size
+    cdf = lambda s: np.cumsum(s.hist) / s.count  # noqa: E731
+    assert np.abs(cdf(sub) - cdf(full)).max() < 0.01
+
+
+@pytest.mark.parametrize("step", [100, 300])  # 200 spare files held out / every 4th calibration sample held out
+def test_fit_samples_know_which_calibration_sample_they_are(demo_config, step):
+    from xquant.finetune.samples import load_samples
+
+    demo_config["calibration_parameters"]["calibration_step"] = step
+    cfg, proto = load_config(demo_config)
+    data = CalibrationData(cfg)
+    samples = load_samples(proto, cfg, data)
+    calibration = np.concatenate([b["input"] for b in data.batches(64)])
+    assert samples.fit_index is not None and len(samples.fit_index) == samples.num_fit
+    np.testing.assert_array_equal(samples.fit["input"], calibration[samples.fit_index])
+    if step == 300:
+        assert samples.num_fit < step  # every 4th sample is held out, not fitted
+
+
+def test_bias_correction_takes_its_fp32_reference_from_the_calibration_pass(demo_config, monkeypatch):
+    """At finetune_level 1 calibration records the corrected layers' FP32 per-sample channel means, so bias
+    correction runs no FP32 pass of its own; its biases are those its own FP32 pass gives."""
+    from xquant import quantize
+    from xquant.calibration.ranges import activation_params
+    from xquant.finetune.samples import load_samples
+    from xquant.plan.policy import plan_model
+    from xquant.prepare import prepare_model
+
+    demo_config["calibration_parameters"]["calibration_step"] = 300  # fit on calibration samples, every 4th held
+    demo_config["quantization_parameters"]["finetune_level"] = 1
+    cfg, proto = load_config(demo_config)
+    data = CalibrationData(cfg)
+    fp32 = prepare_model(proto, cfg.model.skip_onnxsim)
+    plan = plan_model(fp32, cfg)
+    request = bias.calibration_request(fp32, plan, 1)
+    params = activation_params(plan, quantize.calibration_stats(fp32, cfg, plan, data, False, request))
+    samples = load_samples(fp32, cfg, data)
+    want, want_changed = bias.correct_biases(fp32, fp32, plan, params, samples, "cpu")  # its own FP32 pass
+
+    def no_fp32_pass(*args, **kwargs):
+        raise AssertionError("bias correction ran an FP32 pass of its own")
+
+    monkeypatch.setattr(bias, "reference_means", no_fp32_pass)
+    known = bias.calibration_means(request, data.num_samples)
+    got, changed = bias.correct_biases(fp32, fp32, plan, params, samples, "cpu", known)
+    assert changed == want_changed >= 3
+    got, want, start = initializers(got), initializers(want), initializers(fp32)
+    for layer in bias.correctable_layers(fp32, plan):
+        moved = np.abs(want[layer.bias] - start[layer.bias]).max()
+        np.testing.assert_allclose(got[layer.bias], want[layer.bias], rtol=0, atol=1e-3 * max(moved, 1e-6))
+    result = quantize.run_quantization(demo_config, summary=False)  # the pipeline hands calibration's means on
+    assert [p["pass"] for p in result.finetune["passes"]] == ["bias correction"]

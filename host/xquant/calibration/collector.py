@@ -15,7 +15,7 @@ from ..data.source import CalibrationData
 from ..errors import ModelError
 from ..model_io import run_batch
 from .session import make_session, with_outputs
-from .stats import TensorStats
+from .stats import TensorStats, channel_means
 
 log = logging.getLogger(__name__)
 BATCH_MEMORY_BYTES = 256 * 1024 * 1024
@@ -44,18 +44,26 @@ def progress(iterable: Iterable, total: int, desc: str, enabled: Optional[bool] 
 
 
 def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: CalibrationData, device: str,
-                  batch_size: int, show_progress: Optional[bool] = None) -> Dict[str, TensorStats]:
+                  batch_size: int, show_progress: Optional[bool] = None,
+                  means: Optional[Dict[str, List[np.ndarray]]] = None) -> Dict[str, TensorStats]:
     """Statistics of ``tensors`` over the calibration data. A batch's histograms are updated in a second
-    thread while onnxruntime runs the next batch (numpy releases the GIL): two batches live at most."""
-    session = make_session(with_outputs(model, tensors), device, "FP32 model for calibration")
+    thread while onnxruntime runs the next batch (numpy releases the GIL): two batches live at most.
+    ``means``: {tensor: []} to which each batch's per-sample channel means ([samples, channels]) of that
+    tensor are appended (bias correction's FP32 reference, taken in the same pass)."""
+    means = {} if means is None else means
+    session = make_session(with_outputs(model, list(tensors) + list(means)), device, "FP32 model for calibration")
     names = [o.name for o in session.get_outputs()]
     wanted = set(tensors)
     stats = {name: TensorStats() for name in tensors}
 
-    def update(values: list) -> None:
+    def update(values: list, samples: int) -> None:
         for name, value in zip(names, values):
-            if name in wanted and isinstance(value, np.ndarray) and value.dtype == np.float32:
-                stats[name].update(value)
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+                continue
+            if name in wanted:
+                stats[name].update(value, samples)
+            if name in means and value.ndim >= 2:
+                means[name].append(channel_means([value]))
 
     total = -(-data.num_samples // batch_size)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -65,7 +73,7 @@ def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: Calibrat
             values = _run(session, names, batch)
             if pending is not None:
                 pending.result()
-            pending = pool.submit(update, values)
+            pending = pool.submit(update, values, int(next(iter(batch.values())).shape[0]))
         if pending is not None:
             pending.result()
     return {name: s for name, s in stats.items() if s.count > 0}

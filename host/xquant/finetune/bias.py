@@ -7,13 +7,14 @@ the corrected model would give, so every node runs once per sample. Only systema
 channel's mean error must exceed SIGNIFICANCE standard errors of that mean (over samples)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
 from onnx import helper
 
 from ..calibration.ranges import QParams
+from ..calibration.stats import channel_means
 from ..export.qdq_writer import write_qdq
 from ..plan.planner import QuantPlan
 from .layers import Layer, initializers, weighted_layers, with_initializers
@@ -29,11 +30,6 @@ FIT_SAMPLES = 64  # measured: the same SNR as 100-256 samples within 0.25 dB, at
 def _qdq_name(qdq: onnx.ModelProto, name: str) -> str:
     produced = {o for n in qdq.graph.node for o in n.output}
     return name if name in produced else f"{name}_prequant"
-
-
-def channel_means(chunks: Sequence[np.ndarray]) -> np.ndarray:
-    """[samples, channels] float64: each sample's mean over every axis after 1 (taken in float32, per chunk)."""
-    return np.concatenate([c.reshape(c.shape[0], c.shape[1], -1).mean(axis=2) for c in chunks]).astype(np.float64)
 
 
 def systematic_shift(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -78,11 +74,43 @@ def reference_means(fp32: onnx.ModelProto, fit: Dict[str, np.ndarray], names: Li
     return {n: np.concatenate(v) for n, v in parts.items() if v}
 
 
+def correctable_layers(model: onnx.ModelProto, plan: QuantPlan) -> List[Layer]:
+    """The layers bias correction shifts: a float bias initializer (int32 biases are not fed as floats)."""
+    layers = [layer for layer in weighted_layers(model, plan) if layer.bias is not None]
+    return [layer for layer in layers if layer.bias not in plan.biases]
+
+
+def calibration_request(model: onnx.ModelProto, plan: QuantPlan, level: int) -> Dict[str, List[np.ndarray]]:
+    """{layer output: []} for calibration to fill with per-sample channel means (``collect_stats``'s
+    ``means``), so bias correction needs no FP32 pass of its own; empty at finetune_level 0."""
+    if level < 1 or not plan.weights:
+        return {}
+    return {layer.output: [] for layer in correctable_layers(model, plan)}
+
+
+def calibration_means(request: Dict[str, List[np.ndarray]], samples: int) -> Dict[str, np.ndarray]:
+    """{layer output: [calibration samples, channels]} from a filled request (a fixed batch's fill dropped)."""
+    return {name: np.concatenate(parts)[:samples] for name, parts in request.items() if parts}
+
+
+def _reference(fp32: onnx.ModelProto, fit: Dict[str, np.ndarray], layers: List[Layer], samples: Samples,
+               device: str, known: Optional[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """FP32 per-sample channel means of the layers on the fit samples: taken from calibration's (``known``,
+    indexed by the fit samples' calibration index) when it has them all, else one FP32 pass."""
+    count = int(next(iter(fit.values())).shape[0])
+    index = samples.fit_index
+    if known and index is not None and all(layer.output in known for layer in layers):
+        if int(index[:count].max()) < min(len(v) for v in known.values()):
+            return {layer.output: known[layer.output][index[:count]] for layer in layers}
+    return reference_means(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
+
+
 def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPlan, params: Dict[str, QParams],
-                   samples: Samples, device: str) -> Tuple[onnx.ModelProto, int]:
-    """(copy of ``model`` with corrected biases, number of layers whose bias changed)."""
-    layers: List[Layer] = [layer for layer in weighted_layers(model, plan) if layer.bias is not None]
-    layers = [layer for layer in layers if layer.bias not in plan.biases]  # int32 biases: not fed as floats
+                   samples: Samples, device: str, known: Optional[Dict[str, np.ndarray]] = None
+                   ) -> Tuple[onnx.ModelProto, int]:
+    """(copy of ``model`` with corrected biases, number of layers whose bias changed). ``known``: the FP32
+    reference calibration took (``calibration_means``)."""
+    layers = correctable_layers(model, plan)
     if not layers:
         return model, 0
     batch = samples.fixed_batch
@@ -94,7 +122,7 @@ def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, plan: QuantPla
         return _correct_by_whole_runs(fp32, model, qdq, layers, fit, samples.fixed_batch, device, real)
     values = initializers(model)
     names = [_qdq_name(qdq, layer.output) for layer in layers]
-    ref = reference_means(fp32, fit, [layer.output for layer in layers], samples.fixed_batch, device)
+    ref = _reference(fp32, fit, layers, samples, device, known)
     got_run = SegmentRunner(qdq, [[n] for n in names], fit, samples.fixed_batch, device,
                             "segment of the model for bias correction")
     updates: Dict[str, np.ndarray] = {}

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import onnx
 
 from ..calibration.collector import batch_size_for, collect_stats
@@ -55,9 +56,11 @@ class _State:
 
 class _Context:
     def __init__(self, fp32: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, data: CalibrationData,
-                 samples: Samples, held: Scorer, show_progress: Optional[bool]) -> None:
+                 samples: Samples, held: Scorer, show_progress: Optional[bool],
+                 means: Optional[Dict[str, np.ndarray]] = None) -> None:
         self.fp32, self.cfg, self.plan, self.data = fp32, cfg, plan, data
         self.samples, self.held, self.show_progress = samples, held, show_progress
+        self.means = means  # FP32 per-sample channel means calibration took (bias.calibration_means)
         self.device = cfg.calibration.calibration_device
 
 
@@ -86,7 +89,8 @@ def _clipping(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
 
 
 def _bias_correction(ctx: _Context, state: _State) -> Tuple[Optional[_State], str]:
-    model, layers = correct_biases(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device)
+    model, layers = correct_biases(ctx.fp32, state.model, ctx.plan, state.params, ctx.samples, ctx.device,
+                                   ctx.means)
     return (_weights(ctx, state, model), f"{layers} layer(s)") if layers else (None, "no layer with a bias")
 
 
@@ -125,8 +129,10 @@ PASSES: Tuple[Tuple[int, str, PassFn], ...] = (
 
 
 def fine_tune(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats: Dict[str, TensorStats],
-              data: CalibrationData, show_progress: Optional[bool] = None) -> Tuned:
-    """Run the passes of ``cfg.quantization.finetune_level`` on ``model`` (never changed: copies)."""
+              data: CalibrationData, show_progress: Optional[bool] = None,
+              means: Optional[Dict[str, np.ndarray]] = None) -> Tuned:
+    """Run the passes of ``cfg.quantization.finetune_level`` on ``model`` (never changed: copies).
+    ``means``: bias correction's FP32 reference taken by calibration (``bias.calibration_means``)."""
     level = cfg.quantization.finetune_level
     params = activation_params(plan, stats)
     info: dict = {"level": level, "passes": []}
@@ -138,7 +144,7 @@ def fine_tune(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats:
         require_torch(level)
     samples = load_samples(model, cfg, data)
     held = held_out_scorer(model, samples, plan, cfg.calibration.calibration_device)
-    ctx = _Context(model, cfg, plan, data, samples, held, show_progress)
+    ctx = _Context(model, cfg, plan, data, samples, held, show_progress, means)
     state = _State(model, stats, params, held.score(model, params))
     info.update(held_out_samples=int(next(iter(samples.held.values())).shape[0]), fit_samples=samples.num_fit,
                 start_snr=state.score)

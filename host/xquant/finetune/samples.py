@@ -30,6 +30,7 @@ class Samples:
     held: Dict[str, np.ndarray]
     fixed_batch: int  # 0 when the model's batch dimension is free
     real_fit: int = 0  # fit samples before a fixed batch's fill (the fill repeats the first ones at the end)
+    fit_index: Optional[np.ndarray] = None  # each fit sample's index among the calibration samples
 
     @property
     def num_fit(self) -> int:
@@ -54,14 +55,18 @@ def _first(data: CalibrationData, limit: int) -> Dict[str, np.ndarray]:
     return {k: v[:limit] for k, v in _stack(chosen).items()}
 
 
+def _fill(n: int, batch: int) -> np.ndarray:
+    """Indices of ``n`` samples in whole batches of a fixed-batch model: a short last batch is filled up
+    with the first samples again (as calibration fills it), never cut: a fixed-batch model fits on the
+    same samples as its free-batch twin (16 samples at batch 8 used to fit on 8 of the 12)."""
+    return np.arange(n if batch <= 1 or n % batch == 0 else -(-n // batch) * batch) % max(n, 1)
+
+
 def _whole_batches(feeds: Dict[str, np.ndarray], batch: int) -> Dict[str, np.ndarray]:
-    """Every sample, in whole batches of a fixed-batch model: a short last batch is filled up with the
-    first samples again (as calibration fills it), never cut: a fixed-batch model fits on the same
-    samples as its free-batch twin (16 samples at batch 8 used to fit on 8 of the 12)."""
     n = int(next(iter(feeds.values())).shape[0])
     if batch <= 1 or n % batch == 0:
         return feeds
-    index = np.arange(-(-n // batch) * batch) % n
+    index = _fill(n, batch)
     return {k: v[index] for k, v in feeds.items()}
 
 
@@ -70,6 +75,7 @@ def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationDat
     below the list length), else every 4th calibration sample."""
     batch = fixed_batch(model)
     fit = _first(data, MAX_SAMPLES)
+    index = np.arange(int(next(iter(fit.values())).shape[0]))  # calibration sample of each fit sample
     spare = held_back_files(cfg, MAX_HELD_OUT)
     if len(next(iter(spare.values()), [])) >= MIN_SPARE:
         held = {name: load_input_batch(data.params[name], files) for name, files in spare.items()}
@@ -80,8 +86,9 @@ def load_samples(model: onnx.ModelProto, cfg: XQuantConfig, data: CalibrationDat
             held = fit
         else:
             fit, held = {k: v[~mask] for k, v in fit.items()}, {k: v[mask] for k, v in fit.items()}
+            index = index[~mask]
     real = int(next(iter(fit.values())).shape[0])
-    return Samples(_whole_batches(fit, batch), _whole_batches(held, batch), batch, real)
+    return Samples(_whole_batches(fit, batch), _whole_batches(held, batch), batch, real, index[_fill(real, batch)])
 
 
 def run_session(sess, feeds: Dict[str, np.ndarray], names: Sequence[str], batch: int,
