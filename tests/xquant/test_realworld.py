@@ -115,6 +115,18 @@ def test_audio_model_with_integer_scalar_and_state_inputs(h0_full_shape, tmp_pat
     assert snr_db(np.concatenate(refs), np.concatenate(gots)) > 20  # bad layouts: ~0 dB
 
 
+def test_analysis_runs_on_a_model_with_a_bool_output(tmp_path, capsys):
+    # zoo arabic_encoder passes its bool mask through as an output: the analysis probe model declared
+    # every reference output float and onnxruntime refused to load it (exit 3 after quantizing)
+    model = build_audio_lstm()
+    model.graph.node.append(onnx.helper.make_node("Identity", ["mask"], ["mask_out"], name="mask_out"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("mask_out", onnx.TensorProto.BOOL,
+                                                                 ["batch", FRAMES]))
+    cfg = npy_config(model, tmp_path, audio_inputs(16), analysis_enable=True)
+    assert cli(cfg, tmp_path, "-q") == 0, capsys.readouterr().err
+    assert "scores" in (tmp_path / "audio_lstm_report.md").read_text()
+
+
 def test_int32_byte_ids_pass_through(tmp_path, capsys):
     rng = np.random.default_rng(0)
     model = build_byte_classifier()

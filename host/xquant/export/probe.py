@@ -91,7 +91,9 @@ def probe_model(fp32: onnx.ModelProto, qdq: onnx.ModelProto, points: List[QuantP
     wanted += [o.name + FP32_SUFFIX for o in fp32.graph.output]
     wanted += [p.source + ISOLATED_SUFFIX for p in points if p.source not in inputs]
     present = {o.name for o in graph.output} | inputs
+    types = {o.name + FP32_SUFFIX: o.type.tensor_type.elem_type for o in fp32.graph.output}  # bool outputs
     for name in dict.fromkeys(wanted):
         if name not in present:
-            graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            elem = types.get(name) or onnx.TensorProto.FLOAT
+            graph.output.append(helper.make_tensor_value_info(name, elem, None))
     return model

@@ -55,6 +55,7 @@ class QuantPlan:
 
 
 DIVISOR_CLAMPS = ("Clip", "Relu", "Max", "Min", "Abs")
+RELATIVE_READERS = ("Reciprocal", "Log")  # their output's error is their input's relative error
 DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
 
 
@@ -111,22 +112,27 @@ class Planner:
         return all(c.op_type in DECISION_OPS for c in readers)
 
     def _only_divides(self, node: onnx.NodeProto) -> bool:
-        """Every reader uses the op's output as a divisor (Div's input 1, Reciprocal), directly or through
-        clamps: a quotient's relative error is the divisor's, and one INT8 grid either rounds small
-        divisors coarsely or saturates large ones (a masked mean's token count above the calibrated
-        maximum: zoo arabic_encoder 27.9 dB, with the count float 39.2 dB). Such ops stay float."""
+        """Every reader uses the op's output as a divisor (Div's input 1, Reciprocal) or takes its log,
+        directly or through clamps: a quotient's relative error is the divisor's, a log's absolute error
+        is its input's relative error, and one INT8 grid either rounds small values coarsely (to 0, where
+        a log reads -inf, clamped) or saturates large ones (a masked mean's token count above the
+        calibrated maximum: zoo arabic_encoder 27.9 dB, with the count float 39.2 dB; a mel power
+        spectrum spanning 80 dB before its Log: zoo oww_melspectrogram 4.76 -> 5.42 dB). Such ops stay
+        float."""
         readers = [(c, out) for out in node.output if out for c in self.index.consumers.get(out, [])]
         if not readers or any(out in self.index.outputs for out in node.output):
             return False
         return all((c.op_type == "Div" and list(c.input).index(out) == 1 and c.input[0] != out)
-                   or c.op_type == "Reciprocal" or (c.op_type in DIVISOR_CLAMPS and self._only_divides(c))
+                   or c.op_type in RELATIVE_READERS
+                   or (c.op_type in DIVISOR_CLAMPS and self._only_divides(c))
                    for c, out in readers)
 
     def _divides_by_activation(self, node: onnx.NodeProto) -> bool:
         """A Div by a computed divisor (a count, a norm) is a float op: the divisor stays float (above), so
         an INT8 numerator would only add error, and saturate where the numerator grows with the input (a
         masked mean's sum over time on names longer than calibration's: zoo arabic_encoder 33.2 -> 39.0
-        dB). Its quotient is still INT8 where an INT8 op reads it. Division by a constant stays INT8."""
+        dB). Its quotient is still INT8 where an INT8 op reads it. Division by a constant stays INT8.
+        (Reciprocal and Log, the other RELATIVE_READERS, have no rule: float ops at every level.)"""
         return node.op_type == "Div" and len(node.input) > 1 and self.index.is_activation(node.input[1])
 
     def _int8_movement(self, movers: List[onnx.NodeProto]) -> None:
