@@ -266,3 +266,21 @@ def test_bias_correction_uses_every_samples_rows_when_time_is_folded_into_axis_0
         biases.append(initializers(corrected)["b"])
     assert not np.array_equal(biases[0], initializers(model)["b"])  # there is a shift to correct
     np.testing.assert_allclose(biases[0], biases[1], atol=1e-6)
+
+
+def test_bias_correction_on_a_folded_axis_0_runs_through_the_whole_pipeline(tmp_path, capsys):
+    """Calibration records each layer's FP32 per-sample channel means for bias correction; a layer whose
+    axis 0 holds samples x steps has no per-sample rows there, so it must take its reference from an FP32
+    pass of its own (taking calibration's rows crashed zoo khmer_segmenter: "operands could not be
+    broadcast"), and be corrected exactly as the stand-alone rule corrects it."""
+    from xquant.finetune.layers import initializers
+
+    model = onnx.shape_inference.infer_shapes(build_folded_gemm())
+    rng = np.random.default_rng(3)
+    x = (rng.normal(0, 1, (12, 32, 16)) + 3.0).astype(np.float32)
+    cfg = npy_config(model, tmp_path, {"x": list(x)}, finetune_level=1)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
+    q = onnx.load(next(tmp_path.glob("*.q.onnx")))
+    assert not np.array_equal(initializers(q)["b"], initializers(model)["b"])  # the shift was corrected

@@ -49,12 +49,15 @@ def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: Calibrat
     """Statistics of ``tensors`` over the calibration data. A batch's histograms are updated in a second
     thread while onnxruntime runs the next batch (numpy releases the GIL): two batches live at most.
     ``means``: {tensor: []} to which each batch's per-sample channel means ([samples, channels]) of that
-    tensor are appended (bias correction's FP32 reference, taken in the same pass)."""
+    tensor are appended (bias correction's FP32 reference, taken in the same pass); a tensor whose axis 0 is
+    not the batch's samples (a transformer's [T*N, C] projection) is dropped from ``means``, so bias
+    correction takes its reference from an FP32 pass of its own."""
     means = {} if means is None else means
     session = make_session(with_outputs(model, list(tensors) + list(means)), device, "FP32 model for calibration")
     names = [o.name for o in session.get_outputs()]
     wanted = set(tensors)
     stats = {name: TensorStats() for name in tensors}
+    folded: set = set()
 
     def update(values: list, samples: int) -> None:
         for name, value in zip(names, values):
@@ -63,7 +66,10 @@ def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: Calibrat
             if name in wanted:
                 stats[name].update(value, samples)
             if name in means and value.ndim >= 2:
-                means[name].append(channel_means([value]))
+                if value.shape[0] == samples:
+                    means[name].append(channel_means([value]))
+                else:
+                    folded.add(name)
 
     total = -(-data.num_samples // batch_size)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -76,6 +82,8 @@ def collect_stats(model: onnx.ModelProto, tensors: Sequence[str], data: Calibrat
             pending = pool.submit(update, values, int(next(iter(batch.values())).shape[0]))
         if pending is not None:
             pending.result()
+    for name in folded:
+        means.pop(name, None)
     return {name: s for name, s in stats.items() if s.count > 0}
 
 
