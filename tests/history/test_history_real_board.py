@@ -106,7 +106,8 @@ def test_a_transient_int8_slowdown_is_cleared_by_reruns(board, tmp_path):
     assert latency_findings(summary) == []
     [note] = summary["unconfirmed"]
     assert note["by"] == "re-runs" and "not confirmed" in note["message"] and "exact rank test" in note["message"]
-    assert 2 <= len(doc["latency"]["confirmation"]["reruns"]) <= 10
+    # cleared at the earliest once a re-run ranks so low that no later look can reach its level
+    assert 1 <= len(doc["latency"]["confirmation"]["reruns"]) <= 10
 
 
 def test_board_wide_slowdown_of_fp32_and_int8_alike_is_not_flagged(board, tmp_path):
