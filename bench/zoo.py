@@ -142,11 +142,29 @@ def ort_child(cfg_path: str, method: str, output: str, name: str) -> int:
             return next(feeds, None)
 
     calib = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Percentile
-    model = cfg["model_parameters"]["onnx_model"]
+    model = per_channel_ready(cfg["model_parameters"]["onnx_model"], output)
     quantize_static(model, output, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=calib,
                     extra_options={"CalibTensorRangeSymmetric": False})
     return 0
+
+
+def per_channel_ready(model: str, output: str) -> str:
+    """``model``, or a copy converted to opset 13 beside ``output`` when its default opset is older:
+    quantize_static writes per-channel DequantizeLinear (an ``axis``, opset 13) into an opset-11 model,
+    which onnxruntime then refuses to load; an onnxruntime user upgrades first, as xquant does."""
+    import onnx
+    from onnx import version_converter
+
+    proto = onnx.load(model)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        return model
+    path = output.replace(".onnx", "") + f".opset{opset}to13.onnx"
+    onnx.save(version_converter.convert_version(proto, 13), path)
+    print(f"onnxruntime case: {os.path.basename(model)} converted from opset {opset} to 13 for per-channel "
+          "weights", file=sys.stderr)
+    return path
 
 
 def write_variant(cfg_path: str, level: Optional[int]) -> str:
