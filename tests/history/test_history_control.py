@@ -75,3 +75,26 @@ def test_a_board_that_fails_during_confirmation_leaves_the_single_run_verdict(tm
     summary = record_and_check(slow, db, confirmer=confirm.Confirmer(gone))
     assert [r["metric"] for r in summary["regressions"]] == ["latency.int8.p50_ms"]
     assert "board unreachable" in slow["latency"]["confirmation"]["error"]
+
+
+def _side(fp32_ms: float, int8_ms: float, version: str) -> dict:
+    """One side of an A/B round as the history keeps it (CPU-time medians)."""
+    return {"fp32": {"p50_ms": fp32_ms, "cpu_p50_ms": fp32_ms, "timed_runs": 40},
+            "int8": {"p50_ms": int8_ms, "cpu_p50_ms": int8_ms, "timed_runs": 40}, "onnxruntime": version}
+
+
+def test_an_ab_round_timed_under_load_compares_int8_against_fp32_of_the_same_run():
+    """The new runtime (B) is 50% slower in INT8 in every round; in the second round the baseline's (A)
+    whole measurement ran on a busy machine (FP32 and INT8 alike 60% slower). Judged on INT8 alone, that
+    round says B is faster and vetoes the confirmation (a real-board test failed so under load); judged
+    as INT8/FP32 of each side's own run, as the check judged the finding, every round shows the +50%."""
+    finding = R.Finding("latency", "latency.int8.p50_ms", 4.0, 6.0, 0.1, "INT8 +50% against FP32", relative=0.5)
+    rounds = [(_side(10.0, 4.0, "1.20"), _side(10.0, 6.0, "1.21")),
+              (_side(16.0, 6.4, "1.20"), _side(10.0, 6.0, "1.21")),
+              (_side(10.0, 4.0, "1.20"), _side(10.0, 6.1, "1.21"))]
+    decision = confirm._ab_decision({"rounds": rounds, "current": "1.21", "baseline": "1.20"}, finding, "int8")
+    assert decision["confirmed"], decision["detail"]
+    assert "+50.0%, +50.0%, +52.5%" in decision["detail"]
+    absolute = R.Finding("latency", "latency.int8.p50_ms", 4.0, 6.0, 0.1, "INT8 +50%")  # no within-run control
+    assert not confirm._ab_decision({"rounds": rounds, "current": "1.21", "baseline": "1.20"}, absolute,
+                                    "int8")["confirmed"]

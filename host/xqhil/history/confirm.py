@@ -91,18 +91,33 @@ def _p50(summary: Mapping[str, Any], precision: str) -> float | None:
     return None
 
 
+def _round_change(a: Mapping[str, Any], b: Mapping[str, Any], precision: str, relative: bool) -> float | None:
+    """B's latency change against A in one round; with ``relative`` (the finding was judged against FP32 in
+    the same run) INT8's change against FP32's in each side's own run, so load that shifts a whole
+    measurement (one side timed during a busy moment) cancels, as it does in the check itself."""
+    pa, pb = _p50(a, precision), _p50(b, precision)
+    if pa is None or pb is None:
+        return None
+    if relative and precision != "fp32":
+        fa, fb = _p50(a, "fp32"), _p50(b, "fp32")
+        if fa and fb:
+            return (pb / fb) / (pa / fa) - 1.0
+    return pb / pa - 1.0
+
+
 def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:
     """Confirmed when the current runtime (B) is slower than the baseline's (A) in every round, by more
-    than half the suspected slowdown (against the within-run control when there was one) in the median."""
+    than half the suspected slowdown (against the within-run control when there was one: then each round
+    compares INT8/FP32 ratios, not INT8 alone) in the median."""
     suspected = finding.current / finding.baseline - 1.0 if finding.baseline > 0 else 0.0
     if finding.relative is not None:
         suspected = min(suspected, finding.relative)
     ratios = []
     for a, b in ab["rounds"]:
-        pa, pb = _p50(a, precision), _p50(b, precision)
-        if pa is None or pb is None:
+        change = _round_change(a, b, precision, finding.relative is not None)
+        if change is None:
             return {"confirmed": False, "by": "A/B", "detail": "an A/B round has no latency"}
-        ratios.append(pb / pa - 1.0)
+        ratios.append(change)
     needed = suspected / 2.0
     confirmed = bool(ratios) and min(ratios) > 0 and float(np.median(ratios)) > needed
     text = ", ".join(f"{100 * r:+.1f}%" for r in ratios)
