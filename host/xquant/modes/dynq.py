@@ -76,15 +76,15 @@ def gemms_as_matmuls(model: onnx.ModelProto, ignore_names: Iterable[str]) -> onn
 
 
 @contextlib.contextmanager
-def _quiet_root():
-    """onnxruntime's quantizer logs its notes on the root logger: keep them out of the user's terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def _quiet(logger: logging.Logger):
+    """Only errors from ``logger`` for the block: onnxruntime's quantizer logs its notes on the root
+    logger, and the trial quantizations' own 'nothing left to quantize' warning says nothing to the user."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        logger.setLevel(level)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -169,7 +169,7 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
         return sort_with_subgraphs(model), {"quantized": {}, "candidates": 0}
     model = _copy(model)
     taken = _detach_subgraphs(model)
-    with tempfile.TemporaryDirectory(prefix="xquant-dynq-") as tmp, _quiet_root():
+    with tempfile.TemporaryDirectory(prefix="xquant-dynq-") as tmp, _quiet(logging.getLogger()):
         out = os.path.join(tmp, "dynq.onnx")
         with contextlib.redirect_stdout(io.StringIO()):
             ort_quantize_dynamic(model, out, op_types_to_quantize=ops, per_channel=True, reduce_range=False,
@@ -214,7 +214,7 @@ def quantize_dynamic_checked(model: onnx.ModelProto, ignore_types: Iterable[str]
     ops, ignored = op_types(ignore_types), list(ignore_names)
     as_matmuls = gemms_as_matmuls(model, ignored) if "MatMul" in ops and "Gemm" not in set(ignore_types) else model
     names = candidate_names(as_matmuls, ops, ignored)
-    with _quiet_warnings():
+    with _quiet(log):
         alone = {name: _worst_snr(model, quantize_dynamic(model, ignore_types, ignored + [n for n in names
                                                                                           if n != name])[0],
                                   batches, device) for name in names}
@@ -235,14 +235,3 @@ def quantize_dynamic_checked(model: onnx.ModelProto, ignore_types: Iterable[str]
                     ", ".join(f"{n} ({v:.1f} dB alone)" for n, v in lost.items()))
     info["lost"] = lost
     return quantized, info
-
-
-@contextlib.contextmanager
-def _quiet_warnings():
-    """The trial quantizations' own 'nothing left to quantize' warning says nothing to the user."""
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
