@@ -284,3 +284,50 @@ def test_bias_correction_on_a_folded_axis_0_runs_through_the_whole_pipeline(tmp_
     assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
     q = onnx.load(next(tmp_path.glob("*.q.onnx")))
     assert not np.array_equal(initializers(q)["b"], initializers(model)["b"])  # the shift was corrected
+
+
+def build_decomposed_layernorm(seed: int = 0) -> onnx.ModelProto:
+    """A LayerNorm as Paddle2ONNX writes it, after a Gemm-like MatMul whose output has two outlier
+    channels: mean = ReduceMean(x); d = x - mean; var = ReduceMean(Pow(d, 2)); y = d / Sqrt(var + eps),
+    then an affine MatMul (zoo ppocr_v6_rec's SVTR neck)."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.3, (16, 32)).astype(np.float32)
+    w[:, :2] *= 25.0  # two outlier channels, as in the real neck
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+             numpy_helper.from_array(np.array(1e-5, np.float32), "eps"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (32, 8)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("ReduceMean", ["h"], ["mean"], name="mean", axes=[-1]),
+             helper.make_node("Sub", ["h", "mean"], ["d"], name="centre"),
+             helper.make_node("Pow", ["d", "two"], ["sq"], name="square"),
+             helper.make_node("ReduceMean", ["sq"], ["var"], name="variance", axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["var_eps"], name="eps"),
+             helper.make_node("Sqrt", ["var_eps"], ["std"], name="std"),
+             helper.make_node("Div", ["d", "std"], ["normed"], name="normalise"),
+             helper.make_node("MatMul", ["normed", "w2"], ["y"], name="affine")]
+    graph = helper.make_graph(nodes, "decomposed_layernorm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_layernorms_variance_branch_stays_float(tmp_path, capsys):
+    """A decomposed LayerNorm's squared deviations feed only its divisor (ReduceMean -> Add eps -> Sqrt ->
+    Div): beside a few outlier channels most of them round to 0 on one INT8 grid, and the variance, so
+    every normalised value, comes out wrong (zoo ppocr_v6_rec 7.00 -> 15.42 dB with the branch float,
+    onnxruntime 13.65). Pow, the variance ReduceMean and the epsilon Add stay float; the centred values
+    the Div reads as its numerator are still INT8 where an INT8 op reads them."""
+    model = build_decomposed_layernorm()
+    x = np.random.default_rng(1).normal(0, 1, (32, 10, 16)).astype(np.float32)
+    cfg = npy_config(model, tmp_path, {"x": list(x)})
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
+    q = onnx.load(tmp_path / "decomposed_layernorm.q.onnx")
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    assert not {"sq", "var", "var_eps"} & quantized and "h" in quantized
+    held = {"x": np.random.default_rng(9).normal(0, 1, (32, 10, 16)).astype(np.float32)}
+    assert snr_db(run_model(model, held)[0], run_model(q, held)[0]) > 20  # 16.5 dB with the branch INT8, 23.2
