@@ -59,7 +59,21 @@ RELATIVE_READERS = ("Reciprocal", "Log")  # their output's error is their input'
 # a decomposed LayerNorm/RMSNorm's variance branch: Pow(d, 2) or Mul(d, d) -> ReduceMean -> Add(eps) ->
 # Sqrt -> the Div's divisor; each passes its input's relative error on to the divisor
 TOWARD_DIVISOR = ("Sqrt", "ReduceMean", "Add")
+# a per-tensor INT8 weight below this SNR (dB) keeps its op float: one scale cannot hold rows that differ
+# tens of times in size (a CTC head's blank class: zoo ddddocr_rec, 13.7 dB per tensor, 40.8 per row)
+WEIGHT_FLOOR_DB = 20.0
 DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
+
+
+def weight_snr_db(weight: np.ndarray) -> float:
+    """SNR (dB) of ``weight`` against its symmetric per-tensor INT8 copy ([-127, 127])."""
+    w = np.asarray(weight, dtype=np.float64)
+    peak = float(np.abs(w).max()) if w.size else 0.0
+    if peak == 0.0 or not np.isfinite(peak):
+        return float("inf")
+    scale = peak / 127.0
+    noise = float(np.sum((w - np.clip(np.round(w / scale), -127, 127) * scale) ** 2))
+    return float("inf") if noise == 0.0 else 10.0 * np.log10(float(np.sum(w ** 2)) / noise)
 
 
 class _UnionFind:
@@ -103,8 +117,21 @@ class Planner:
             return False
         if self._only_decides(node) or self._only_divides(node) or self._divides_by_activation(node):
             return False
+        if self._weight_too_coarse(node, rule):
+            return False
         data = self._data_inputs(node, rule)
         return any(self.index.is_float(name) and name in self.index.data for name in data)
+
+    def _weight_too_coarse(self, node: onnx.NodeProto, rule: OpRule) -> bool:
+        """A per-tensor weight (Gemm, MatMul: the vendor's scheme) whose INT8 copy is below WEIGHT_FLOOR_DB:
+        the op stays float rather than run on a weight that lost most of its small rows."""
+        slot = rule.weight_input
+        if rule.weight_axis is not None or slot is None or slot >= len(node.input):
+            return False
+        name = node.input[slot]
+        if name not in self.index.initializers or not self.index.is_float(name):
+            return False
+        return weight_snr_db(numpy_helper.to_array(self.index.initializers[name])) < WEIGHT_FLOOR_DB
 
     def _only_decides(self, node: onnx.NodeProto) -> bool:
         """Every reader of the op's outputs is a comparison (feeding an If, a Where, a Loop's condition):
