@@ -19,7 +19,7 @@ def _init(name: str, array) -> TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def _finish(graph: onnx.GraphProto, opset: int = 17) -> onnx.ModelProto:
+def finish_model(graph: onnx.GraphProto, opset: int = 17) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8 if opset >= 11 else 4
     return model
@@ -58,7 +58,7 @@ def build_conv_net(batch: Dim = "N", seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "conv_net",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
-    return set_batch_dim(_finish(graph), batch)
+    return set_batch_dim(finish_model(graph), batch)
 
 
 def build_hard_coded_batch_net(seed: int = 0) -> onnx.ModelProto:
@@ -103,7 +103,7 @@ def build_shape_anchor_net(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "shape_anchor_net",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 4])], inits)
-    model = _finish(graph, 17)
+    model = finish_model(graph, 17)
     onnx.checker.check_model(model)
     return model
 
@@ -130,7 +130,7 @@ def build_time_major_head(seed: int = 0, channels: int = 6) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "time_major_head",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, "width"])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "seqlen"])], inits)
-    model = _finish(graph, 13)
+    model = finish_model(graph, 13)
     onnx.checker.check_model(model)
     return model
 
@@ -180,7 +180,7 @@ def build_audio_lstm(seed: int = 0, batch: Dim = "batch", side_inputs: bool = Tr
                                       name="pool"))
     graph = helper.make_graph(nodes, "audio_lstm" if side_inputs else "mel_lstm", inputs,
                               [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, CLASSES])], inits)
-    model = _finish(graph, 18)
+    model = finish_model(graph, 18)
     onnx.checker.check_model(model)
     return model
 
@@ -201,7 +201,7 @@ def build_byte_classifier(seed: int = 0, length: int = 24) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "byte_classifier",
                               [helper.make_tensor_value_info("ids", TensorProto.INT32, ["N", length])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)
-    model = _finish(graph, 18)
+    model = finish_model(graph, 18)
     onnx.checker.check_model(model)
     return model
 
@@ -241,7 +241,7 @@ def build_old_opset_net(opset: int = 9, seed: int = 0, upsample: str = "nearest"
     graph = helper.make_graph(nodes, "old_opset_net",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    model = _finish(graph, opset)
+    model = finish_model(graph, opset)
     if opset < 9:  # IR 3, as exporters of that era wrote: every initializer also a graph input
         model.ir_version = 3
         model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits)
@@ -272,7 +272,7 @@ def build_if_model(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "if_model",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    model = _finish(graph, 17)
+    model = finish_model(graph, 17)
     onnx.checker.check_model(model)
     return model
 
@@ -305,7 +305,7 @@ def build_loop_model(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "loop_model",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
-    model = _finish(graph, 17)
+    model = finish_model(graph, 17)
     onnx.checker.check_model(model)
     return model
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from realworld_models import npy_config
+from realworld_models import finish_model, npy_config
 from xquant.cli import main
 from xquant_testlib import run_model
 
@@ -35,9 +35,7 @@ def build_clamped_leaky_net(blocks: int = 6, channels: int = 8, seed: int = 0) -
     graph = helper.make_graph(nodes, "clamped_leaky",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, 1, 1])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def test_max_with_a_constant_shares_its_input_scale(tmp_path, capsys):
@@ -100,9 +98,7 @@ def build_masked_mean(channels: int = 16, seed: int = 0) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12, channels]),
                                helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 12, 1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def masked_batch(count: int, longest: int, seed: int, bias: float = 0.0) -> dict:
@@ -159,9 +155,7 @@ def build_log_power(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "log_power",
                               [helper.make_tensor_value_info("power", TensorProto.FLOAT, ["N", 12, 16])],
                               [helper.make_tensor_value_info("db", TensorProto.FLOAT, ["N", 12, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def power_frames(count: int, seed: int) -> np.ndarray:
@@ -197,9 +191,7 @@ def build_tanh_head(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "tanh_head",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def test_tanh_stays_float(tmp_path, capsys):
@@ -234,9 +226,7 @@ def build_folded_gemm(steps: int = 32, seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "folded_gemm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", steps, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", steps, 16])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def test_bias_correction_uses_every_samples_rows_when_time_is_folded_into_axis_0(tmp_path):
@@ -309,9 +299,7 @@ def build_decomposed_layernorm(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "decomposed_layernorm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def test_a_layernorms_variance_branch_stays_float(tmp_path, capsys):
@@ -343,9 +331,7 @@ def build_ctc_head(seed: int = 0) -> onnx.ModelProto:
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["scores"], name="head", transB=1)]
     graph = helper.make_graph(nodes, "ctc_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
                               [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 1024])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return finish_model(graph)
 
 
 def test_a_per_tensor_weight_that_loses_its_small_rows_keeps_its_op_float(tmp_path, capsys):
