@@ -338,7 +338,8 @@ def test_a_per_tensor_weight_that_loses_its_small_rows_keeps_its_op_float(tmp_pa
     """Gemm and MatMul weights get one per-tensor scale (the vendor's scheme); where one row is tens of
     times the others, that grid leaves the rest a few levels (below 20 dB) and the op stays float, while
     an ordinary weight is quantized (zoo ddddocr_rec 18.56 -> 21.31 dB, onnxruntime per-channel 20.85)."""
-    from xquant.plan.planner import WEIGHT_FLOOR_DB, weight_snr_db
+    from xquant.export.weights import weight_snr_db
+    from xquant.plan.planner import WEIGHT_FLOOR_DB
 
     model = build_ctc_head()
     w = numpy_helper.to_array(model.graph.initializer[0])

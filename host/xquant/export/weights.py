@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..analysis.metrics import snr_db
 from ..plan.planner import WeightSpec
 
 
@@ -36,6 +37,12 @@ def quantize_weight(weight: np.ndarray, spec: WeightSpec) -> QuantizedTensor:
     zp = np.int8(np.clip(round(-128 - lo / scale), -128, 127))
     q = np.clip(np.round(w / scale) + int(zp), -128, 127).astype(np.int8)
     return QuantizedTensor(q, np.asarray(scale), np.asarray(zp), None)
+
+
+def weight_snr_db(weight: np.ndarray) -> float:
+    """SNR (dB) of ``weight`` against its symmetric per-tensor INT8 copy (the Gemm/MatMul scheme)."""
+    q = quantize_weight(weight, WeightSpec("", None))
+    return snr_db(weight, q.values.astype(np.float32) * q.scale)
 
 
 def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> QuantizedTensor:

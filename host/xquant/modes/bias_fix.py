@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .overflow import FP16_MAX
+
 
 def conv_inputs(model: onnx.ModelProto) -> Set[str]:
     """The inputs of the Convs with a float weight: the tensors whose channel means the correction needs."""
@@ -53,7 +55,7 @@ def correct_biases(model: onnx.ModelProto, chosen: Iterable[str], means: Dict[st
         w = numpy_helper.to_array(weight).astype(np.float64)
         group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
         mean = np.asarray(means[node.input[0]], np.float64).reshape(-1)
-        if w.ndim < 3 or mean.size != w.shape[1] * group or np.abs(w).max() >= 65504:
+        if w.ndim < 3 or mean.size != w.shape[1] * group or np.abs(w).max() >= FP16_MAX:
             continue
         shift = _shift(w, group, mean)
         if bias is None:

@@ -65,17 +65,6 @@ WEIGHT_FLOOR_DB = 20.0
 DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
 
 
-def weight_snr_db(weight: np.ndarray) -> float:
-    """SNR (dB) of ``weight`` against its symmetric per-tensor INT8 copy ([-127, 127])."""
-    w = np.asarray(weight, dtype=np.float64)
-    peak = float(np.abs(w).max()) if w.size else 0.0
-    if peak == 0.0 or not np.isfinite(peak):
-        return float("inf")
-    scale = peak / 127.0
-    noise = float(np.sum((w - np.clip(np.round(w / scale), -127, 127) * scale) ** 2))
-    return float("inf") if noise == 0.0 else 10.0 * np.log10(float(np.sum(w ** 2)) / noise)
-
-
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: Dict[str, str] = {}
@@ -131,6 +120,8 @@ class Planner:
         name = node.input[slot]
         if name not in self.index.initializers or not self.index.is_float(name):
             return False
+        from ..export.weights import weight_snr_db  # export imports the plan's specs
+
         return weight_snr_db(numpy_helper.to_array(self.index.initializers[name])) < WEIGHT_FLOOR_DB
 
     def _only_decides(self, node: onnx.NodeProto) -> bool:
