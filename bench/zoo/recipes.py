@@ -7,6 +7,8 @@ Every source is real and named:
   (the licence texts in /usr/share/common-licenses) rendered with Debian's DejaVu fonts;
 * text lines and captchas: words of that prose rendered with the DejaVu fonts;
 * speech: sentences of that prose spoken by Debian's espeak-ng (several voices), resampled to 16 kHz;
+* wake words: a wake-word model's own phrase ("hey jarvis") spoken by espeak-ng English voices, calibration
+  and held-out voices disjoint, so a detector is judged on inputs that contain what it detects;
 * Khmer text: the day and month names of glibc's km_KH locale; Arabic text: the names in the
   arabic-name-romanizer wheel's own names database; bytes: the first and last kilobyte of real system files.
 """
@@ -147,25 +149,53 @@ def normalise(img: np.ndarray, spec: dict) -> np.ndarray:
 
 def speech(split: str, cache: str, count: int = 6) -> List[np.ndarray]:
     """Sentences of prose spoken by espeak-ng with several voices, float32 in [-1, 1] at 16 kHz."""
-    import wave
-
     voices = ["en-us", "en", "en-gb-x-rp", "de", "fr", "es"]
     folder = os.path.join(cache, "speech", split)
     os.makedirs(folder, exist_ok=True)
     lines = prose(split)
     out = []
     for i in range(count):
-        path = os.path.join(folder, f"s{i}.wav")
-        if not os.path.exists(path):
-            tmp = path + ".tmp"
-            subprocess.run(["espeak-ng", "-v", voices[i % len(voices)], "-s", str(140 + 10 * i), "-w", tmp,
-                            " ".join(lines[7 * i:7 * i + 3])], check=True, capture_output=True, timeout=120)
-            os.replace(tmp, path)
-        with wave.open(path) as wav:
-            rate, raw = wav.getframerate(), wav.readframes(wav.getnframes())
-        sig = np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
-        t = np.arange(0, len(sig) / rate, 1 / 16000.0)
-        out.append(np.interp(t, np.arange(len(sig)) / rate, sig).astype(np.float32))
+        out.append(_espeak(" ".join(lines[7 * i:7 * i + 3]), voices[i % len(voices)], 140 + 10 * i,
+                           os.path.join(folder, f"s{i}.wav")))
+    return out
+
+
+def _espeak(text: str, voice: str, speed: int, path: str) -> np.ndarray:
+    """``text`` spoken by espeak-ng, cached at ``path``, float32 in [-1, 1] resampled to 16 kHz."""
+    import wave
+
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", tmp, text],
+                       check=True, capture_output=True, timeout=120)
+        os.replace(tmp, path)
+    with wave.open(path) as wav:
+        rate, raw = wav.getframerate(), wav.readframes(wav.getnframes())
+    sig = np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
+    t = np.arange(0, len(sig) / rate, 1 / 16000.0)
+    return np.interp(t, np.arange(len(sig)) / rate, sig).astype(np.float32)
+
+
+PHRASE_VOICES = {"calib": ["en-us", "en-gb-x-rp", "en-us+f3", "en-gb-scotland+m3", "en-029+f2", "en+m7"],
+                 "eval": ["en", "en-gb-x-gbclan+f4", "en-us+m3", "en-gb-x-rp+f2", "en-gb-x-gbcwmd", "en-us+f5"]}
+
+
+def spoken_phrase(phrase: str, split: str, cache: str, n: int, seconds: float) -> List[np.ndarray]:
+    """``n`` clips of ``seconds`` in which ``phrase`` ends 50-300 ms before the end, as a streaming wake-word
+    detector sees it: the split's own voices at 120-190 words a minute, gain 0.3-1, faint noise."""
+    rng = np.random.default_rng(_seed(split, f"phrase/{phrase}"))
+    folder = os.path.join(cache, "speech", split)
+    os.makedirs(folder, exist_ok=True)
+    total, out = int(16000 * seconds), []
+    for i in range(n):
+        voice, speed = PHRASE_VOICES[split][i % 6], int(rng.integers(120, 191))
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{phrase}-{voice}-{speed}".lower())
+        sig = _espeak(phrase, voice, speed, os.path.join(folder, f"phrase-{slug}.wav"))
+        end = total - int(16000 * rng.uniform(0.05, 0.3))
+        sig = sig[-end:]
+        clip = rng.normal(0, 0.002, total).astype(np.float32)
+        clip[end - len(sig):end] += sig * rng.uniform(0.3, 1.0)
+        out.append(clip)
     return out
 
 
@@ -204,11 +234,27 @@ def mel_windows(split: str, ctx: dict, n: int, frames: int) -> List[np.ndarray]:
     return out
 
 
-def embeddings(split: str, ctx: dict, n: int) -> List[np.ndarray]:
-    """16 consecutive openWakeWord speech embeddings (76 mel frames each, stride 8) of real speech."""
-    emb_model = ctx["model_path"]("oww_embedding")
+def phrase_mel(phrase: str, split: str, ctx: dict, n: int, frames: int) -> List[np.ndarray]:
+    """The last ``frames`` melspectrogram frames of clips that end in ``phrase`` (see spoken_phrase)."""
+    mel_model = ctx["model_path"]("oww_melspectrogram")
     out = []
-    for mel in mel_windows(split, ctx, n, 76 + 15 * 8):
+    for clip in spoken_phrase(phrase, split, ctx["cache"], n, seconds=frames / 100.0 + 0.3):
+        mel = _run(mel_model, {"input": clip[None, :] * 32767.0}).squeeze() / 10.0 + 2.0
+        out.append(mel[-frames:].astype(np.float32))
+    return out
+
+
+def embeddings(split: str, ctx: dict, n: int, phrase: str = "") -> List[np.ndarray]:
+    """16 consecutive openWakeWord speech embeddings (76 mel frames each, stride 8) of real speech; with a
+    ``phrase``, every other sample ends in it (a wake-word detector judged only on prose sees outputs near 0)."""
+    emb_model = ctx["model_path"]("oww_embedding")
+    frames = 76 + 15 * 8
+    mels = mel_windows(split, ctx, n, frames)
+    if phrase:
+        spoken = phrase_mel(phrase, split, ctx, n // 2, frames)
+        mels = [spoken[i // 2] if i % 2 and i // 2 < len(spoken) else m for i, m in enumerate(mels)]
+    out = []
+    for mel in mels:
         wins = np.stack([mel[8 * k:8 * k + 76] for k in range(16)])[:, :, :, None]
         out.append(_run(emb_model, {"input_1": wins}).reshape(16, 96).astype(np.float32))
     return out
@@ -269,7 +315,7 @@ def file_bytes(split: str, n: int, size: int) -> List[np.ndarray]:
     """magika v3 features: the first and last size/2 bytes of a real file (whitespace stripped), padded with 256."""
     pattern = "/usr/share/doc/*/copyright" if split == "calib" else "/usr/lib/python3*/*.py"
     files = sorted(glob.glob(pattern))
-    files += sorted(glob.glob("/usr/bin/*"))[0 if split == "calib" else 1::2]
+    files += sorted(f for f in glob.glob("/usr/bin/*") if os.path.isfile(f))[0 if split == "calib" else 1::2]
     rng = np.random.default_rng(_seed(split, "bytes"))
     picks = [files[int(k)] for k in rng.choice(len(files), n, replace=False)]
     half = size // 2
@@ -344,7 +390,7 @@ def samples(spec: dict, split: str, n: int, ctx: dict) -> List[np.ndarray]:
     elif recipe == "mel_frames":
         arrays = [m[:, :, None] for m in mel_windows(split, ctx, n, shape[1])]
     elif recipe == "embeddings":
-        arrays = embeddings(split, ctx, n)
+        arrays = embeddings(split, ctx, n, spec.get("phrase", ""))
     elif recipe == "khmer_ids":
         arrays = khmer_ids(split, ctx, n, shape[-1])
     elif recipe == "khmer_mask":

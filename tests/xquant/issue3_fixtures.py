@@ -63,7 +63,8 @@ def _maps(model: onnx.ModelProto):
 
 def int8_ops(model: onnx.ModelProto) -> Set[str]:
     """Nodes a QDQ runtime runs in INT8: every float input comes from a DequantizeLinear and every output
-    goes into a QuantizeLinear (directly or through a fused Relu/Clip)."""
+    goes into a QuantizeLinear (directly or through a fused Relu/Clip); a Gemm or MatMul may hand a float
+    output on (onnxruntime's QGemm without y_scale, MatMulIntegerToFloat)."""
     producer, consumers = _maps(model)
 
     def quantized_out(tensor: str, allow_fused: bool = True) -> bool:
@@ -78,7 +79,8 @@ def int8_ops(model: onnx.ModelProto) -> Set[str]:
             continue
         data = [i for i in n.input if i and (i in producer or i in graph_inputs)]
         from_dq = all(i in producer and producer[i].op_type == "DequantizeLinear" for i in data)
-        if data and from_dq and all(quantized_out(o) for o in n.output if o):
+        float_out_ok = n.op_type in ("Gemm", "MatMul")
+        if data and from_dq and (float_out_ok or all(quantized_out(o) for o in n.output if o)):
             result.add(n.name)
     for n in model.graph.node:  # a Relu/Clip fused into the INT8 op before it
         if n.op_type in FUSED and producer.get(n.input[0], n).name in result and all(

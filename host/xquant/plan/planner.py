@@ -57,12 +57,17 @@ class QuantPlan:
 DIVISOR_CLAMPS = ("Clip", "Relu", "Max", "Min", "Abs")
 RELATIVE_READERS = ("Reciprocal", "Log")  # their output's error is their input's relative error
 # a decomposed LayerNorm/RMSNorm's variance branch: Pow(d, 2) or Mul(d, d) -> ReduceMean -> Add(eps) ->
-# Sqrt -> the Div's divisor; each passes its input's relative error on to the divisor
-TOWARD_DIVISOR = ("Sqrt", "ReduceMean", "Add")
+# Sqrt -> the Div's divisor; each passes its input's relative error on to the divisor. jax2tf writes the
+# variance as moments, ReduceSum(x*x) * 1/n - mean*mean, with reshapes on the way
+TOWARD_DIVISOR = ("Sqrt", "ReduceMean", "ReduceSum", "Add", "Mul", "Sub",
+                  "Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten", "Identity")
 # a per-tensor INT8 weight below this SNR (dB) keeps its op float: one scale cannot hold rows that differ
 # tens of times in size (a CTC head's blank class: zoo ddddocr_rec, 13.7 dB per tensor, 40.8 per row)
 WEIGHT_FLOOR_DB = 20.0
 DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
+# between a detector's dense layer, its Sigmoid and the model output: reshapes, a bias Add, a threshold
+HEAD_MOVES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity")
+HEAD_LAYERS = ("Gemm", "MatMul")
 
 
 class _UnionFind:
@@ -91,6 +96,7 @@ class Planner:
         self.float_nodes = float_nodes or set()  # decided elsewhere (truncation tail)
         self.settings = settings or {}  # per-node custom_setting overrides (plan/custom.py)
         self.plan = QuantPlan()
+        self.heads = self._sigmoid_heads()
 
     def _setting(self, node_name: str, key: str, default):
         value = getattr(self.settings.get(node_name, NodeSetting()), key)
@@ -98,13 +104,14 @@ class Planner:
 
     def wants_int8(self, node: onnx.NodeProto) -> bool:
         rule = rule_for(node.op_type)
-        if rule is None or node.name in self.float_nodes:
+        if rule is None or node.name in self.float_nodes or node.name in self.heads:
             return False
         if node.op_type in self.quant.ignore_op_types or node.name in self.quant.ignore_op_names:
             return False
         if keeps_float(node, self.index, self._setting(node.name, "precision_level", self.quant.precision_level)):
             return False
-        if self._only_decides(node) or self._only_divides(node) or self._divides_by_activation(node):
+        if (self._only_decides(node) or self._only_divides(node) or self._divides_by_activation(node)
+                or self._feeds_a_divisor_path(node)):
             return False
         if self._weight_too_coarse(node, rule):
             return False
@@ -123,6 +130,37 @@ class Planner:
         from ..export.weights import weight_snr_db  # export imports the plan's specs
 
         return weight_snr_db(numpy_helper.to_array(self.index.initializers[name])) < WEIGHT_FLOOR_DB
+
+    def _sigmoid_heads(self) -> Set[str]:
+        """A detector's decision head stays float: a Sigmoid whose probability is a model output (directly,
+        through reshapes or a threshold) and the dense layer (Gemm, MatMul with a constant weight) that makes
+        its logit, with the bias Add and reshapes between. Calibration sets are mostly negatives, so an INT8
+        logit clips at the largest logit calibration saw and a hit can never reach the threshold (zoo
+        oww_hey_mycroft: every probability capped at 0.355 by both us and onnxruntime). The head is one small
+        layer; a Sigmoid over a conv map (a text detector's) is not a head and keeps its rules."""
+        heads: Set[str] = set()
+        for node in self.index.nodes:
+            if node.op_type != "Sigmoid" or not self._reaches_output(node.output[0]):
+                continue
+            chain, tensor = [node.name], node.input[0]
+            while (producer := self.index.producer.get(tensor)) is not None:
+                chain.append(producer.name)
+                if producer.op_type in HEAD_LAYERS and producer.input[1] in self.index.initializers:
+                    heads.update(chain)
+                    break
+                inputs = [n for n in producer.input if n and n not in self.index.initializers]
+                if producer.op_type not in HEAD_MOVES + ("Add",) or len(inputs) != 1:
+                    break
+                tensor = inputs[0]
+        return heads
+
+    def _reaches_output(self, tensor: str, depth: int = 0) -> bool:
+        if tensor in self.index.outputs:
+            return True
+        readers = self.index.consumers.get(tensor, [])
+        return depth < 8 and any(c.op_type in HEAD_MOVES + DECISION_OPS + ("Cast",)
+                                 and any(self._reaches_output(o, depth + 1) for o in c.output if o)
+                                 for c in readers)
 
     def _only_decides(self, node: onnx.NodeProto) -> bool:
         """Every reader of the op's outputs is a comparison (feeding an If, a Where, a Loop's condition):
@@ -149,15 +187,25 @@ class Planner:
                    or (self._toward_divisor(c, out) and self._only_divides(c))
                    for c, out in readers)
 
+    def _feeds_a_divisor_path(self, node: onnx.NodeProto) -> bool:
+        """Some reader carries the op's output on toward a divisor and does nothing else with it (a mean
+        that is squared for E[x]^2 as well as subtracted): the op stays float so that path reads its exact
+        value; its INT8 readers get their own Q/DQ, as any float op's do."""
+        readers = [(c, out) for out in node.output if out for c in self.index.consumers.get(out, [])]
+        return any(self._toward_divisor(c, out) and self._only_divides(c) for c, out in readers)
+
     def _toward_divisor(self, node: onnx.NodeProto, tensor: str) -> bool:
         """``node`` carries ``tensor`` on toward a divisor without mixing in another activation: a
-        LayerNorm's variance (ReduceMean, Add of a constant epsilon, Sqrt). So its squared deviations stay
-        float too: on one INT8 grid most of them round to 0 beside a few outlier channels (zoo
-        ppocr_v6_rec: 74% in its last LayerNorm; 7.00 -> 15.4 dB with the variance branch float)."""
+        LayerNorm's variance (ReduceMean or ReduceSum, a Mul or Add of a constant, Sqrt, reshapes). So its
+        squared deviations stay float too: on one INT8 grid most of them round to 0 beside a few outlier
+        channels (zoo ppocr_v6_rec: 74% in its last LayerNorm; 7.00 -> 15.4 dB with the variance branch
+        float). A Sub may mix in a second activation: a variance written as moments, E[x^2] - E[x]^2,
+        cancels, and both terms' INT8 errors land on the small difference (zoo magika, jax2tf)."""
         if node.op_type not in TOWARD_DIVISOR:
             return False
-        others = [name for name in node.input if name and name != tensor]
-        return node.op_type != "Add" or all(not self.index.is_activation(name) for name in others)
+        others = [name for name in node.input if name and name != tensor and self.index.is_float(name)]
+        # a Sub of two moments (E[x^2] - E[x]^2) cancels: both terms' errors land on the small difference
+        return node.op_type == "Sub" or all(not self.index.is_activation(name) for name in others)
 
     def _divides_by_activation(self, node: onnx.NodeProto) -> bool:
         """A Div by a computed divisor (a count, a norm) is a float op: the divisor stays float (above), so
@@ -239,8 +287,18 @@ class Planner:
         if rule.bias_input is not None and self.quant.bias_dtype == "int32":
             self._mark_bias(node, rule)
         for name in node.output:
-            if name and not self._fused_edge(name):
+            if name and not self._fused_edge(name) and not self._hands_over_in_float(node, name):
                 self._mark_activation(name)
+
+    def _hands_over_in_float(self, node: onnx.NodeProto, tensor: str) -> bool:
+        """An INT8 Gemm or MatMul whose readers are all float ops (a Tanh, a GRU) and whose output is no model
+        output keeps that output float: its integer kernel has a float-output form (QGemm without y_scale,
+        MatMulIntegerToFloat), and requantizing to INT8 would only add a rounding the float reader takes as
+        error (zoo arabic_encoder: its `Tanh(Gemm(...))` 38.92 -> 42.68 dB on 256 held-out names). Other ops
+        keep their INT8 output: a Conv without one is a float Conv on the chip."""
+        readers = self.index.consumers.get(tensor, [])
+        return (node.op_type in HEAD_LAYERS and bool(readers) and tensor not in self.index.outputs
+                and all(c.name not in self.plan.quantized_nodes for c in readers))
 
     def _finite(self, name: str) -> bool:
         return bool(np.isfinite(numpy_helper.to_array(self.index.initializers[name])).all())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import onnx
 
@@ -10,6 +11,7 @@ from ..errors import ConfigError
 from ..suggest import closest
 from .graph import GraphIndex
 from .custom import resolve_custom_settings
+from .ops import rule_for
 from .planner import QuantPlan, build_plan
 from .truncate import float_tail
 
@@ -41,8 +43,20 @@ def plan_model(model: onnx.ModelProto, cfg: XQuantConfig) -> QuantPlan:
         log.info("truncation: %d node(s) after %s stay float", len(tail), list(quant.truncate_var_names))
     settings = resolve_custom_settings(index, quant.custom_setting)
     plan = build_plan(model, cfg, float_nodes=tail, settings=settings)
-    _warn_subgraphs(index, plan)
+    if not _warn_subgraphs(index, plan):
+        _warn_nothing_quantized(index, plan)
     return plan
+
+
+def _warn_nothing_quantized(index: GraphIndex, plan: QuantPlan) -> None:
+    """One line naming what computes, when no op is INT8 (an LSTM model whose head is a detector's)."""
+    if plan.quantized_nodes:
+        return
+    ops = Counter(n.op_type for n in index.nodes if n.op_type not in ("Constant", "Shape", "Cast")
+                  and getattr(rule_for(n.op_type), "kind", "compute") == "compute")  # not data movement
+    log.warning("nothing is quantized: every op stays float (%s), having no INT8 rule or a rule that keeps "
+                "it float (docs/quantizer.md, 'The INT8 scheme'); the .q.onnx computes as the FP32 model does",
+                ", ".join(f"{op} x{n}" for op, n in ops.most_common(5)))
 
 
 def _body_ops(node: onnx.NodeProto) -> int:
@@ -53,9 +67,10 @@ def _body_ops(node: onnx.NodeProto) -> int:
     return count
 
 
-def _warn_subgraphs(index: GraphIndex, plan: QuantPlan) -> None:
+def _warn_subgraphs(index: GraphIndex, plan: QuantPlan) -> bool:
     inside = sum(_body_ops(n) for n in index.nodes)
     if inside:
         log.warning("%d op(s) inside If/Loop/Scan bodies stay float: xquant quantizes the main graph only%s",
                     inside, " (here: nothing; the model computes inside its bodies)" if not plan.quantized_nodes
                     else "")
+    return bool(inside)
