@@ -330,7 +330,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="only xquant's default and the verify rows (no onnxruntime, no finetune_level 0 row)")
     parser.add_argument("--calib", type=int, default=16)
     parser.add_argument("--eval", type=int, default=None,
-                        help="held-out samples (default: 256 for inputs up to 4096 values, 64 up to 224x224 RGB, else 16)")
+                        help="held-out samples (default: 256 up to 4096 values a sample, 64 to 224x224 RGB, else 16)")
     parser.add_argument("--timeout", type=int, default=1200, help="per quantization process, s")
     parser.add_argument("--failures", default=os.environ.get("XQHIL_ZOO_FAILURES"),
                         help="append failing stages to this markdown file (default: $XQHIL_ZOO_FAILURES, else none)")
