@@ -13,6 +13,14 @@ from xquant.cli import main
 from xquant_testlib import run_model
 
 
+def quantize_tiny(model: onnx.ModelProto, tmp_path, capsys, feeds: dict, **quant) -> onnx.ModelProto:
+    """``model`` quantized by the xquant command line on ``feeds`` (lists of samples), its .q.onnx loaded."""
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(npy_config(model, tmp_path, feeds, **quant)))
+    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
+    return onnx.load(next(tmp_path.glob("*.q.onnx")))
+
+
 def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - test).astype(np.float64) ** 2)))
 
@@ -43,11 +51,7 @@ def test_max_with_a_constant_shares_its_input_scale(tmp_path, capsys):
     # second grid (zoo oww_embedding: 19.0 dB, onnxruntime 20.2 dB; with one shared scale 23.6 dB)
     model = build_clamped_leaky_net()
     rng = np.random.default_rng(1)
-    cfg = npy_config(model, tmp_path, {"x": list(rng.normal(0, 1, (32, 1, 8, 32)).astype(np.float32))})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "clamped_leaky.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(rng.normal(0, 1, (32, 1, 8, 32)).astype(np.float32))})
     scales = {n.input[0]: n.input[1] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     for i in range(6):
@@ -71,11 +75,7 @@ def test_a_non_finite_constant_operand_stays_float(tmp_path, capsys):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    cfg = npy_config(model, tmp_path, {"x": list(rng.normal(0, 1, (16, 1, 6, 6)).astype(np.float32))})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "inf_guard.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(rng.normal(0, 1, (16, 1, 6, 6)).astype(np.float32))})
     assert "neg_inf" not in {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     x = np.random.default_rng(8).normal(0, 1, (8, 1, 6, 6)).astype(np.float32)
     assert snr_db(run_model(model, {"x": x})[0], run_model(q, {"x": x})[0]) > 25
@@ -114,11 +114,7 @@ def test_a_divisor_stays_float(tmp_path, capsys):
     # calibrated on sequences of at most 4 steps, run on up to 12: an INT8 count saturates at 4
     model = build_masked_mean()
     calib = masked_batch(32, 4, seed=1)
-    cfg = npy_config(model, tmp_path, {k: list(v) for k, v in calib.items()})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "masked_mean.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {k: list(v) for k, v in calib.items()})
     assert not {"count", "count1"} & {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     held = masked_batch(32, 12, seed=9)
     assert snr_db(run_model(model, held)[0], run_model(q, held)[0]) > 15  # 4.1 dB with an INT8 count, 19.4
@@ -130,11 +126,7 @@ def test_a_division_by_a_computed_divisor_stays_float(tmp_path, capsys):
     arabic_encoder 33.2 -> 39.0 dB). Its quotient, read by the INT8 Gemm, is still INT8."""
     model = build_masked_mean()
     calib = masked_batch(32, 4, seed=1, bias=0.6)
-    cfg = npy_config(model, tmp_path, {k: list(v) for k, v in calib.items()})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "masked_mean.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {k: list(v) for k, v in calib.items()})
     quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     assert "total" not in quantized and "mean" in quantized
     held = masked_batch(32, 12, seed=9, bias=0.6)
@@ -170,11 +162,7 @@ def test_what_a_log_reads_stays_float(tmp_path, capsys):
     output only it reads (through clamps), stay float; the decibels are INT8 again where INT8 ops read
     them."""
     model = build_log_power()
-    cfg = npy_config(model, tmp_path, {"power": list(power_frames(32, seed=1))})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "log_power.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"power": list(power_frames(32, seed=1))})
     quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     assert not {"mel", "mel_floor"} & quantized and "ln" in quantized
     held = {"power": power_frames(32, seed=9)}
@@ -200,11 +188,7 @@ def test_tanh_stays_float(tmp_path, capsys):
     (QGemm's float output): requantizing it only added a rounding (zoo arabic_encoder 38.92 -> 42.68 dB)."""
     model = build_tanh_head()
     rng = np.random.default_rng(1)
-    cfg = npy_config(model, tmp_path, {"x": list(rng.normal(0, 1, (32, 16)).astype(np.float32))})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "tanh_head.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(rng.normal(0, 1, (32, 16)).astype(np.float32))})
     quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     assert "x" in quantized and not {"pre", "y", "y_prequant"} & quantized
     assert "w" in {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}, "the Gemm is not INT8"
@@ -270,11 +254,7 @@ def test_bias_correction_on_a_folded_axis_0_runs_through_the_whole_pipeline(tmp_
     model = onnx.shape_inference.infer_shapes(build_folded_gemm())
     rng = np.random.default_rng(3)
     x = (rng.normal(0, 1, (12, 32, 16)) + 3.0).astype(np.float32)
-    cfg = npy_config(model, tmp_path, {"x": list(x)}, finetune_level=1)
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(next(tmp_path.glob("*.q.onnx")))
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(x)}, finetune_level=1)
     assert not np.array_equal(initializers(q)["b"], initializers(model)["b"])  # the shift was corrected
 
 
@@ -312,11 +292,7 @@ def test_a_layernorms_variance_branch_stays_float(tmp_path, capsys):
     the Div reads as its numerator are still INT8 where an INT8 op reads them."""
     model = build_decomposed_layernorm()
     x = np.random.default_rng(1).normal(0, 1, (32, 10, 16)).astype(np.float32)
-    cfg = npy_config(model, tmp_path, {"x": list(x)})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "decomposed_layernorm.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(x)})
     quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     assert not {"sq", "var", "var_eps"} & quantized and "h" in quantized
     held = {"x": np.random.default_rng(9).normal(0, 1, (32, 10, 16)).astype(np.float32)}
@@ -367,11 +343,7 @@ def test_a_variance_written_as_moments_stays_float(tmp_path, capsys):
     subtracted): zoo magika -1.98 -> 35.25 dB, top-1 agreement 8% -> 100% (onnxruntime -2.20 dB, 5.5%);
     here 15.4 -> 31.4 dB."""
     model = build_moments_layernorm()
-    cfg = npy_config(model, tmp_path, {"h": list(features_off_zero(32, 1))})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "moments_layernorm.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"h": list(features_off_zero(32, 1))})
     quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     assert not {"sq", "sum_sq", "m2", "mean_sq", "var"} & quantized and {"h", "d"} <= quantized
     assert list(next(n for n in q.graph.node if n.name == "mean_sq").input) == ["mean", "mean"], "E[h]^2 of INT8"
@@ -403,11 +375,7 @@ def test_a_per_tensor_weight_that_loses_its_small_rows_keeps_its_op_float(tmp_pa
     w = numpy_helper.to_array(model.graph.initializer[0])
     assert weight_snr_db(w) < WEIGHT_FLOOR_DB < weight_snr_db(w[1:])
     x = np.random.default_rng(1).normal(0, 1, (32, 32)).astype(np.float32)
-    cfg = npy_config(model, tmp_path, {"x": list(x)})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "ctc_head.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(x)})
     assert "w" in {i.name for i in q.graph.initializer} and not any(n.op_type == "DequantizeLinear" and n.input[0]
                                                                     .startswith("w") for n in q.graph.node)
     held = {"x": np.random.default_rng(9).normal(0, 1, (32, 32)).astype(np.float32)}
@@ -445,11 +413,7 @@ def test_a_detectors_decision_head_stays_float(tmp_path, capsys):
     largest logit calibration saw, so a hit can never reach 0.5 (zoo oww_hey_mycroft: every probability
     capped at 0.355, by onnxruntime too). The Sigmoid and the dense layer making its logit stay float."""
     model = build_detector_head()
-    cfg = npy_config(model, tmp_path, {"x": list(detector_features(32, 1, hits=False))})
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(cfg))
-    assert main(["-c", str(path), "-q"]) == 0, capsys.readouterr().err
-    q = onnx.load(tmp_path / "detector.q.onnx")
+    q = quantize_tiny(model, tmp_path, capsys, {"x": list(detector_features(32, 1, hits=False))})
     quantized = {n.input[0] for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
     assert "r" in quantized and not {"logit", "p"} & quantized, "the logit or the probability is INT8"
     assert next(n for n in q.graph.node if n.name == "dense2").input[1] == "w2", "the head's weight is INT8"
