@@ -157,9 +157,14 @@ def fine_tune(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats:
         info["passes"].append({"pass": name, "level": pass_level, "detail": detail, "accepted": keep,
                                "snr_before": state.score, "snr_after": candidate.score if candidate else None,
                                "seconds": time.perf_counter() - mark})
-        log.info("fine-tune %s: %s, held-out SNR %.3g -> %s (%s)", name, detail, state.score,
-                 f"{candidate.score:.3g}" if candidate else "-", "kept" if keep else "dropped")
+        log.info("fine-tune %s: %s, held-out SNR %s -> %s dB (%s)", name, detail, _db(state.score),
+                 _db(candidate.score) if candidate else "-", "kept" if keep else "dropped")
         if keep and candidate is not None:
             state = candidate
     info["end_snr"] = state.score
     return Tuned(state.model, state.stats, state.params, info)
+
+
+def _db(noise_ratio: float) -> str:
+    """A held-out score (noise energy over signal energy, lower is better) as an SNR in dB."""
+    return f"{-10.0 * np.log10(noise_ratio):.2f}" if noise_ratio > 0 else "inf"
