@@ -14,12 +14,16 @@ def noise_ratio(ref: np.ndarray, test: np.ndarray) -> float:
     return noise / signal
 
 
-def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-noise ratio in dB (higher is better)."""
-    ratio = noise_ratio(ref, test)
+def ratio_db(ratio: float) -> float:
+    """A noise ratio (noise power / signal power) as an SNR in dB (higher is better)."""
     if ratio == 0.0:
         return float("inf")
     return float(-10.0 * np.log10(ratio))
+
+
+def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-noise ratio in dB (higher is better)."""
+    return ratio_db(noise_ratio(ref, test))
 
 
 def cosine(ref: np.ndarray, test: np.ndarray) -> float:

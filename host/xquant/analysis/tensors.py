@@ -15,6 +15,7 @@ import onnx
 from ..calibration.ranges import QMAX, QMIN, QParams
 from ..calibration.session import make_session
 from ..export.probe import FP32_SUFFIX, ISOLATED_SUFFIX, QuantPoint, probe_model, quant_points
+from .metrics import ratio_db
 
 SNR_FLAG = 0.1  # XQuant: flag tensors whose noise power / signal power is above this
 COSINE_FLAG = 0.99  # ... or whose cosine similarity is below this
@@ -47,8 +48,7 @@ class ErrorStats:
             ratio = self.noise / self.signal
         denom = np.sqrt(self.signal * self.test_power)
         cosine = float(self.dot / denom) if denom > 0 else (1.0 if self.signal == self.test_power else 0.0)
-        snr_db = float("inf") if ratio == 0.0 else float(-10.0 * np.log10(ratio))
-        return {"snr": ratio, "snr_db": snr_db, "mse": self.noise / max(self.count, 1), "cosine": cosine}
+        return {"snr": ratio, "snr_db": ratio_db(ratio), "mse": self.noise / max(self.count, 1), "cosine": cosine}
 
 
 class Extremes:

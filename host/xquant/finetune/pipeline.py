@@ -22,6 +22,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import onnx
 
+from ..analysis.metrics import ratio_db
 from ..calibration.collector import batch_size_for, collect_stats
 from ..calibration.ranges import QParams, activation_params
 from ..calibration.stats import TensorStats
@@ -157,14 +158,9 @@ def fine_tune(model: onnx.ModelProto, cfg: XQuantConfig, plan: QuantPlan, stats:
         info["passes"].append({"pass": name, "level": pass_level, "detail": detail, "accepted": keep,
                                "snr_before": state.score, "snr_after": candidate.score if candidate else None,
                                "seconds": time.perf_counter() - mark})
-        log.info("fine-tune %s: %s, held-out SNR %s -> %s dB (%s)", name, detail, _db(state.score),
-                 _db(candidate.score) if candidate else "-", "kept" if keep else "dropped")
+        log.info("fine-tune %s: %s, held-out SNR %.2f -> %s dB (%s)", name, detail, ratio_db(state.score),
+                 f"{ratio_db(candidate.score):.2f}" if candidate else "-", "kept" if keep else "dropped")
         if keep and candidate is not None:
             state = candidate
     info["end_snr"] = state.score
     return Tuned(state.model, state.stats, state.params, info)
-
-
-def _db(noise_ratio: float) -> str:
-    """A held-out score (noise energy over signal energy, lower is better) as an SNR in dB."""
-    return f"{-10.0 * np.log10(noise_ratio):.2f}" if noise_ratio > 0 else "inf"

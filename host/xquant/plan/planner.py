@@ -54,20 +54,20 @@ class QuantPlan:
         return out
 
 
+RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")  # the values as they are, re-laid
 DIVISOR_CLAMPS = ("Clip", "Relu", "Max", "Min", "Abs")
 RELATIVE_READERS = ("Reciprocal", "Log")  # their output's error is their input's relative error
 # a decomposed LayerNorm/RMSNorm's variance branch: Pow(d, 2) or Mul(d, d) -> ReduceMean -> Add(eps) ->
 # Sqrt -> the Div's divisor; each passes its input's relative error on to the divisor. jax2tf writes the
 # variance as moments, ReduceSum(x*x) * 1/n - mean*mean, with reshapes on the way
-TOWARD_DIVISOR = ("Sqrt", "ReduceMean", "ReduceSum", "Add", "Mul", "Sub",
-                  "Reshape", "Expand", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+TOWARD_DIVISOR = ("Sqrt", "ReduceMean", "ReduceSum", "Add", "Mul", "Sub", "Expand") + RESHAPES
 # a per-tensor INT8 weight below this SNR (dB) keeps its op float: one scale cannot hold rows that differ
 # tens of times in size (a CTC head's blank class: zoo ddddocr_rec, 13.7 dB per tensor, 40.8 per row)
 WEIGHT_FLOOR_DB = 20.0
 DECISION_OPS = ("Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "If", "Loop")
 # between a detector's dense layer, its Sigmoid and the model output: reshapes, a bias Add, a threshold
-HEAD_MOVES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity")
-HEAD_LAYERS = ("Gemm", "MatMul")
+HEAD_MOVES = RESHAPES + ("Transpose",)
+DENSE_LAYERS = ("Gemm", "MatMul")  # a detector's head; integer kernels with a float output
 
 
 class _UnionFind:
@@ -145,7 +145,7 @@ class Planner:
             chain, tensor = [node.name], node.input[0]
             while (producer := self.index.producer.get(tensor)) is not None:
                 chain.append(producer.name)
-                if producer.op_type in HEAD_LAYERS and producer.input[1] in self.index.initializers:
+                if producer.op_type in DENSE_LAYERS and producer.input[1] in self.index.initializers:
                     heads.update(chain)
                     break
                 inputs = [n for n in producer.input if n and n not in self.index.initializers]
@@ -297,7 +297,7 @@ class Planner:
         error (zoo arabic_encoder: its `Tanh(Gemm(...))` 38.92 -> 42.68 dB on 256 held-out names). Other ops
         keep their INT8 output: a Conv without one is a float Conv on the chip."""
         readers = self.index.consumers.get(tensor, [])
-        return (node.op_type in HEAD_LAYERS and bool(readers) and tensor not in self.index.outputs
+        return (node.op_type in DENSE_LAYERS and bool(readers) and tensor not in self.index.outputs
                 and all(c.name not in self.plan.quantized_nodes for c in readers))
 
     def _finite(self, name: str) -> bool:
