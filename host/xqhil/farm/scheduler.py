@@ -283,6 +283,7 @@ class Farm:
             w = self.workers[place]
             if kind == "ready":
                 w.ready, w.pid = True, pid
+                w.holding = bool(payload.get("held"))  # its place acquired and probed ahead of its first job
                 self._mark("worker_ready")
             elif kind == "lease":
                 self.state.leases.append(payload)

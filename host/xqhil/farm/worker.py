@@ -40,7 +40,9 @@ def _serve(coordinator: str, place: str, template, settings: Dict[str, Any], job
         return
     lease = Lease(coord, place, template, settings, results)
     try:
-        results.put(("ready", place, os.getpid(), ""))
+        if settings.get("probe") != "each-job":
+            lease.open_early()  # while the scheduler computes the PC side: the first job finds its board probed
+        results.put(("ready", place, os.getpid(), {"held": lease.held}))
         while True:
             job = jobs.get()
             if job is None:
@@ -69,6 +71,16 @@ class Lease:
         self.fingerprint: Dict[str, Any] = {}
         self.info: Dict[str, Any] = {}
         self.count = 0
+        self.early: Optional[Dict[str, Any]] = None  # what open_early found, for the first job to report
+
+    def open_early(self) -> None:
+        """Acquire and probe before the first job comes. A failure is kept (the board released) and becomes
+        the first job's result, as if that job had started the lease: retries and quarantine see it as before."""
+        self.early = {"timings": {"acquire_s": 0.0, "probe_s": 0.0}}
+        failed = self.start(self.early)
+        if failed is not None:
+            self.early = failed
+            self.end()
 
     def host_side(self, job: Dict[str, Any]):
         """The job's PC side: sent with the first job of its key, kept for the next ones (None: compute it)."""
@@ -112,6 +124,8 @@ class Lease:
         if not self.held:
             return
         self.held = False
+        if self.early is not None and "status" not in self.early:
+            self.early = None  # an early lease ended before any job used it
         t = time.perf_counter()
         if self.agent is not None:
             self.agent.close()
@@ -139,6 +153,11 @@ def run_job(lease: Lease, job: Dict[str, Any]) -> Dict[str, Any]:
     """The job on the lease's board (starting the lease first when none is held)."""
     result: Dict[str, Any] = {"job": job["index"], "attempt": job["attempt"], "place": lease.place,
                               "timings": {"acquire_s": 0.0, "probe_s": 0.0}}
+    early, lease.early = lease.early, None
+    if early is not None:  # the lease was started (or failed to start) before this job came
+        result["timings"].update(early["timings"])
+        if "status" in early:
+            return {**early, **{k: result[k] for k in ("job", "attempt", "place")}}
     if not lease.held:
         failed = lease.start(result)
         if failed is not None:
