@@ -2,14 +2,17 @@
 the farm's own overhead per job (acquire + probe + release), and the time to get back the boards of a
 SIGKILLed farm.
 
-    python bench/farm.py [--jobs 12] [--boards 1,2,3] [--rounds 1] [--min-time S] [--skip-recovery]
+    python bench/farm.py [--jobs 12] [--boards 1,2,3] [--rounds 1] [--min-time 3] [--skip-recovery]
 
 Boards are loopback sshd's running the host Python: a real board computes on itself, a loopback board on
 this machine's CPUs. Two things bound the speed-up, and the bench measures both: the serial part of a run
 (start until the first job, end after the last; no board count shortens it) and the CPUs (the CPU seconds
 of the farm and of the lab per run, over wall and CPUs). --min-time S makes each job time each model for S
 seconds on its board (verify_parameters.min_time_s: real inference, for a fixed time, as a real board
-spends its own time); with 0 (default) the jobs are pure CPU work on the shared CPUs.
+spends its own time). The default, 3 s, is the bench matrix: shorter than a real board's verify job (the
+agent times each precision for at least min_time_s, 1 s by default, after the accuracy batch), long enough
+that the jobs are the boards' time. With 0 the jobs are pure CPU work on this machine's CPUs, which 3
+loopback boards share with the farm: that measures the CPU count (2), not the farm.
 Needs labgrid (pip install 'xqhil[farm]') and /usr/sbin/sshd.
 """
 from __future__ import annotations
@@ -187,7 +190,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--boards", default="1,2,3", help="board counts to run, in this order, each round")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the board counts (side by side in time)")
-    ap.add_argument("--min-time", type=float, default=0.0,
+    ap.add_argument("--min-time", type=float, default=3.0,
                     help="verify_parameters.min_time_s of the model: each board times each model this long (real "
                          "inference on the board, as a real board spends its own time; 0: the jobs are pure CPU)")
     ap.add_argument("--skip-recovery", action="store_true")

@@ -68,6 +68,16 @@ def test_run_to_run_offsets_are_absorbed_by_measured_history():
     assert alarms == []
 
 
+def test_a_subsampled_run_takes_its_median_from_every_timed_run():
+    # samples_ms of an agent before 0.4.1 could hold only the runs after the same model (an even stride over
+    # ABBA rounds): the median is the agent's p50_ms of all timed runs when the samples are a subsample
+    doc = _lat([1.0] * 1000)
+    doc["latency"]["int8"].update(p50_ms=1.05, timed_runs=2000)
+    assert R.summarize_latency(doc, "int8").median == 1.05
+    doc["latency"]["int8"]["timed_runs"] = 1000  # every run shown: its own median
+    assert R.summarize_latency(doc, "int8").median == 1.0
+
+
 def test_measured_run_to_run_noise_raises_the_threshold():
     rng = np.random.default_rng(1)
     base = R.summarize_latency(_lat(timed_samples(rng, 12.0, 30, 0.005)), "int8")
