@@ -433,8 +433,8 @@ def _quantization(quant: dict) -> schema.QuantizationParameters:
         ignore_op_names=_names(quant.get("ignore_op_names"), f"{where}.ignore_op_names"),
         bias_dtype=_choice(quant.get("bias_dtype", "float"), schema.BIAS_DTYPES, f"{where}.bias_dtype"),
         analysis_batches=batches,
-        fp16_bias_correction=_typed(quant.get("fp16_bias_correction", False), bool,
-                                    f"{where}.fp16_bias_correction"),
+        fp16_bias_correction=(None if quant.get("fp16_bias_correction") is None else
+                              _typed(quant["fp16_bias_correction"], bool, f"{where}.fp16_bias_correction")),
     )
 
 

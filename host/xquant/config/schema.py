@@ -99,7 +99,7 @@ class QuantizationParameters:
     ignore_op_names: Tuple[str, ...] = ()
     bias_dtype: str = "float"
     analysis_batches: int = 8
-    fp16_bias_correction: bool = False  # precision_level 4 only: modes/bias_fix.py
+    fp16_bias_correction: Optional[bool] = None  # precision_level 4 only (None: on): modes/bias_fix.py
 
 
 @dataclass(frozen=True)

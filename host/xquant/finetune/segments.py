@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence, Set
 
 import numpy as np
 import onnx
-from onnx import helper, shape_inference
+from onnx import helper, numpy_helper, shape_inference
 
 from ..calibration.session import make_session
 from ..model_io import graph_inputs
@@ -39,6 +39,7 @@ def supported(model: onnx.ModelProto) -> bool:
                    for n in model.graph.node for a in n.attribute)
 
 
+SHAPE_LIMIT = 16  # values: a cached integer tensor this small and equal in every chunk is a computed shape
 Chunks = List[np.ndarray]  # one tensor over all samples, as the batches it was run in
 
 
@@ -101,16 +102,43 @@ class SegmentRunner:
                     last[name] = i
         return last
 
-    def _segment(self, nodes: List[onnx.NodeProto], inputs: List[str], outputs: List[str]) -> onnx.ModelProto:
+    def _segment(self, nodes: List[onnx.NodeProto], inputs: List[str], outputs: List[str],
+                 constants: Dict[str, np.ndarray]) -> onnx.ModelProto:
         produced = {o for n in nodes for o in n.output}
         used = {i for n in nodes for i in n.input if i}
         graph = helper.make_graph(
-            nodes, f"segment{self.k}",
-            [helper.make_tensor_value_info(n, self.types.get(n) or onnx.TensorProto.FLOAT, None) for n in inputs],
-            [helper.make_tensor_value_info(n, self.types.get(n) or onnx.TensorProto.FLOAT, None) for n in outputs],
-            [self.init[n] for n in sorted(used - produced) if n in self.init])
+            nodes, f"segment{self.k}", [helper.make_tensor_value_info(n, *self._cached_info(n)) for n in inputs],
+            # a type shape inference does not know (after a contrib op: float16 models) is left to onnxruntime
+            [helper.make_tensor_value_info(n, self.types[n], None) if self.types.get(n)
+             else helper.make_empty_tensor_value_info(n) for n in outputs],
+            [self.init[n] for n in sorted(used - produced) if n in self.init]
+            + [numpy_helper.from_array(v, n) for n, v in constants.items()])
         segment = helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         return segment
+
+    def _constant(self, name: str) -> bool:
+        """A cached tensor that is the same small integer array in every chunk: a shape computed from the
+        input's shape. It goes into the segment as a constant, so onnxruntime knows the shapes it makes
+        (unknown, its full optimisation crashed with SIGSEGV on a float16 transformer's segment: a Reshape
+        to a computed shape, zoo khmer_segmenter)."""
+        chunks = self.cache.get(name) or []
+        first = np.asarray(chunks[0]) if chunks else None
+        if first is None or first.size > SHAPE_LIMIT or not np.issubdtype(first.dtype, np.integer):
+            return False
+        return all(np.array_equal(first, c) for c in chunks[1:])
+
+    def _cached_info(self, name: str) -> tuple:
+        """A segment input's element type and shape: those of the arrays cached for it (exact; an axis
+        left free where the chunks differ in it: the last batch is short), else inference's type."""
+        chunks = self.cache.get(name)
+        if chunks:
+            first = np.asarray(chunks[0])
+            shapes = {np.shape(c) for c in chunks}
+            if len(shapes) > 1 and len({len(x) for x in shapes}) > 1:
+                return helper.np_dtype_to_tensor_dtype(first.dtype), None
+            shape = [dims[0] if len(set(dims)) == 1 else f"d{axis}" for axis, dims in enumerate(zip(*shapes))]
+            return helper.np_dtype_to_tensor_dtype(first.dtype), shape
+        return self.types.get(name) or onnx.TensorProto.FLOAT, None
 
     def step(self) -> Dict[str, Chunks]:
         end, k = self.ends[self.k], self.k
@@ -126,8 +154,10 @@ class SegmentRunner:
         produced: Set[str] = {o for n in nodes for o in n.output if o}
         inputs = sorted({i for n in nodes for i in n.input if i and i not in produced and i not in self.init})
         outputs = sorted(o for o in produced if self.last_use.get(o, -1) > end or self.wanted.get(o, -1) >= self.k)
+        constants = {n: np.asarray(self.cache[n][0]) for n in inputs if self._constant(n)}
+        inputs = [n for n in inputs if n not in constants]
         # the raw onnxruntime session: cached tensors are already laid out as the model holds them
-        sess = make_session(self._segment(nodes, inputs, outputs), self.device, self.what).session
+        sess = make_session(self._segment(nodes, inputs, outputs, constants), self.device, self.what).session
         results: Dict[str, Chunks] = {name: [] for name in outputs}
         for i in range(self.chunks):
             for name, value in zip(outputs, sess.run(outputs, {n: self.cache[n][i] for n in inputs})):

@@ -13,7 +13,7 @@ Weights read only by float16 ops are stored in float16; a Cast is inserted once 
 Before this, the pipeline fuses each erf GELU (five ops) into one com.microsoft Gelu (``gelu.py``): one
 float16 rounding instead of five. Ops that only move data stay float32 unless a float input of theirs is
 float16 or a weight (``DATA_MOVEMENT``). With calibration data, the float16 Convs' biases take out their
-weights' rounding error times the input's channel mean (``bias_fix.py``).
+systematic error measured against FP32, layer by layer (``bias_fix.py``).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class Fp16Info:
     casts: int = 0
     overflow: Dict[str, float] = field(default_factory=dict)  # node name -> largest magnitude seen
     imprecise: Dict[str, float] = field(default_factory=dict)  # node name -> lowest rounding SNR (dB) seen
-    bias_corrected: List[str] = field(default_factory=list)  # Convs whose bias takes their weights' rounding
+    bias_corrected: List[str] = field(default_factory=list)  # layers whose bias takes their measured mean error
 
 
 def _types(model: onnx.ModelProto) -> Dict[str, int]:
@@ -242,19 +242,13 @@ def _retype(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def convert_fp16(model: onnx.ModelProto, ignore_types: Iterable[str] = (), ignore_names: Iterable[str] = (),
                  overflow: Optional[Dict[str, float]] = None,
-                 imprecise: Optional[Dict[str, float]] = None,
-                 channel_means: Optional[Dict[str, np.ndarray]] = None) -> tuple:
+                 imprecise: Optional[Dict[str, float]] = None) -> tuple:
     """(the float16 model, ``Fp16Info``) from a prepared (shape-inferred, uniquely named) float32 model.
-    ``channel_means`` (Conv input -> its per-channel mean on the calibration data): the float16 Convs' biases
-    take out their weights' rounding error times that mean (``bias_fix.py``)."""
-    from .bias_fix import correct_biases
-
+    The biases are corrected afterwards, on data (``bias_fix.py``)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     info = Fp16Info(overflow=dict(overflow or {}), imprecise=dict(imprecise or {}))
     chosen = choose_nodes(out, ignore_types, ignore_names, info.overflow, info, info.imprecise)
     info.fp16_nodes = [n.name for n in out.graph.node if n.name in chosen]
-    if channel_means:
-        info.bias_corrected = correct_biases(out, chosen, channel_means)
     info.casts = _Rewriter(out, chosen).run()
     return _retype(out), info

@@ -33,19 +33,6 @@ class TensorStats:
     peaks: Dict[str, float] = field(default_factory=dict)
     signal: Dict[str, float] = field(default_factory=dict)
     noise: Dict[str, float] = field(default_factory=dict)
-    channel_sums: Dict[str, np.ndarray] = field(default_factory=dict)  # per channel (axis 1): sum of means
-    channel_counts: Dict[str, int] = field(default_factory=dict)
-
-    def note_channels(self, name: str, value: np.ndarray) -> None:
-        if value.ndim < 2 or not np.issubdtype(value.dtype, np.floating):
-            return
-        mean = value.mean(axis=tuple(i for i in range(value.ndim) if i != 1), dtype=np.float64)
-        self.channel_sums[name] = self.channel_sums.get(name, 0.0) + mean
-        self.channel_counts[name] = self.channel_counts.get(name, 0) + 1
-
-    def channel_means(self) -> Dict[str, np.ndarray]:
-        """Tensor -> its mean per channel (axis 1) over the samples, for the tensors asked for."""
-        return {name: total / self.channel_counts[name] for name, total in self.channel_sums.items()}
 
     def note(self, name: str, value: np.ndarray) -> None:
         if not (value.size and np.issubdtype(value.dtype, np.floating)):
@@ -86,10 +73,8 @@ def _float_tensors(model: onnx.ModelProto) -> list:
 
 
 def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]],
-                 device: str = "cpu", means_of: Iterable[str] = ()) -> TensorStats:
-    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``, and the
-    per-channel means of the tensors in ``means_of``."""
-    means_of = set(means_of)
+                 device: str = "cpu") -> TensorStats:
+    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``."""
     stats = TensorStats()
     for init in model.graph.initializer:
         if init.data_type == TensorProto.FLOAT:
@@ -103,8 +88,6 @@ def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]
     for batch in batches:
         for name, value in list(batch.items()) + list(zip(wanted, session.run(wanted, batch))):
             stats.note(name, np.asarray(value))
-            if name in means_of:
-                stats.note_channels(name, np.asarray(value))
     return stats
 
 
