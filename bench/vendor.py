@@ -37,6 +37,11 @@ LEVELS = {"fp16": 4, "dynq": 3, "simplify": 100}
 WORK = Path(os.environ.get("XQHIL_BENCH_WORK", "/tmp/xqhil-bench-vendor"))
 
 
+def zoo_models() -> List[str]:
+    """The zoo models fetched here that have a config (an already quantized one has none)."""
+    return sorted(p.parent.name for p in ZOO.glob("*/xquant_c16_e16.json"))
+
+
 def base_config(model: str) -> dict:
     """The model's XQuant config with absolute paths (verify_parameters kept: the held-out lists)."""
     if model == "demo":
@@ -168,6 +173,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--xslim-python", default=os.environ.get("XSLIM_PYTHON"),
                         help="python of the venv where xslim is installed (or $XSLIM_PYTHON); omit: xquant only")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + EXTRA_MODELS)
+    parser.add_argument("--all-zoo", action="store_true",
+                        help="every fetched zoo model (bench/zoo.py), instead of --models: does each mode work on all")
     parser.add_argument("--modes", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
@@ -178,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         tools["xslim"] = args.xslim_python
     rows: List[list] = []
-    for model in args.models:
+    for model in zoo_models() if args.all_zoo else args.models:
         rows += bench(model, args.modes, tools)
     headers = ["model", "mode", "tool", "loads in onnxruntime", "SNR dB", "cosine", "top-1 agree %", "process s",
                "peak MiB"]

@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from ..calibration.stats import channel_means
-from ..finetune.bias import reference_means, shift_of
+from ..finetune.bias import shift_of
 from ..finetune.layers import initializers, with_initializers
 from ..finetune.segments import SegmentRunner, supported
 
@@ -87,23 +87,28 @@ def _stacked(batches: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
     return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
-def correct_biases(fp32: onnx.ModelProto, model: onnx.ModelProto, fp16_nodes: Iterable[str],
-                   batches: Sequence[Dict[str, np.ndarray]], batch: int, device: str
-                   ) -> Tuple[onnx.ModelProto, List[str]]:
+def layer_outputs(model: onnx.ModelProto) -> List[str]:
+    """The outputs of the float model's Convs and Gemms: the FP32 reference the correction needs (taken in
+    the range check's pass over the same samples, ``overflow.tensor_stats``)."""
+    return [n.output[0] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.output]
+
+
+def correct_biases(model: onnx.ModelProto, fp16_nodes: Iterable[str], batches: Sequence[Dict[str, np.ndarray]],
+                   ref: Dict[str, np.ndarray], batch: int, device: str) -> Tuple[onnx.ModelProto, List[str]]:
     """(copy of the float16 ``model`` with corrected biases, names of the layers whose bias changed).
-    ``batches``: calibration feeds of ``fp32`` (the float16 model has the same float32 inputs); ``batch``:
-    the model's fixed batch size, 0 when it is free."""
+    ``batches``: calibration feeds (the float16 model has the FP32 model's float32 inputs); ``ref``: FP32
+    layer output -> [samples, channels] means on them (``layer_outputs``); ``batch``: the model's fixed batch
+    size, 0 when it is free."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     layers = biased_layers(out, fp16_nodes)
     if not layers or not batches:
         return model, []
-    if not (supported(out) and supported(fp32)):
+    if not supported(out):
         log.info("float16 bias correction skipped: the model has subgraphs or a batch axis other than 0")
         return model, []
     fit = _stacked(batches)
     names = [node.output[0] for node, _ in layers]
-    ref = reference_means(fp32, fit, sorted({_fp32_name(n) for n in names}), batch, device)
     runner = SegmentRunner(out, [[n] for n in names], fit, batch, device, "float16 model for bias correction")
     values, updates, changed = initializers(out), {}, []
     for (node, bias), name in zip(layers, names):

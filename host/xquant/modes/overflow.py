@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
 from ..calibration.session import make_session, with_outputs
+from ..calibration.stats import channel_means
 
 log = logging.getLogger(__name__)
 FP16_MAX = 65504.0
@@ -33,6 +34,11 @@ class TensorStats:
     peaks: Dict[str, float] = field(default_factory=dict)
     signal: Dict[str, float] = field(default_factory=dict)
     noise: Dict[str, float] = field(default_factory=dict)
+    means: Dict[str, List[np.ndarray]] = field(default_factory=dict)  # per batch: [samples, channels] means
+
+    def channel_means(self) -> Dict[str, np.ndarray]:
+        """Tensor -> [samples, channels] channel means over the batches, for the tensors asked for."""
+        return {name: np.concatenate(parts) for name, parts in self.means.items()}
 
     def note(self, name: str, value: np.ndarray) -> None:
         if not (value.size and np.issubdtype(value.dtype, np.floating)):
@@ -73,8 +79,11 @@ def _float_tensors(model: onnx.ModelProto) -> list:
 
 
 def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]],
-                 device: str = "cpu") -> TensorStats:
-    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``."""
+                 device: str = "cpu", means_of: Iterable[str] = ()) -> TensorStats:
+    """``TensorStats`` of every float tensor (intermediate, graph input, weight) over ``batches``, and the
+    per-sample channel means of the tensors ``means_of`` (the float16 bias correction's reference: the
+    same FP32 pass, not a second one)."""
+    means_of = set(means_of)
     stats = TensorStats()
     for init in model.graph.initializer:
         if init.data_type == TensorProto.FLOAT:
@@ -88,6 +97,8 @@ def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]
     for batch in batches:
         for name, value in list(batch.items()) + list(zip(wanted, session.run(wanted, batch))):
             stats.note(name, np.asarray(value))
+            if name in means_of and np.ndim(value) >= 2:
+                stats.means.setdefault(name, []).append(channel_means([np.asarray(value)]))
     return stats
 
 

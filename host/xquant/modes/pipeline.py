@@ -21,8 +21,7 @@ from ..prepare import QDQ_OPSET, prepare_model
 from . import mode_of
 
 log = logging.getLogger(__name__)
-OVERFLOW_BATCHES = 8
-BIAS_BATCHES = 16  # calibration samples the float16 bias correction measures on (the zoo's calibration_step)
+OVERFLOW_BATCHES = 8  # calibration samples of the float16 range check and bias correction (one FP32 pass)
 
 
 @dataclass
@@ -73,7 +72,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
     """FP16 with the erf GELUs fused, the overflow and precision checks and, with data, the biases corrected
     against FP32 layer by layer (``bias_fix.py``; held out +3.9 to +8.4 dB on the PaddleOCR models;
     ``fp16_bias_correction: false`` turns it off)."""
-    from .bias_fix import correct_biases
+    from .bias_fix import correct_biases, layer_outputs
     from .fp16 import convert_fp16
     from .gelu import fuse_gelu
     from .overflow import imprecise_nodes, overflowing_nodes, tensor_stats
@@ -82,17 +81,18 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
     fused = onnx.ModelProto()
     fused.CopyFrom(fp32)
     gelus = fuse_gelu(fused, quant.ignore_op_types, quant.ignore_op_names)
-    batches = list(itertools.islice(data.model_batches(fp32, 1), BIAS_BATCHES)) if data else []
-    stats = tensor_stats(fused, batches[:OVERFLOW_BATCHES], device)
+    batches = list(itertools.islice(data.model_batches(fp32, 1), OVERFLOW_BATCHES)) if data else []
+    correct = bool(batches) and quant.fp16_bias_correction is not False
+    stats = tensor_stats(fused, batches, device, layer_outputs(fused) if correct else ())
     overflow = overflowing_nodes(fused, stats.peaks)
     imprecise = imprecise_nodes(fused, stats.rounding_snr())
     model, info = convert_fp16(fused, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise)
-    if batches and quant.fp16_bias_correction is not False:
-        model, info.bias_corrected = correct_biases(fused, model, info.fp16_nodes, batches, fixed_batch(fp32),
-                                                    device)
+    if correct:
+        model, info.bias_corrected = correct_biases(model, info.fp16_nodes, batches, stats.channel_means(),
+                                                    fixed_batch(fp32), device)
     found = {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
              "overflow": info.overflow, "imprecise": info.imprecise,
-             "overflow_checked_on": len(batches[:OVERFLOW_BATCHES]), "gelu_fused": len(gelus),
+             "overflow_checked_on": len(batches), "gelu_fused": len(gelus),
              "bias_corrected": len(info.bias_corrected)}
     return model, found
 
