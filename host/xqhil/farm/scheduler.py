@@ -27,6 +27,7 @@ from .records import record_infra, record_report
 from .worker import RELEASE
 
 log = logging.getLogger(__name__)
+DRAIN_WAIT = 0.02  # s: reading the joined workers' last messages
 # imported once by the workers' fork server (labgrid's client and grpc start no thread on import: safe to fork)
 WORKER_MODULES = ["xqhil.farm.worker", "xqhil.verify", "xqhil.session_lease", "xqhil.farm.coordinator",
                   "labgrid.remote.client", "labgrid.remote.generated.labgrid_coordinator_pb2"]
@@ -313,10 +314,12 @@ class Farm:
             log.warning("%s", exc.one_line())
 
     def _drain(self) -> None:
-        """The lease records the stopped workers sent on their way out (their last releases)."""
+        """The lease records the stopped workers sent on their way out (their last releases). The workers
+        were joined, and a process flushes its queue's buffer before it exits, so what they sent is in the
+        pipe already: a short wait (it was 0.2 s, at the end of every run) only covers a worker that was killed."""
         while True:
             try:
-                kind, _place, _pid, payload = self.results.get(timeout=0.2)
+                kind, _place, _pid, payload = self.results.get(timeout=DRAIN_WAIT)
             except (queue.Empty, OSError, ValueError, EOFError):
                 return
             if kind == "lease":
