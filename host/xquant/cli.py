@@ -82,7 +82,7 @@ def print_mode_summary(result) -> None:
               + (f"; kept FP32 for overflow: {', '.join(info['overflow'])}" if info["overflow"] else "")
               + (f"; kept FP32 for tiny values: {', '.join(info['imprecise'])}" if info.get("imprecise") else "")
               + (f"; erf GELUs fused into com.microsoft Gelu: {info['gelu_fused']}" if info.get("gelu_fused") else "")
-              + (f"; Conv biases corrected for float16 weights: {info['bias_corrected']}"
+              + (f"; float16 biases corrected against FP32: {info['bias_corrected']} layer(s)"
                  if info.get("bias_corrected") else ""))
     elif result.mode == "dynq":
         made = ", ".join(f"{op} x{n}" for op, n in info["quantized"].items()) or "nothing"
