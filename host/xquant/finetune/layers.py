@@ -40,7 +40,7 @@ def with_initializers(model: onnx.ModelProto, updates: Dict[str, np.ndarray]) ->
     return out
 
 
-def _used_once(index: GraphIndex, name: str) -> bool:
+def used_once(index: GraphIndex, name: str) -> bool:
     return len(index.consumers.get(name, [])) == 1
 
 
@@ -51,12 +51,12 @@ def weighted_layers(model: onnx.ModelProto, plan: QuantPlan) -> List[Layer]:
     for node in index.nodes:
         if node.name not in plan.quantized_nodes or node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        if len(node.input) < 2 or node.input[1] not in plan.weights or not _used_once(index, node.input[1]):
+        if len(node.input) < 2 or node.input[1] not in plan.weights or not used_once(index, node.input[1]):
             continue
         if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
             continue
         bias = node.input[2] if len(node.input) > 2 and node.input[2] in index.initializers else None
-        if bias is not None and not _used_once(index, bias):
+        if bias is not None and not used_once(index, bias):
             bias = None
         act = index.sole_consumer(node.output[0])
         fused = (act is not None and act.op_type in ACTIVATIONS_FUSED and act.name in plan.quantized_nodes

@@ -134,7 +134,7 @@ class SegmentRunner:
         if chunks:
             first = np.asarray(chunks[0])
             shapes = {np.shape(c) for c in chunks}
-            if len(shapes) > 1 and len({len(x) for x in shapes}) > 1:
+            if len({len(x) for x in shapes}) > 1:  # chunks of different ranks: no shape to declare
                 return helper.np_dtype_to_tensor_dtype(first.dtype), None
             shape = [dims[0] if len(set(dims)) == 1 else f"d{axis}" for axis, dims in enumerate(zip(*shapes))]
             return helper.np_dtype_to_tensor_dtype(first.dtype), shape

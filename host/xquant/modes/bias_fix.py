@@ -26,20 +26,13 @@ from onnx import TensorProto, numpy_helper
 
 from ..calibration.stats import channel_means
 from ..finetune.bias import shift_of
-from ..finetune.layers import initializers, with_initializers
+from ..finetune.layers import used_once, with_initializers
 from ..finetune.segments import SegmentRunner, supported
+from ..plan.graph import GraphIndex
 
 log = logging.getLogger(__name__)
 HALF = TensorProto.FLOAT16
 RENAMED = "/fp16"  # fp16.py: a graph output made by a float16 node is renamed so, a Cast makes the original
-
-
-def _readers(model: onnx.ModelProto) -> Dict[str, List[str]]:
-    readers: Dict[str, List[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node.name)
-    return readers
 
 
 def _channels(node: onnx.NodeProto, weight: onnx.TensorProto) -> int:
@@ -53,26 +46,27 @@ def _channels(node: onnx.NodeProto, weight: onnx.TensorProto) -> int:
 def biased_layers(model: onnx.ModelProto, fp16_nodes: Iterable[str]) -> List[Tuple[onnx.NodeProto, str]]:
     """(node, bias initializer) of the float16 Convs and Gemms whose float16 weight and bias (a Conv without
     one gets a zero bias) are theirs alone, in graph order."""
-    chosen, inits, readers = set(fp16_nodes), {t.name: t for t in model.graph.initializer}, _readers(model)
+    chosen, index = set(fp16_nodes), GraphIndex(model)
     found = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm") or node.name not in chosen or len(node.input) < 2:
             continue
-        weight = inits.get(node.input[1])
-        if weight is None or weight.data_type != HALF or readers[weight.name] != [node.name] or len(weight.dims) < 2:
+        weight = index.initializers.get(node.input[1])
+        if weight is None or weight.data_type != HALF or not used_once(index, weight.name) or len(weight.dims) < 2:
             continue
         if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
             continue
         channels = _channels(node, weight)
         bias = node.input[2] if len(node.input) > 2 else ""
-        if not bias and node.op_type == "Conv":
+        if not bias and node.op_type == "Conv":  # a new bias of its own
             bias = f"{node.name}/fp16_bias"
             model.graph.initializer.append(numpy_helper.from_array(np.zeros(channels, np.float16), bias))
             node.input.extend([""] * (3 - len(node.input)))
             node.input[2] = bias
-            inits[bias], readers[bias] = model.graph.initializer[-1], [node.name]
-        init = inits.get(bias)
-        if init is None or init.data_type != HALF or readers[bias] != [node.name] or list(init.dims) != [channels]:
+            found.append((node, bias))
+            continue
+        init = index.initializers.get(bias)
+        if init is None or init.data_type != HALF or not used_once(index, bias) or list(init.dims) != [channels]:
             continue
         found.append((node, bias))
     return found
@@ -110,7 +104,9 @@ def correct_biases(model: onnx.ModelProto, fp16_nodes: Iterable[str], batches: S
     fit = _stacked(batches)
     names = [node.output[0] for node, _ in layers]
     runner = SegmentRunner(out, [[n] for n in names], fit, batch, device, "float16 model for bias correction")
-    values, updates, changed = initializers(out), {}, []
+    biases = {b for _, b in layers}
+    values = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer if t.name in biases}
+    updates, changed = {}, []
     for (node, bias), name in zip(layers, names):
         got, want = runner.step()[name], ref.get(_fp32_name(name))
         if got[0].ndim < 2 or got[0].shape[1] != values[bias].shape[0] or want is None:
