@@ -37,7 +37,8 @@ class Samples:
         return int(next(iter(self.fit.values())).shape[0])
 
 
-def _stack(batches) -> Dict[str, np.ndarray]:
+def stack(batches) -> Dict[str, np.ndarray]:
+    """Batches ({input: array}, samples on axis 0) as one feed of all their samples."""
     parts: Dict[str, List[np.ndarray]] = {}
     for batch in batches:
         for name, value in batch.items():
@@ -52,7 +53,7 @@ def _first(data: CalibrationData, limit: int) -> Dict[str, np.ndarray]:
         count += int(next(iter(batch.values())).shape[0])
         if count >= limit:
             break
-    return {k: v[:limit] for k, v in _stack(chosen).items()}
+    return {k: v[:limit] for k, v in stack(chosen).items()}
 
 
 def _fill(n: int, batch: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from onnx import TensorProto, numpy_helper
 from ..calibration.stats import channel_means
 from ..finetune.bias import shift_of
 from ..finetune.layers import used_once, with_initializers
+from ..finetune.samples import stack
 from ..finetune.segments import SegmentRunner, supported
 from ..plan.graph import GraphIndex
 
@@ -77,10 +78,6 @@ def _fp32_name(name: str) -> str:
     return name[: -len(RENAMED)] if name.endswith(RENAMED) else name
 
 
-def _stacked(batches: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
-
-
 def layer_outputs(model: onnx.ModelProto) -> List[str]:
     """The outputs of the float model's Convs and Gemms: the FP32 reference the correction needs (taken in
     the range check's pass over the same samples, ``overflow.tensor_stats``)."""
@@ -101,7 +98,7 @@ def correct_biases(model: onnx.ModelProto, fp16_nodes: Iterable[str], batches: S
     if not supported(out):
         log.info("float16 bias correction skipped: the model has subgraphs or a batch axis other than 0")
         return model, []
-    fit = _stacked(batches)
+    fit = stack(batches)
     names = [node.output[0] for node, _ in layers]
     runner = SegmentRunner(out, [[n] for n in names], fit, batch, device, "float16 model for bias correction")
     biases = {b for _, b in layers}
