@@ -16,7 +16,7 @@ import os
 import sys
 from typing import List, Optional
 
-from xquant.cli_support import OneLineParser, int_at_least, positive_seconds, run_guarded
+from xquant.cli_support import OneLineParser, exiting, int_at_least, positive_seconds, run_guarded
 
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_OK, BadInput, XqhilError
@@ -355,4 +355,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(getattr(args, "quiet", False), verbose)
     from xquant.errors import XQuantError  # the quantizer's bad-input errors (exit 2)
 
-    return run_guarded("xqhil", lambda: run_command(args), verbose, (XqhilError, XQuantError))
+    return exiting(run_guarded("xqhil", lambda: run_command(args), verbose, (XqhilError, XQuantError)), argv)

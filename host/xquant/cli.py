@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from .cli_support import OneLineParser, int_at_least, run_guarded
+from .cli_support import OneLineParser, exiting, int_at_least, run_guarded
 from .errors import XQuantError
 
 log = logging.getLogger("xquant")
@@ -141,4 +141,4 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(format_profile(result.timings, result.finetune), file=sys.stderr)
         return 0
 
-    return run_guarded("xquant", work, args.debug, (XQuantError,))
+    return exiting(run_guarded("xquant", work, args.debug, (XQuantError,)), argv)

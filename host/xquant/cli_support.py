@@ -5,12 +5,14 @@
 * ``run_guarded``: errors the user can act on print one line and their own exit code; Ctrl-C exits 130;
   SIGTERM / SIGHUP unwind the same way (``stop_signals``) and exit 128 + the signal (143 / 129);
   anything else is a bug: one line and exit 3, with the traceback above it under ``--debug``.
+* ``exiting``: a command line about to exit skips the interpreter's last garbage collections.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import contextlib
+import gc
 import re
 import signal
 import sys
@@ -110,6 +112,16 @@ def run_guarded(prog: str, func: Callable[[], int], debug: bool,
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place that turns any other error into one line
         return _internal(prog, exc, debug)
+
+
+def exiting(rc: int, argv) -> int:
+    """``rc``, after readying the process for a quick exit when ``main`` ran as the command line (``argv`` None;
+    a test calling ``main([...])`` is left as it is). At exit the interpreter collects every object: with
+    onnxslim (sympy), onnxruntime and labgrid's client loaded that took 0.3-0.35 s of every command, measured.
+    Frozen objects are left out of those collections; atexit handlers and module teardown still run."""
+    if argv is None:
+        gc.freeze()
+    return rc
 
 
 def _internal(prog: str, exc: BaseException, debug: bool) -> int:
