@@ -15,8 +15,8 @@ A case counts as flagged when the check reports a latency regression:
 * ``confirmed``: the default of quantize-and-verify: suspected at a robust z=1, then re-measured one run at a
   time (up to ``--budget`` 10) until the exact rank test against the clean runs flags or clears
   (xqhil/history/sequential.py); ``re-runs/trial`` is what that cost;
-* ``A/B`` (``--ab``): suspected, then decided by 3 alternating rounds against the baseline's runtime (the
-  board's unmodified interpreter).
+* ``A/B`` (``--ab``): with the baseline's runtime at hand (the board's unmodified interpreter), every run
+  here is on a new runtime, so each is decided by 5 alternating rounds against it, suspected or not.
 
     python bench/regression_real.py --boards host --models demo,oww_alexa_op7 --trials 20
     python bench/regression_real.py --boards qemu --models demo --trials 10 --cases "clean,INT8 +20%"

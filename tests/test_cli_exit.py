@@ -12,8 +12,9 @@ import xqhil.cli
 import xquant.cli
 
 
-@pytest.mark.parametrize("cli, argv", [(xquant.cli, ["xquant", "-c", "{missing}"]),
-                                       (xqhil.cli, ["xqhil", "quantize-and-verify", "{missing}", "--board", "host"])], ids=["xquant", "xqhil"])
+@pytest.mark.parametrize("cli, argv", [
+    (xquant.cli, ["xquant", "-c", "{missing}"]),
+    (xqhil.cli, ["xqhil", "quantize-and-verify", "{missing}", "--board", "host"])], ids=["xquant", "xqhil"])
 def test_a_command_line_freezes_its_objects_before_exit_and_a_call_from_code_does_not(cli, argv, tmp_path,
                                                                                      monkeypatch):
     argv = [a.format(missing=tmp_path / "missing.json") for a in argv]

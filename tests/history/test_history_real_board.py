@@ -124,7 +124,7 @@ def test_ab_against_the_baseline_runtime_decides(board, tmp_path):
     doc = board.run("slow-int8:50", release)
     confirmer = Confirmer(board.again("slow-int8:50", release), reruns=0, baseline_python=board.command())
     [finding] = latency_findings(record_and_check(doc, db, confirmer=confirmer))
-    assert "confirmed, decided by A/B" in finding["message"] and "3 alternating rounds" in finding["message"]
+    assert "confirmed, decided by A/B" in finding["message"] and "5 alternating rounds" in finding["message"]
     assert f"onnxruntime {release} vs {release[:-len('+next')]}" in finding["message"]
 
 
@@ -139,3 +139,32 @@ def test_a_transient_int8_slowdown_is_not_confirmed_by_the_ab(board, tmp_path):
     assert latency_findings(summary) == []
     [note] = summary["unconfirmed"]
     assert note["metric"] == "latency.int8.p50_ms" and note["by"] == "A/B" and "not confirmed" in note["message"]
+
+
+def test_a_new_runtime_is_ab_tested_even_when_its_run_hid_the_slowdown(board, tmp_path):
+    """The run on the new runtime looks clean (as one timed while the board sat in a faster state does):
+    the screen does not suspect it, but with the baseline's interpreter at hand the release is A/B'd
+    against it, and the A/B, timing both runtimes at the same moment, finds INT8 50% slower."""
+    db = tmp_path / "h.sqlite3"
+    release = board.history(db)
+    doc = board.run("none", release)
+    confirmer = Confirmer(board.again("slow-int8:50", release), reruns=10, baseline_python=board.command())
+    [finding] = latency_findings(record_and_check(doc, db, confirmer=confirmer))
+    assert finding["metric"] == "latency.int8.p50_ms" and finding["runtime_version"] == release
+    assert "on a new runtime" in finding["message"] and "confirmed, decided by A/B" in finding["message"]
+    record = doc["latency"]["confirmation"]
+    assert record["release"] and record["reruns"] == [] and len(record["ab"]["rounds"]) == 5
+
+
+def test_a_new_runtime_that_is_not_slower_passes_its_ab_and_says_so(board, tmp_path):
+    db = tmp_path / "h.sqlite3"
+    release = board.history(db)
+    doc = board.run("none", release)
+    confirmer = Confirmer(board.again("none", release), reruns=10, baseline_python=board.command())
+    summary = record_and_check(doc, db, confirmer=confirmer)
+    assert latency_findings(summary) == []
+    notes = summary["unconfirmed"]
+    assert {n["metric"] for n in notes} == {"latency.int8.p50_ms", "latency.fp32.p50_ms"}
+    assert all(n["by"] == "A/B" and n["message"].startswith("checked ") and "not" in n["message"]
+               for n in notes)
+    assert doc["latency"]["confirmation"]["reruns"] == []  # an A/B only: no re-runs of a run nobody suspected

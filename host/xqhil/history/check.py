@@ -56,7 +56,9 @@ def check_record(store: RunStore, run: RunRecord, policy: regression.Policy = DE
     findings = regression.find_regressions(run.doc, baseline.doc, history, policy)
     record = confirm.confirmation_of(run.doc, baseline.id)
     if record is not None:
-        findings, summary["unconfirmed"] = confirm.apply(findings, _suspects(run, baseline, history, policy), record)
+        suspects = (confirm.release_suspects(run.doc, baseline.doc, history, policy) if record.get("release")
+                    else _suspects(run, baseline, history, policy))
+        findings, summary["unconfirmed"] = confirm.apply(findings, suspects, record)
     if not any(f.kind == "latency" for f in findings) and not summary.get("unconfirmed"):
         evidence = latency_evidence(run, baseline, history, policy)
         if evidence:
@@ -107,11 +109,14 @@ def confirm_pending(doc: dict[str, Any], db_path: PathLike | None, policy: regre
         if baseline is None:
             return
         history = regression.noise_history([r.doc for r in noise_runs(store, run, baseline)])
-    suspects = _suspects(run, baseline, history, policy)
+    suspects, release = _suspects(run, baseline, history, policy), False
+    if not suspects and confirmer.baseline_python:
+        suspects, release = confirm.release_suspects(doc, baseline.doc, history, policy), True
     if not suspects:
         return
-    log.info("suspected latency regression (%s): measuring again to confirm", ", ".join(f.metric for f in suspects))
-    record = confirm.confirm(doc, baseline.doc, baseline.id, history, suspects, confirmer, policy)
+    log.info("%s (%s): measuring again to confirm", "new runtime: an A/B against the baseline's" if release
+             else "suspected latency regression", ", ".join(f.metric for f in suspects))
+    record = confirm.confirm(doc, baseline.doc, baseline.id, history, suspects, confirmer, policy, release)
     if isinstance(doc.get("latency"), dict):
         doc["latency"]["confirmation"] = record
 

@@ -7,8 +7,12 @@ low robust z-score (``SUSPECT_K`` = 1 against the median and MAD of the earlier 
 * **A/B** (where the board still has the baseline's runtime: ``Confirmer.baseline_python``, an interpreter
   whose onnxruntime reports the baseline's version): ``ab_rounds`` rounds, each timing the baseline runtime
   (A) and the current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike.
-  Confirmed when B is slower than A in every round, and in the median round by more than half the
-  suspected slowdown.
+  Confirmed when B's median change over the rounds is above what made the run suspect (the suspicion
+  threshold), and B was slower in every round or the median is above 3 standard errors of itself (from
+  the rounds' own scatter: one round in which the board changed state does not decide). With a baseline
+  interpreter, a run on another onnxruntime than its baseline's is A/B'd even when it does not look
+  regressed (``release_suspects``): a board in a faster state can hide a slowdown from the history, not
+  from the baseline runtime timed beside it.
 * **re-runs** (otherwise, or when the A/B cannot run): up to ``reruns`` more measurements of the current
   run, one at a time, until the exact rank test of :mod:`xqhil.history.sequential` flags or clears (false
   alarms at most ``Policy.latency_confirm_alpha``, 1%, over both stages). Where it cannot reach that level
@@ -46,7 +50,7 @@ class Confirmer:
     measure: Measure
     reruns: int = 10
     baseline_python: str | None = None
-    ab_rounds: int = 3
+    ab_rounds: int = 5
 
 
 def suspect_policy(policy: Policy) -> Policy:
@@ -92,40 +96,80 @@ def _p50(summary: Mapping[str, Any], precision: str) -> float | None:
 
 
 def _round_change(a: Mapping[str, Any], b: Mapping[str, Any], precision: str, relative: bool) -> float | None:
-    """B's latency change against A in one round; with ``relative`` (the finding was judged against FP32 in
-    the same run) INT8's change against FP32's in each side's own run, so load that shifts a whole
-    measurement (one side timed during a busy moment) cancels, as it does in the check itself."""
+    """B's latency change against A in one round; with ``relative`` (the finding was judged against the other
+    precision in the same run) the precision's change against the other's in each side's own run, so load
+    that shifts a whole measurement (one side timed during a busy moment) cancels, as in the check itself."""
     pa, pb = _p50(a, precision), _p50(b, precision)
     if pa is None or pb is None:
         return None
-    if relative and precision != "fp32":
-        fa, fb = _p50(a, "fp32"), _p50(b, "fp32")
-        if fa and fb:
-            return (pb / fb) / (pa / fa) - 1.0
+    if relative:
+        other = "fp32" if precision != "fp32" else "int8"
+        oa, ob = _p50(a, other), _p50(b, other)
+        if oa and ob:
+            return (pb / ob) / (pa / oa) - 1.0
     return pb / pa - 1.0
 
 
+def median_se(values: Sequence[float]) -> float:
+    """Standard error of the median of ``values`` from their MAD (robust sigma x 1.2533 / sqrt(n))."""
+    x = np.asarray(values, dtype=float)
+    sigma = 1.4826 * float(np.median(np.abs(x - np.median(x))))
+    return float(1.2533 * sigma / np.sqrt(len(x)))
+
+
 def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:
-    """Confirmed when the current runtime (B) is slower than the baseline's (A) in every round, by more
-    than half the suspected slowdown (against the within-run control when there was one: then each round
-    compares INT8/FP32 ratios, not INT8 alone) in the median."""
-    suspected = finding.current / finding.baseline - 1.0 if finding.baseline > 0 else 0.0
-    if finding.relative is not None:
-        suspected = min(suspected, finding.relative)
+    """Confirmed when the current runtime (B)'s median change against the baseline's (A) over the rounds is
+    above the suspicion threshold (relative), and B was slower in every round or that median is above 3
+    standard errors of itself: rounds against the other precision when the finding was judged against it
+    (INT8/FP32 ratios, not INT8 alone)."""
+    suspicion = finding.threshold / finding.baseline if finding.baseline > 0 else 0.0
     ratios = []
     for a, b in ab["rounds"]:
         change = _round_change(a, b, precision, finding.relative is not None)
         if change is None:
             return {"confirmed": False, "by": "A/B", "detail": "an A/B round has no latency"}
         ratios.append(change)
-    needed = suspected / 2.0
-    confirmed = bool(ratios) and min(ratios) > 0 and float(np.median(ratios)) > needed
+    if not ratios:
+        return {"confirmed": False, "by": "A/B", "detail": "no A/B round"}
+    median, spread = float(np.median(ratios)), 3.0 * median_se(ratios)
+    every, clear = min(ratios) > 0, median > spread
+    confirmed = median > suspicion and (every or clear)
     text = ", ".join(f"{100 * r:+.1f}%" for r in ratios)
-    verdict = "slower in every round, by" if confirmed else "not slower in every round by"
-    return {"confirmed": confirmed, "by": "A/B",
+    if confirmed:
+        why = ("slower in every round" if every
+               else f"clear of 3 standard errors of the rounds' median, {100 * spread:.1f}%")
+        verdict = f"above the suspicion threshold +{100 * suspicion:.1f}%, {why}"
+    elif median <= suspicion:
+        verdict = f"not above the suspicion threshold +{100 * suspicion:.1f}%"
+    else:
+        verdict = (f"not slower in every round, nor clear of 3 standard errors of the rounds' median "
+                   f"({100 * spread:.1f}%)")
+    return {"confirmed": bool(confirmed), "by": "A/B",
             "detail": (f"{precision.upper()} onnxruntime {ab['current']} vs {ab['baseline']} over "
-                       f"{len(ratios)} alternating rounds: {text} ({verdict} more than "
-                       f"+{100 * needed:.1f}% in the median, half the suspected slowdown)")}
+                       f"{len(ratios)} alternating rounds: {text}; median {100 * median:+.1f}%, {verdict}")}
+
+
+def release_suspects(doc: Mapping[str, Any], base: Mapping[str, Any], history: Mapping[str, Sequence[float]],
+                     policy: Policy) -> list[Finding]:
+    """A run on another onnxruntime than its baseline's that does not look regressed: what an A/B is asked
+    to decide anyway (each precision against the other, at the suspicion threshold). Empty when the runtime
+    did not change or the runs lack the within-run control."""
+    old, new = regression.docs.runtime_version(base), regression.docs.runtime_version(doc)
+    if new is None or old is None or new == old:
+        return []
+    found = []
+    for precision in regression.PRECISIONS:
+        b, c = regression.summarize_latency(base, precision), regression.summarize_latency(doc, precision)
+        shift = regression.controlled_shift(base, [doc], precision, history, suspect_policy(policy))
+        if b is None or c is None or shift is None or b.median <= 0:
+            continue
+        other = "FP32" if precision == "int8" else "INT8"
+        detail = (f"{precision.upper()} p50 latency {b.median:.4g} ms -> {c.median:.4g} ms, "
+                  f"{100 * shift.shift:+.1f}% against {other} in the same run, on a new runtime (onnxruntime "
+                  f"{old} -> {new})")
+        found.append(Finding("latency", f"latency.{precision}.p50_ms", b.median, c.median,
+                             b.median * shift.threshold, detail, shift.shift))
+    return found
 
 
 def _run_ab(confirmer: Confirmer, base_version: str | None) -> dict[str, Any] | None:
@@ -220,22 +264,25 @@ def _rerun_decisions(doc: Mapping[str, Any], base: Mapping[str, Any], history: M
 
 def confirm(doc: Mapping[str, Any], base: Mapping[str, Any], baseline_run: int,
             history: Mapping[str, Sequence[float]], suspects: Sequence[Finding], confirmer: Confirmer,
-            policy: Policy) -> dict[str, Any]:
-    """Measure again and decide each suspected latency finding; the ``latency.confirmation`` record."""
+            policy: Policy, release: bool = False) -> dict[str, Any]:
+    """Measure again and decide each suspected latency finding; the ``latency.confirmation`` record.
+    ``release``: the suspects are ``release_suspects`` (the run did not look regressed): an A/B only."""
     reruns: list[dict[str, Any]] = []
     ab = None
     try:
         ab = _run_ab(confirmer, regression.docs.runtime_version(base))
         if ab is not None and ab.get("rounds"):
             decisions = {f.metric: _ab_decision(ab, f, f.metric.split(".")[1]) for f in suspects}
+        elif release:
+            decisions = {}
         else:
             decisions = _rerun_decisions(doc, base, history, suspects, confirmer, policy, reruns)
     except Exception as exc:  # noqa: BLE001 - a board that fails now leaves the single run's verdict
         log.warning("could not measure again to confirm the latency regression: %s", exc)
         return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": reruns,
-                "ab": ab, "decisions": {}, "error": f"{type(exc).__name__}: {exc}"[:500]}
+                "ab": ab, "decisions": {}, "release": release, "error": f"{type(exc).__name__}: {exc}"[:500]}
     return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": reruns,
-            "ab": ab, "decisions": decisions}
+            "ab": ab, "decisions": decisions, "release": release}
 
 
 def confirmation_of(doc: Mapping[str, Any], baseline_run: int | None) -> Mapping[str, Any] | None:
@@ -263,6 +310,7 @@ def apply(findings: list[Finding], suspects: Sequence[Finding], record: Mapping[
         if decision.get("confirmed"):
             kept.append(replace(finding, detail=f"{finding.detail}; confirmed, {evidence}"))
         else:
+            checked = "checked" if record.get("release") else "suspected"
             notes.append({"metric": finding.metric, "confirmed": False, "by": decision["by"],
-                          "message": f"suspected {finding.detail}; not confirmed, {evidence}"})
+                          "message": f"{checked} {finding.detail}; not confirmed, {evidence}"})
     return kept, notes
