@@ -16,7 +16,7 @@ A case counts as flagged when the check reports a latency regression:
   time (up to ``--budget`` 10) until the exact rank test against the clean runs flags or clears
   (xqhil/history/sequential.py); ``re-runs/trial`` is what that cost;
 * ``A/B`` (``--ab``): with the baseline's runtime at hand (the board's unmodified interpreter), every run
-  here is on a new runtime, so each is decided by 5 alternating rounds against it, suspected or not.
+  here is on a new runtime, so each is decided by 7 alternating rounds against it, suspected or not.
 
     python bench/regression_real.py --boards host --models demo,oww_alexa_op7 --trials 20
     python bench/regression_real.py --boards qemu --models demo --trials 10 --cases "clean,INT8 +20%"
@@ -144,8 +144,9 @@ def judge(board: Board, history: list, doc: dict, fault: str, ab: bool) -> tuple
     out = {"old rule": flagged(history, doc, Policy(latency_control=False))[0],
            "control": flagged(history, doc, policy)[0], "confirmed": confirmed}
     if ab:
-        out["A/B"] = flagged(history, doc, policy,
-                             Confirmer(again, reruns=0, baseline_python=board.command("none", False)))[0]
+        out["A/B"], decided = flagged(history, doc, policy,
+                                      Confirmer(again, reruns=0, baseline_python=board.command("none", False)))
+        how["ab_evidence"] = decided["evidence"]
     return out, how
 
 

@@ -149,7 +149,7 @@ def add_quantize_and_verify(sub) -> None:
     parser.add_argument("--baseline-python", metavar="CMD",
                         help="interpreter command of this board whose onnxruntime is the baseline's: a suspected "
                              "latency regression, and any run on a new onnxruntime, is then decided by an "
-                             "interleaved A/B against it (5 rounds of both runtimes)")
+                             "interleaved A/B against it (7 rounds of both runtimes)")
     parser.add_argument("--localize", choices=("auto", "never"), default="auto",
                         help="after a chip-runtime failure, localise the first divergent op and write a repro "
                              "bundle under OUT/repro (default auto)")

@@ -56,9 +56,8 @@ def check_record(store: RunStore, run: RunRecord, policy: regression.Policy = DE
     findings = regression.find_regressions(run.doc, baseline.doc, history, policy)
     record = confirm.confirmation_of(run.doc, baseline.id)
     if record is not None:
-        suspects = (confirm.release_suspects(run.doc, baseline.doc, history, policy) if record.get("release")
-                    else _suspects(run, baseline, history, policy))
-        findings, summary["unconfirmed"] = confirm.apply(findings, suspects, record)
+        suspects, checked = _all_suspects(run, baseline, history, policy, bool(record.get("release")))
+        findings, summary["unconfirmed"] = confirm.apply(findings, suspects, record, checked)
     if not any(f.kind == "latency" for f in findings) and not summary.get("unconfirmed"):
         evidence = latency_evidence(run, baseline, history, policy)
         if evidence:
@@ -99,6 +98,21 @@ def _suspects(run: RunRecord, baseline: RunRecord, history: Mapping[str, Sequenc
     return [f for f in found if f.kind == "latency"]
 
 
+Findings = list[regression.Finding]
+
+
+def _all_suspects(run: RunRecord, baseline: RunRecord, history: Mapping[str, Sequence[float]],
+                  policy: regression.Policy, release: bool) -> tuple[Findings, Findings]:
+    """The suspects, and with ``release`` (the baseline's interpreter at hand) the precisions of a run on a
+    new runtime that the screen did not suspect, for the A/B alone."""
+    suspects = _suspects(run, baseline, history, policy)
+    if not release:
+        return suspects, []
+    have = {f.metric for f in suspects}
+    fresh = confirm.release_suspects(run.doc, baseline.doc, history, policy)
+    return suspects, [f for f in fresh if f.metric not in have]
+
+
 def confirm_pending(doc: dict[str, Any], db_path: PathLike | None, policy: regression.Policy,
                     confirmer: Confirmer) -> None:
     """Before recording ``doc``: when its latency looks regressed at the suspicion level, measure again
@@ -109,14 +123,12 @@ def confirm_pending(doc: dict[str, Any], db_path: PathLike | None, policy: regre
         if baseline is None:
             return
         history = regression.noise_history([r.doc for r in noise_runs(store, run, baseline)])
-    suspects, release = _suspects(run, baseline, history, policy), False
-    if not suspects and confirmer.baseline_python:
-        suspects, release = confirm.release_suspects(doc, baseline.doc, history, policy), True
-    if not suspects:
+    suspects, checked = _all_suspects(run, baseline, history, policy, bool(confirmer.baseline_python))
+    if not suspects and not checked:
         return
-    log.info("%s (%s): measuring again to confirm", "new runtime: an A/B against the baseline's" if release
-             else "suspected latency regression", ", ".join(f.metric for f in suspects))
-    record = confirm.confirm(doc, baseline.doc, baseline.id, history, suspects, confirmer, policy, release)
+    log.info("%s: measuring again to confirm", ", ".join([f"suspected {f.metric}" for f in suspects]
+                                                          + [f"new runtime, {f.metric}" for f in checked]))
+    record = confirm.confirm(doc, baseline.doc, baseline.id, history, suspects, confirmer, policy, checked)
     if isinstance(doc.get("latency"), dict):
         doc["latency"]["confirmation"] = record
 

@@ -50,7 +50,7 @@ class Confirmer:
     measure: Measure
     reruns: int = 10
     baseline_python: str | None = None
-    ab_rounds: int = 5
+    ab_rounds: int = 7
 
 
 def suspect_policy(policy: Policy) -> Policy:
@@ -264,19 +264,20 @@ def _rerun_decisions(doc: Mapping[str, Any], base: Mapping[str, Any], history: M
 
 def confirm(doc: Mapping[str, Any], base: Mapping[str, Any], baseline_run: int,
             history: Mapping[str, Sequence[float]], suspects: Sequence[Finding], confirmer: Confirmer,
-            policy: Policy, release: bool = False) -> dict[str, Any]:
+            policy: Policy, checked: Sequence[Finding] = ()) -> dict[str, Any]:
     """Measure again and decide each suspected latency finding; the ``latency.confirmation`` record.
-    ``release``: the suspects are ``release_suspects`` (the run did not look regressed): an A/B only."""
+    ``checked``: ``release_suspects`` the screen did not suspect, decided by the A/B only (no re-runs)."""
     reruns: list[dict[str, Any]] = []
     ab = None
+    release = bool(checked)
     try:
         ab = _run_ab(confirmer, regression.docs.runtime_version(base))
         if ab is not None and ab.get("rounds"):
-            decisions = {f.metric: _ab_decision(ab, f, f.metric.split(".")[1]) for f in suspects}
-        elif release:
-            decisions = {}
-        else:
+            decisions = {f.metric: _ab_decision(ab, f, f.metric.split(".")[1]) for f in [*suspects, *checked]}
+        elif suspects:
             decisions = _rerun_decisions(doc, base, history, suspects, confirmer, policy, reruns)
+        else:
+            decisions = {}
     except Exception as exc:  # noqa: BLE001 - a board that fails now leaves the single run's verdict
         log.warning("could not measure again to confirm the latency regression: %s", exc)
         return {"baseline_run": baseline_run, "suspected": [f.metric for f in suspects], "reruns": reruns,
@@ -293,15 +294,16 @@ def confirmation_of(doc: Mapping[str, Any], baseline_run: int | None) -> Mapping
     return None
 
 
-def apply(findings: list[Finding], suspects: Sequence[Finding], record: Mapping[str, Any] | None
-          ) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """The findings as the confirmation decided: latency findings replaced by the confirmed suspects
-    (with the evidence in their detail); the rejected ones returned as notes."""
+def apply(findings: list[Finding], suspects: Sequence[Finding], record: Mapping[str, Any] | None,
+          checked: Sequence[Finding] = ()) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """The findings as the confirmation decided: latency findings replaced by the confirmed suspects and
+    ``checked`` release suspects (with the evidence in their detail); the rejected ones returned as notes."""
     if record is None:
         return findings, []
     kept = [f for f in findings if f.kind != "latency"]
     notes = []
-    for finding in suspects:
+    unsuspected = {f.metric for f in checked}
+    for finding in [*suspects, *checked]:
         decision = (record.get("decisions") or {}).get(finding.metric)
         if decision is None:
             kept += [f for f in findings if f.metric == finding.metric]
@@ -310,7 +312,7 @@ def apply(findings: list[Finding], suspects: Sequence[Finding], record: Mapping[
         if decision.get("confirmed"):
             kept.append(replace(finding, detail=f"{finding.detail}; confirmed, {evidence}"))
         else:
-            checked = "checked" if record.get("release") else "suspected"
+            how = "checked" if finding.metric in unsuspected else "suspected"
             notes.append({"metric": finding.metric, "confirmed": False, "by": decision["by"],
-                          "message": f"{checked} {finding.detail}; not confirmed, {evidence}"})
+                          "message": f"{how} {finding.detail}; not confirmed, {evidence}"})
     return kept, notes
