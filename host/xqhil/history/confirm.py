@@ -8,8 +8,9 @@ low robust z-score (``SUSPECT_K`` = 1 against the median and MAD of the earlier 
   whose onnxruntime reports the baseline's version): ``ab_rounds`` rounds, each timing the baseline runtime
   (A) and the current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike.
   Confirmed when B's median change over the rounds is above what made the run suspect (the suspicion
-  threshold), and B was slower in every round or the median is above 3 standard errors of itself (from
-  the rounds' own scatter: one round in which the board changed state does not decide). With a baseline
+  threshold) and above ``AB_FLOOR`` (5%): the median, because a round in which the board changed speed
+  state between A and B reads up to +-23% (two or three of seven rounds on a sub-ms model), and the
+  median of the rounds of the same runtime stayed within +-3.2% over 7 rounds. With a baseline
   interpreter, a run on another onnxruntime than its baseline's is A/B'd even when it does not look
   regressed (``release_suspects``): a board in a faster state can hide a slowdown from the history, not
   from the baseline runtime timed beside it.
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 Measure = Callable[[Any], Mapping[str, Any]]  # python command or None -> {"device", "latency"}
 SUSPECT_K = sequential.SUSPECT_K  # robust z-score of the within-run control that makes a run suspect
 CONFIRM_K = 2.33  # the pooled rule's z-score (short histories, small budgets; one-sided 1%, t-corrected)
+# the least median change of an A/B that confirms: 40 clean sets of 7 rounds on the host board (the
+# noisiest we have, sub-ms demo) had medians within -3.1% and +3.2% (slowed 20%: +14% or more), while
+# single rounds reached +-23%
+AB_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -110,18 +115,10 @@ def _round_change(a: Mapping[str, Any], b: Mapping[str, Any], precision: str, re
     return pb / pa - 1.0
 
 
-def median_se(values: Sequence[float]) -> float:
-    """Standard error of the median of ``values`` from their MAD (robust sigma x 1.2533 / sqrt(n))."""
-    x = np.asarray(values, dtype=float)
-    sigma = 1.4826 * float(np.median(np.abs(x - np.median(x))))
-    return float(1.2533 * sigma / np.sqrt(len(x)))
-
-
 def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dict[str, Any]:
     """Confirmed when the current runtime (B)'s median change against the baseline's (A) over the rounds is
-    above the suspicion threshold (relative), and B was slower in every round or that median is above 3
-    standard errors of itself: rounds against the other precision when the finding was judged against it
-    (INT8/FP32 ratios, not INT8 alone)."""
+    above the suspicion threshold (relative) and above ``AB_FLOOR``: rounds against the other precision
+    when the finding was judged against it (INT8/FP32 ratios, not INT8 alone)."""
     suspicion = finding.threshold / finding.baseline if finding.baseline > 0 else 0.0
     ratios = []
     for a, b in ab["rounds"]:
@@ -131,22 +128,14 @@ def _ab_decision(ab: Mapping[str, Any], finding: Finding, precision: str) -> dic
         ratios.append(change)
     if not ratios:
         return {"confirmed": False, "by": "A/B", "detail": "no A/B round"}
-    median, spread = float(np.median(ratios)), 3.0 * median_se(ratios)
-    every, clear = min(ratios) > 0, median > spread
-    confirmed = median > suspicion and (every or clear)
+    median, needed = float(np.median(ratios)), max(suspicion, AB_FLOOR)
+    confirmed = median > needed
     text = ", ".join(f"{100 * r:+.1f}%" for r in ratios)
-    if confirmed:
-        why = ("slower in every round" if every
-               else f"clear of 3 standard errors of the rounds' median, {100 * spread:.1f}%")
-        verdict = f"above the suspicion threshold +{100 * suspicion:.1f}%, {why}"
-    elif median <= suspicion:
-        verdict = f"not above the suspicion threshold +{100 * suspicion:.1f}%"
-    else:
-        verdict = (f"not slower in every round, nor clear of 3 standard errors of the rounds' median "
-                   f"({100 * spread:.1f}%)")
     return {"confirmed": bool(confirmed), "by": "A/B",
             "detail": (f"{precision.upper()} onnxruntime {ab['current']} vs {ab['baseline']} over "
-                       f"{len(ratios)} alternating rounds: {text}; median {100 * median:+.1f}%, {verdict}")}
+                       f"{len(ratios)} alternating rounds: {text}; median {100 * median:+.1f}%, "
+                       f"{'above' if confirmed else 'not above'} +{100 * needed:.1f}% (the suspicion threshold "
+                       f"+{100 * suspicion:.1f}%, at least {100 * AB_FLOOR:.0f}%)")}
 
 
 def release_suspects(doc: Mapping[str, Any], base: Mapping[str, Any], history: Mapping[str, Sequence[float]],
