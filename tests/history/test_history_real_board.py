@@ -77,6 +77,14 @@ class HostBoard:
         """What a confirmation measures: the board as it is now (``fault``), or another interpreter."""
         return lambda python: self.probe().measure(python or self.command(fault, release))
 
+    def ab_checked(self, db: Path, fault: str, again: str, reruns: int) -> tuple[dict, dict]:
+        """History, then a run on a new release timed with ``fault``, checked with the baseline's interpreter at
+        hand while the board measures again with ``again``; the run's document and the check's summary."""
+        release = self.history(db)
+        doc = self.run(fault, release)
+        confirmer = Confirmer(self.again(again, release), reruns=reruns, baseline_python=self.command())
+        return doc, record_and_check(doc, db, confirmer=confirmer)
+
 
 def latency_findings(summary: dict) -> list:
     return [item for item in summary["regressions"] if item["kind"] == "latency"]
@@ -131,11 +139,7 @@ def test_ab_against_the_baseline_runtime_decides(board, tmp_path):
 def test_a_transient_int8_slowdown_is_not_confirmed_by_the_ab(board, tmp_path):
     """The checked run was slowed, but the board measured again is not (a transient disturbance): the A/B
     against the baseline runtime finds no difference, so nothing is flagged and the summary says why."""
-    db = tmp_path / "h.sqlite3"
-    release = board.history(db)
-    doc = board.run("slow-int8:50", release)
-    confirmer = Confirmer(board.again("none", release), reruns=0, baseline_python=board.command())
-    summary = record_and_check(doc, db, confirmer=confirmer)
+    _doc, summary = board.ab_checked(tmp_path / "h.sqlite3", "slow-int8:50", "none", reruns=0)
     assert latency_findings(summary) == []
     notes = {n["metric"]: n for n in summary["unconfirmed"]}
     note = notes["latency.int8.p50_ms"]
@@ -149,23 +153,16 @@ def test_a_new_runtime_is_ab_tested_even_when_its_run_hid_the_slowdown(board, tm
     """The run on the new runtime looks clean (as one timed while the board sat in a faster state does):
     the screen does not suspect it, but with the baseline's interpreter at hand the release is A/B'd
     against it, and the A/B, timing both runtimes at the same moment, finds INT8 50% slower."""
-    db = tmp_path / "h.sqlite3"
-    release = board.history(db)
-    doc = board.run("none", release)
-    confirmer = Confirmer(board.again("slow-int8:50", release), reruns=10, baseline_python=board.command())
-    [finding] = latency_findings(record_and_check(doc, db, confirmer=confirmer))
-    assert finding["metric"] == "latency.int8.p50_ms" and finding["runtime_version"] == release
+    doc, summary = board.ab_checked(tmp_path / "h.sqlite3", "none", "slow-int8:50", reruns=10)
+    [finding] = latency_findings(summary)
+    assert finding["metric"] == "latency.int8.p50_ms" and finding["runtime_version"].endswith("+next")
     assert "on a new runtime" in finding["message"] and "confirmed, decided by A/B" in finding["message"]
     record = doc["latency"]["confirmation"]
     assert record["release"] and record["reruns"] == [] and len(record["ab"]["rounds"]) == 7
 
 
 def test_a_new_runtime_that_is_not_slower_passes_its_ab_and_says_so(board, tmp_path):
-    db = tmp_path / "h.sqlite3"
-    release = board.history(db)
-    doc = board.run("none", release)
-    confirmer = Confirmer(board.again("none", release), reruns=10, baseline_python=board.command())
-    summary = record_and_check(doc, db, confirmer=confirmer)
+    doc, summary = board.ab_checked(tmp_path / "h.sqlite3", "none", "none", reruns=10)
     assert latency_findings(summary) == []
     notes = summary["unconfirmed"]
     assert {n["metric"] for n in notes} == {"latency.int8.p50_ms", "latency.fp32.p50_ms"}
