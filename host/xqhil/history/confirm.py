@@ -10,7 +10,7 @@ low robust z-score (``SUSPECT_K`` = 1 against the median and MAD of the earlier 
   Confirmed when B's median change over the rounds is above what made the run suspect (the suspicion
   threshold) and above ``AB_FLOOR`` (5%): the median, because a round in which the board changed speed
   state between A and B reads up to +-23% (two or three of seven rounds on a sub-ms model), and the
-  median of the rounds of the same runtime stayed within +-3.2% over 7 rounds. With a baseline
+  median of the rounds of the same runtime stayed within +-4% over 7 rounds. With a baseline
   interpreter, a run on another onnxruntime than its baseline's is A/B'd even when it does not look
   regressed (``release_suspects``): a board in a faster state can hide a slowdown from the history, not
   from the baseline runtime timed beside it.
@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 Measure = Callable[[Any], Mapping[str, Any]]  # python command or None -> {"device", "latency"}
 SUSPECT_K = sequential.SUSPECT_K  # robust z-score of the within-run control that makes a run suspect
 CONFIRM_K = 2.33  # the pooled rule's z-score (short histories, small budgets; one-sided 1%, t-corrected)
-# the least median change of an A/B that confirms: 40 clean sets of 7 rounds on the host board (the
-# noisiest we have, sub-ms demo) had medians within -3.1% and +3.2% (slowed 20%: +14% or more), while
+# the least median change of an A/B that confirms: 80 clean sets of 7 rounds on the host board (the
+# noisiest we have, sub-ms demo) had medians within -3.9% and +4.0% (slowed 20%: +14% or more), while
 # single rounds reached +-23%
 AB_FLOOR = 0.05
 
