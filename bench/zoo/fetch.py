@@ -38,6 +38,11 @@ def cache_dir() -> str:
     return os.path.abspath(os.environ.get("XQHIL_ZOO_CACHE") or os.path.expanduser("~/.cache/xqhil-zoo"))
 
 
+def cache_for_tests() -> str:
+    """Where the tests find the zoo: $XQHIL_ZOO_CACHE, else the checkout's ci/.cache/zoo (``make zoo-ci``)."""
+    return os.path.abspath(os.environ.get("XQHIL_ZOO_CACHE") or os.path.join(HERE, "..", "..", "ci", ".cache", "zoo"))
+
+
 def load_manifest(path: str = MANIFEST) -> Dict[str, dict]:
     with open(path, "rb") as f:
         models = tomllib.load(f)["model"]

