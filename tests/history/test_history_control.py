@@ -1,5 +1,8 @@
 """The within-run control of the latency check (INT8 against FP32 of the same run) and the confirmation
 record, on synthetic verify documents (the real-board behaviour: test_history_real_board.py)."""
+import json
+from pathlib import Path
+
 import pytest
 
 from history_testlib import make_doc
@@ -103,16 +106,10 @@ def test_an_ab_round_timed_under_load_compares_int8_against_fp32_of_the_same_run
     assert judged["confirmed"] and "median +50.0%, above" in judged["detail"]  # and is outvoted by the median
 
 
-# INT8/FP32 ratio of B against A in 5 alternating rounds, measured on the host board (demo model, 1 s a
-# side) with the baseline's interpreter as A and, as B, the same one reporting a new version, clean or with
-# INT8 slowed 20% (faults fixture). The board changes state for minutes at a time; a round in which it
-# changed between A and B reads -17% to +23% on a clean B, about 0 on a slowed one.
-AB_CLEAN = [[3.8, 0.5, 0.3, -8.6, -1.2], [-1.5, 2.5, 0.6, -2.2, 9.1], [3.6, 0.7, 12.2, -3.3, 6.4],
-            [4.4, 22.7, -1.6, 0.8, -1.3], [1.0, 19.4, 0.4, 8.7, -1.8], [11.7, -16.8, -0.8, 0.8, 6.9],
-            [2.5, 0.4, -1.5, -1.7, -0.2], [-0.5, -1.8, -1.8, 1.8, 16.5]]
-AB_SLOWED = [[20.9, 24.1, 20.1, 30.7, 22.5], [17.9, 26.7, 3.8, 23.8, 18.4], [19.7, 23.6, 23.1, 19.5, 24.3],
-             [28.5, 24.4, 22.2, -1.4, 22.7], [22.4, 43.9, 19.5, 22.4, 25.9], [22.4, 22.3, 23.7, 22.8, 24.5],
-             [23.0, 22.3, 24.8, 25.4, 27.7], [21.9, 5.4, 21.9, 18.7, 22.7]]
+# real A/B rounds of the host board, clean and with INT8 slowed 20% (what they are: the file's "about")
+ROUNDS = json.loads((Path(__file__).parent / "ab_rounds.json").read_text())
+AB_CLEAN, AB_SLOWED = ROUNDS["clean_5"], ROUNDS["slowed_5"]  # 5 rounds a set
+AB7_CLEAN, AB7_SLOWED = ROUNDS["clean_7"], ROUNDS["slowed_7"]  # 7 rounds, sorted; two slowed sets met 3 changes
 
 
 def _ab_of(changes, threshold: float) -> dict:
@@ -121,14 +118,6 @@ def _ab_of(changes, threshold: float) -> dict:
     rounds = [(_side(0.1, 0.2, "1.20"), _side(0.1, 0.2 * (1 + c / 100), "1.21")) for c in changes]
     finding = R.Finding("latency", "latency.int8.p50_ms", 0.2, 0.2, 0.2 * threshold, "INT8", relative=0.0)
     return confirm._ab_decision({"rounds": rounds, "current": "1.21", "baseline": "1.20"}, finding, "int8")
-
-
-# 7 rounds each, the same board and setup, two slowed sets in which 3 of 7 rounds met a state change
-AB7_CLEAN = [[-3.8, -1.6, -1.5, -0.2, 2.1, 9.1, 14.9], [-8.8, -6.7, -6.7, -2.8, -0.5, 0.9, 9.0],
-             [-8.3, -0.9, 0.5, 2.9, 7.1, 7.2, 9.6], [-15.3, -14.7, -14.6, -1.8, 1.1, 8.0, 24.1],
-             [-19.4, -7.4, -1.1, 1.8, 17.1, 17.3, 18.1], [-5.5, -1.8, -1.0, 1.9, 4.3, 4.5, 15.9]]
-AB7_SLOWED = [[5.6, 27.6, 16.5, 21.0, -0.1, -0.7, 51.6], [15.7, 18.5, 23.4, 43.0, -1.1, 2.3, 1.7],
-              [1.6, 4.4, 12.4, 14.0, 20.6, 24.4, 36.9], [1.8, 1.8, 19.9, 19.9, 21.3, 23.2, 45.9]]
 
 
 @pytest.mark.parametrize("threshold", [0.02, 0.05])  # the floor, and a typical host board's suspicion level
@@ -145,4 +134,49 @@ def test_an_ab_asks_for_the_suspicion_threshold_when_it_is_above_the_floor():
     """A board whose history scatters 25% cannot confirm a 20% slowdown by A/B either: the A/B is never
     less strict than the screen that sent it."""
     decision = _ab_of(AB_SLOWED[0], 0.25)
-    assert not decision["confirmed"] and "not above +25.0%" in decision["detail"]
+    assert not decision["confirmed"] and "; 1 of 5 above +25.0% (the suspicion threshold" in decision["detail"]
+
+
+# a clean A/B (FP32 against INT8) that failed a CI run: five of seven rounds met a state change, three of
+# them in B's disfavour, and the median of the seven (+8.8%) was above the 5% floor
+AB_CI_SPLIT = ROUNDS["ci_split"]["rounds"]
+
+
+def _replayed(changes):
+    """A Confirmer whose board replays A/B rounds: A at 0.1/0.2 ms, B's INT8 moved by the next change (%);
+    the interpreter is told by the command (None: the current runtime)."""
+    queue = iter(changes)
+    pending: list = []
+
+    def measure(python):
+        if python is None:
+            pending.append(next(queue))
+        change = 0.0 if python else pending[-1]
+        return {"device": {"onnxruntime": "1.20" if python else "1.21"},
+                "latency": {"fp32": {"p50_ms": 0.1, "cpu_p50_ms": 0.1},
+                            "int8": {"p50_ms": 0.2 * (1 + change / 100), "cpu_p50_ms": 0.2 * (1 + change / 100)}}}
+    return confirm.Confirmer(measure, reruns=0, baseline_python="old/bin/python")
+
+
+def test_an_ab_whose_rounds_split_takes_more_blocks_and_the_agreeing_rounds_decide():
+    """The CI rounds above split (4 of 7 above the floor): the A/B does not decide on their median but takes
+    another block of 7, and another while the rounds still split (4 of 14 above), and clears the runtime
+    once 17 of 21 rounds read clean."""
+    finding = R.Finding("latency", "latency.int8.p50_ms", 0.2, 0.2, 0.004, "INT8", relative=0.0)
+    assert _ab_of(AB_CI_SPLIT, 0.02)["confirmed"]  # alone, the seven rounds' median is above the floor
+    quiet = [0.4, -0.8, 1.1, -0.3, 0.2, -1.0, 0.6] * 2
+    ab = confirm._run_ab(_replayed(AB_CI_SPLIT + quiet), "1.20", [finding])
+    assert len(ab["rounds"]) == 21
+    decision = confirm._ab_decision(ab, finding, "int8")
+    assert not decision["confirmed"] and "4 of 21 above +5.0%" in decision["detail"], decision["detail"]
+    assert "(the rounds agree)" in decision["detail"]
+
+
+def test_an_ab_whose_first_block_agrees_stops_there_and_one_that_never_agrees_ends_on_its_median():
+    finding = R.Finding("latency", "latency.int8.p50_ms", 0.2, 0.2, 0.004, "INT8", relative=0.0)
+    slowed = confirm._run_ab(_replayed(AB_SLOWED[0] + AB_SLOWED[2] + AB_SLOWED[3]), "1.20", [finding])
+    assert len(slowed["rounds"]) == 7 and confirm._ab_decision(slowed, finding, "int8")["confirmed"]
+    split = confirm._run_ab(_replayed(AB_CI_SPLIT * 3), "1.20", [finding])
+    decision = confirm._ab_decision(split, finding, "int8")
+    assert len(split["rounds"]) == 21 and "12 of 21 above" in decision["detail"]
+    assert decision["confirmed"] and "median +8.8%, above (the rounds split)" in decision["detail"]

@@ -156,9 +156,12 @@ def test_a_new_runtime_is_ab_tested_even_when_its_run_hid_the_slowdown(board, tm
     doc, summary = board.ab_checked(tmp_path / "h.sqlite3", "none", "slow-int8:50", reruns=10)
     [finding] = latency_findings(summary)
     assert finding["metric"] == "latency.int8.p50_ms" and finding["runtime_version"].endswith("+next")
-    assert "on a new runtime" in finding["message"] and "confirmed, decided by A/B" in finding["message"]
+    assert "confirmed, decided by A/B" in finding["message"] and "7 alternating rounds" in finding["message"]
     record = doc["latency"]["confirmation"]
-    assert record["release"] and record["reruns"] == [] and len(record["ab"]["rounds"]) == 7
+    if "latency.int8.p50_ms" not in record["suspected"]:  # the clean run may still be suspected by chance
+        assert "on a new runtime" in finding["message"]
+    assert record["release"] and len(record["ab"]["rounds"]) == 7  # +50% in every round: the first block decides
+    assert record["reruns"] == []
 
 
 def test_a_new_runtime_that_is_not_slower_passes_its_ab_and_says_so(board, tmp_path):
