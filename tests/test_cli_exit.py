@@ -28,3 +28,21 @@ def test_a_command_line_freezes_its_objects_before_exit_and_a_call_from_code_doe
     finally:
         gc.unfreeze()
     assert code == 2  # a missing config: bad input, one line
+
+
+def test_log_lines_follow_the_stderr_of_the_moment_after_main_returns(tmp_path, monkeypatch, capsys):
+    """``xqhil`` called from code sets up logging on the stderr of that moment; a caller that swaps stderr and
+    closes the old one (pytest's capture between tests) must not get "I/O operation on closed file" from
+    every later log line (the history's confirmation logged one into a CI failure's output)."""
+    import io
+    import logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    assert xqhil.cli.main(["quantize-and-verify", str(tmp_path / "missing.json"), "--board", "host"]) == 2
+    assert "missing.json" in first.getvalue()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("xqhil.history.check").info("measuring again to confirm")
+    assert "xqhil: measuring again to confirm" in second.getvalue()

@@ -13,10 +13,10 @@ import contextlib
 import json
 import logging
 import os
-import sys
 from typing import List, Optional
 
-from xquant.cli_support import OneLineParser, exiting, int_at_least, positive_seconds, run_guarded
+from xquant.cli_support import (OneLineParser, StderrHandler, exiting, int_at_least, positive_seconds,
+                                run_guarded)
 
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_OK, BadInput, XqhilError
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("xqhil: %(message)s" if not verbose else
                                            "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

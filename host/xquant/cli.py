@@ -12,7 +12,7 @@ import logging
 import sys
 from typing import List, Optional
 
-from .cli_support import OneLineParser, exiting, int_at_least, run_guarded
+from .cli_support import OneLineParser, StderrHandler, exiting, int_at_least, run_guarded
 from .errors import XQuantError
 
 log = logging.getLogger("xquant")
@@ -98,7 +98,9 @@ def print_mode_summary(result) -> None:
 
 def setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("xquant").setLevel(level)
 
 

@@ -6,6 +6,9 @@
   SIGTERM / SIGHUP unwind the same way (``stop_signals``) and exit 128 + the signal (143 / 129);
   anything else is a bug: one line and exit 3, with the traceback above it under ``--debug``.
 * ``exiting``: a command line about to exit skips the interpreter's last garbage collections.
+* ``StderrHandler``: log lines go to the ``sys.stderr`` of the moment, not the one at set-up (a caller that
+  swaps it, as pytest's capture does, and closes the old one would otherwise get "I/O operation on closed
+  file" from every later log line).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import argparse
 import math
 import contextlib
 import gc
+import logging
 import re
 import signal
 import sys
@@ -131,3 +135,18 @@ def _internal(prog: str, exc: BaseException, debug: bool) -> int:
     print(f"{prog}: internal error: {type(exc).__name__}: {text} (rerun with --debug and report it)",
           file=sys.stderr)
     return EXIT_INTERNAL
+
+
+class StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stderr`` is when a record is written."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
