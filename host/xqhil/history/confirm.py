@@ -47,8 +47,8 @@ CONFIRM_K = 2.33  # the pooled rule's z-score (short histories, small budgets; o
 # single rounds reached +-23%
 AB_FLOOR = 0.05
 # the share of rounds on one side of the level that decides a block; with the rounds split, another block
-# (a model of clean rounds changing state at random with probability 1/2, bench/ab_rule.py: false alarms
-# 7.3% for the median of 7, 0.8% with blocks up to 21; a 20% slowdown found 94.3% and 99.6%)
+# (bench/ab_rule.py, a board whose rounds change state with probability 1/2, the worst we saw: false alarms
+# 9.5% for the median of 7, 1.4% with blocks up to 21; a 20% slowdown found 95.6% and 99.7%)
 AB_AGREE = 0.8
 
 
