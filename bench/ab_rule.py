@@ -5,7 +5,7 @@ within a 3% sigma; q up to 1/2, as when each side's state is a coin flip).
 
 Rules: ``median of 7`` (one block, confirmed when the median is above the level: the rule before) and
 ``blocks`` (what ships: a block decides when at least ``AB_AGREE`` of the rounds are on one side of the level,
-otherwise another block of 7, up to 21 rounds, then the median).
+otherwise another block of 7, up to 28 rounds, then the median).
 
     python bench/ab_rule.py [--trials 20000]
 """

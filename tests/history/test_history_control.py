@@ -176,7 +176,7 @@ def test_an_ab_whose_first_block_agrees_stops_there_and_one_that_never_agrees_en
     finding = R.Finding("latency", "latency.int8.p50_ms", 0.2, 0.2, 0.004, "INT8", relative=0.0)
     slowed = confirm._run_ab(_replayed(AB_SLOWED[0] + AB_SLOWED[2] + AB_SLOWED[3]), "1.20", [finding])
     assert len(slowed["rounds"]) == 7 and confirm._ab_decision(slowed, finding, "int8")["confirmed"]
-    split = confirm._run_ab(_replayed(AB_CI_SPLIT * 3), "1.20", [finding])
+    split = confirm._run_ab(_replayed(AB_CI_SPLIT * 4), "1.20", [finding])
     decision = confirm._ab_decision(split, finding, "int8")
-    assert len(split["rounds"]) == 21 and "12 of 21 above" in decision["detail"]
+    assert len(split["rounds"]) == 28 and "16 of 28 above" in decision["detail"]
     assert decision["confirmed"] and "median +8.8%, above (the rounds split)" in decision["detail"]

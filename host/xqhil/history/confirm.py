@@ -9,7 +9,7 @@ low robust z-score (``SUSPECT_K`` = 1 against the median and MAD of the earlier 
   current one (B) back to back, in alternating order (AB, BA, ...), so drift hits both alike, in blocks of
   ``ab_rounds`` (7). Confirmed when B's change is above what made the run suspect (the suspicion threshold)
   and above ``AB_FLOOR`` (5%) in at least ``AB_AGREE`` (80%) of the rounds, cleared when in at most 20%;
-  rounds that split take another block, up to ``ab_max_rounds`` (21), then their median decides. A round
+  rounds that split take another block, up to ``ab_max_rounds`` (28), then their median decides. A round
   in which the board changed speed state between A and B reads up to +-23% on a sub-ms model, and in some
   hours most rounds do: a clean A/B in CI once read -16.8, +22.9, +23.3, +21.9, -17.3, +0.1, +8.8% (median
   +8.8%). With a baseline interpreter, a run on another onnxruntime than its baseline's is A/B'd even when
@@ -48,7 +48,7 @@ CONFIRM_K = 2.33  # the pooled rule's z-score (short histories, small budgets; o
 AB_FLOOR = 0.05
 # the share of rounds on one side of the level that decides a block; with the rounds split, another block
 # (bench/ab_rule.py, a board whose rounds change state with probability 1/2, the worst we saw: false alarms
-# 9.5% for the median of 7, 1.4% with blocks up to 21; a 20% slowdown found 95.6% and 99.7%)
+# 9.5% for the median of 7, 0.7% with blocks up to 28; a 20% slowdown found 95.7% and 99.9%)
 AB_AGREE = 0.8
 
 
@@ -61,7 +61,7 @@ class Confirmer:
     reruns: int = 10
     baseline_python: str | None = None
     ab_rounds: int = 7  # rounds in a block
-    ab_max_rounds: int = 21  # blocks are added while a finding's rounds split, up to this many rounds
+    ab_max_rounds: int = 28  # blocks are added while a finding's rounds split, up to this many rounds
 
 
 def suspect_policy(policy: Policy) -> Policy:
