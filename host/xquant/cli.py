@@ -81,6 +81,8 @@ def print_mode_summary(result) -> None:
               f"checked on {info['overflow_checked_on']} sample(s)"
               + (f"; kept FP32 for overflow: {', '.join(info['overflow'])}" if info["overflow"] else "")
               + (f"; kept FP32 for tiny values: {', '.join(info['imprecise'])}" if info.get("imprecise") else "")
+              + (f"; kept FP32, their float16 weights alone cost the output 60 dB: {', '.join(info['sensitive'])}"
+                 if info.get("sensitive") else "")
               + (f"; erf GELUs fused into com.microsoft Gelu: {info['gelu_fused']}" if info.get("gelu_fused") else "")
               + (f"; float16 biases corrected against FP32: {info['bias_corrected']} layer(s)"
                  if info.get("bias_corrected") else ""))

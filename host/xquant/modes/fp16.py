@@ -54,6 +54,7 @@ class Fp16Info:
     casts: int = 0
     overflow: Dict[str, float] = field(default_factory=dict)  # node name -> largest magnitude seen
     imprecise: Dict[str, float] = field(default_factory=dict)  # node name -> lowest rounding SNR (dB) seen
+    sensitive: Dict[str, float] = field(default_factory=dict)  # node name -> output SNR, its weights rounded alone
     bias_corrected: List[str] = field(default_factory=list)  # layers whose bias takes their measured mean error
 
 
@@ -119,7 +120,7 @@ def _why_float32(node: onnx.NodeProto, opset: int, types: Dict[str, int], ignore
 
 def choose_nodes(model: onnx.ModelProto, ignore_types: Iterable[str], ignore_names: Iterable[str],
                  overflow: Dict[str, float], info: Fp16Info,
-                imprecise: Optional[Dict[str, float]] = None) -> Set[str]:
+                imprecise: Optional[Dict[str, float]] = None, sensitive: Optional[Dict[str, float]] = None) -> Set[str]:
     """Names of the nodes to run in float16; ``info.kept`` says why each other node with float32 data is not."""
     from ..prepare import default_opset
 
@@ -135,6 +136,8 @@ def choose_nodes(model: onnx.ModelProto, ignore_types: Iterable[str], ignore_nam
             why = f"overflows float16 (|x| up to {overflow[node.name]:.4g})"
         if why is None and node.name in (imprecise or {}):
             why = f"loses precision in float16 (tiny values: rounding SNR {imprecise[node.name]:.1f} dB)"
+        if why is None and node.name in (sensitive or {}):
+            why = f"its float16 weights alone put the output at {sensitive[node.name]:.1f} dB"
         if why is None and any(o in into_subgraphs for o in node.output):
             why = "feeds a subgraph"
         if why is None and node.op_type in DATA_MOVEMENT and not any(
@@ -242,13 +245,13 @@ def _retype(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def convert_fp16(model: onnx.ModelProto, ignore_types: Iterable[str] = (), ignore_names: Iterable[str] = (),
                  overflow: Optional[Dict[str, float]] = None,
-                 imprecise: Optional[Dict[str, float]] = None) -> tuple:
+                 imprecise: Optional[Dict[str, float]] = None, sensitive: Optional[Dict[str, float]] = None) -> tuple:
     """(the float16 model, ``Fp16Info``) from a prepared (shape-inferred, uniquely named) float32 model.
     The biases are corrected afterwards, on data (``bias_fix.py``)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    info = Fp16Info(overflow=dict(overflow or {}), imprecise=dict(imprecise or {}))
-    chosen = choose_nodes(out, ignore_types, ignore_names, info.overflow, info, info.imprecise)
+    info = Fp16Info(overflow=dict(overflow or {}), imprecise=dict(imprecise or {}), sensitive=dict(sensitive or {}))
+    chosen = choose_nodes(out, ignore_types, ignore_names, info.overflow, info, info.imprecise, info.sensitive)
     info.fp16_nodes = [n.name for n in out.graph.node if n.name in chosen]
     info.casts = _Rewriter(out, chosen).run()
     return _retype(out), info

@@ -75,7 +75,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
     from .bias_fix import correct_biases, layer_outputs
     from .fp16 import convert_fp16
     from .gelu import fuse_gelu
-    from .overflow import imprecise_nodes, overflowing_nodes, tensor_stats
+    from .overflow import imprecise_nodes, overflowing_nodes, sensitive_weights, tensor_stats
 
     quant, device = cfg.quantization, cfg.calibration.calibration_device
     fused = onnx.ModelProto()
@@ -86,12 +86,13 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
     stats = tensor_stats(fused, batches, device, layer_outputs(fused) if correct else ())
     overflow = overflowing_nodes(fused, stats.peaks)
     imprecise = imprecise_nodes(fused, stats.rounding_snr())
-    model, info = convert_fp16(fused, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise)
+    sensitive = sensitive_weights(fused, batches, device)
+    model, info = convert_fp16(fused, quant.ignore_op_types, quant.ignore_op_names, overflow, imprecise, sensitive)
     if correct:
         model, info.bias_corrected = correct_biases(model, info.fp16_nodes, batches, stats.channel_means(),
                                                     fixed_batch(fp32), device)
     found = {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
-             "overflow": info.overflow, "imprecise": info.imprecise,
+             "overflow": info.overflow, "imprecise": info.imprecise, "sensitive": info.sensitive,
              "overflow_checked_on": len(batches), "gelu_fused": len(gelus),
              "bias_corrected": len(info.bias_corrected)}
     return model, found
