@@ -78,6 +78,16 @@ def copy_demo(tmp_path: Path) -> Path:
     return tmp_path / "configs" / "demo.json"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_history_db_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Module- and session-scoped fixtures run before the per-test history below: the ones that verify a model
+    (the demo's HIL runs) recorded into the user's own history, one run per CI run. They record here."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XQHIL_DB", str(tmp_path_factory.mktemp("session-history") / "history.sqlite3"))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _history_db_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """quantize-and-verify records every run in the history ($XQHIL_DB): keep tests out of the user's data."""
