@@ -96,12 +96,19 @@ def _history_db_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
 
 @pytest.fixture(autouse=True)
 def _restore_logger_levels():
-    """The CLIs run in-process set the 'xquant'/'xqhil' logger levels (-q -> WARNING): give every test the
-    levels it started with, so a test that reads INFO records does not depend on which tests ran before."""
+    """The CLIs run in-process set the 'xquant'/'xqhil' logger levels (-q -> WARNING) and the root logger's
+    handler (xqhil's, on stderr): give every test the levels and root handlers it started with, so what a
+    test reads on stderr or in its records does not depend on which tests ran before (an xqhil handler left
+    by one test printed xquant's warnings into another's one-line error)."""
     import logging
 
+    root = logging.getLogger()
     loggers = [logging.getLogger(name) for name in ("xquant", "xqhil", "paramiko")]
-    levels = [logger.level for logger in loggers]
+    levels, handlers, root_level = [logger.level for logger in loggers], list(root.handlers), root.level
     yield
     for logger, level in zip(loggers, levels):
         logger.setLevel(level)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        if not type(handler).__module__.startswith("_pytest"):  # pytest's capture handlers come and go
+            root.removeHandler(handler)
+    root.setLevel(root_level)
