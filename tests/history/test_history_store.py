@@ -1,5 +1,6 @@
 """RunStore: recording, querying, pinning, paths and errors, on SQLite and on PostgreSQL (``db``)."""
 import sqlite3
+from pathlib import Path
 
 import pytest
 from xqhil.history import HistoryError, RunStore, default_db_path
@@ -85,6 +86,18 @@ def test_missing_database_is_not_created_when_reading(tmp_path):
     with pytest.raises(HistoryError, match="no history database"):
         RunStore.open(path, create=False)
     assert not path.exists()
+
+
+def test_a_url_turned_into_a_path_is_refused_without_a_file_or_its_password(tmp_path, monkeypatch):
+    # Path() collapses '//': a SQLite file named after the URL, password and all, was once made (and
+    # committed) under ./postgresql:/ by a test run
+    monkeypatch.chdir(tmp_path)
+    for create in (True, False):
+        with pytest.raises(HistoryError, match="lost its '//'") as info:
+            RunStore.open(Path("postgresql://xqhil:s3cret-pw@127.0.0.1:5/hist"), create=create)
+        assert "s3cret-pw" not in str(info.value) and "postgresql://xqhil:***@127.0.0.1:5/hist" in str(info.value)
+        assert info.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_file_that_is_not_a_database(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 
 from xqhil.history import schema
 from xqhil.history.dberrors import FULL_BELOW_BYTES, db_error, free_bytes, readonly_reason
-from xqhil.history.dsn import ENV_DB
+from xqhil.history.dsn import ENV_DB, redact
 from xqhil.history.errors import HistoryError
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,11 @@ class SqliteBackend:
 def _check_path(db: Path, create: bool) -> None:
     """A read (or ``create=False``) needs an existing, non-empty file; only a write may start one."""
     hint = f"run 'xqhil quantize-and-verify' first or pass --db PATH (or set {ENV_DB})"
+    if db.parts and db.parts[0].lower() in ("postgresql:", "postgres:"):
+        # a URL turned into a path ('//' collapsed): a SQLite file would be made under ./postgresql:/
+        url = redact(db.parts[0] + "//" + "/".join(db.parts[1:]))
+        raise HistoryError(f"history {url} is a PostgreSQL URL that lost its '//' on the way "
+                           "(passed as a file path): pass it as a string, e.g. --db postgresql://user@host/db")
     if db.is_dir():
         raise HistoryError(f"history database {db} is a folder, not a file: pass --db PATH to a file")
     if not db.exists():
