@@ -142,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.profile:
             from .profile import format_profile
 
-            print(format_profile(result.timings, result.finetune), file=sys.stderr)
+            print(format_profile(result.timings, getattr(result, "finetune", {})), file=sys.stderr)
         return 0
 
     return exiting(run_guarded("xquant", work, args.debug, (XQuantError,)), argv)

@@ -6,6 +6,7 @@ import sys
 from typing import List, Tuple
 
 STAGES = (("prepare_s", "import + model preparation"), ("calibrate_s", "calibration"),
+          ("convert_s", "conversion (FP16, dynamic quantization)"),
           ("finetune_s", "fine-tuning"), ("write_s", "writing + validation"), ("analysis_s", "analysis report"),
           ("summary_s", "fidelity summary"))
 
