@@ -37,7 +37,7 @@ image: system-deps
 # then the three the FP16/dynq tests read with 16 + 16 samples (tests/xquant/test_modes.py).
 zoo-ci: venv-dev system-deps
 	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --ci --profile ci --calib 8 --eval 8
-	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --models khmer_segmenter ddddocr_rec oww_embedding
+	XQHIL_ZOO_CACHE=ci/.cache/zoo PYTHONPATH=host $(BIN)/python bench/zoo/fetch.py --models khmer_segmenter ddddocr_rec oww_embedding oww_alexa_op7 ppocr_cls
 
 test: venv-dev system-deps rootfs image zoo-ci
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

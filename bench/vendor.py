@@ -66,12 +66,14 @@ def base_config(model: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def tool_config(cfg: dict, level: int, folder: Path, tool: str) -> Path:
+def tool_config(cfg: dict, level: int, folder: Path, tool: str, floor: Optional[float] = None) -> Path:
     """``cfg`` at ``precision_level`` ``level``; for xslim in the spelling it reads (input_parameters, no
-    verify_parameters, no empty preprocess_file)."""
+    verify_parameters, no empty preprocess_file); ``floor``: xquant's fp16_min_snr_db at level 4."""
     cfg = copy.deepcopy(cfg)
     cfg["model_parameters"].update(working_dir=str(folder), output_prefix="out")
     cfg["quantization_parameters"] = {"precision_level": level}
+    if floor is not None and tool == "xquant" and level == LEVELS["fp16"]:
+        cfg["quantization_parameters"]["fp16_min_snr_db"] = floor
     if tool == "xslim":
         cfg.pop("verify_parameters", None)
         calib = cfg["calibration_parameters"]
@@ -134,8 +136,8 @@ def load_error(path: str) -> str:
     return ""
 
 
-def run_tool(tool: str, python: str, cfg: dict, level: int, folder: Path) -> dict:
-    path = tool_config(cfg, level, folder, tool)
+def run_tool(tool: str, python: str, cfg: dict, level: int, folder: Path, floor: Optional[float] = None) -> dict:
+    path = tool_config(cfg, level, folder, tool, floor)
     out = folder / "out.onnx"
     if out.exists():
         out.unlink()
@@ -144,14 +146,14 @@ def run_tool(tool: str, python: str, cfg: dict, level: int, folder: Path) -> dic
     return {"code": code, "wall_s": wall, "peak_mib": peak, "output": str(out) if code == 0 and out.exists() else None}
 
 
-def bench(model: str, modes: List[str], tools: Dict[str, str]) -> List[list]:
+def bench(model: str, modes: List[str], tools: Dict[str, str], floor: Optional[float] = None) -> List[list]:
     cfg = base_config(model)
     data = eval_data(cfg)
     ref = outputs(cfg["model_parameters"]["onnx_model"], data)
     rows = []
     for mode in modes:
         for tool, python in tools.items():
-            res = run_tool(tool, python, cfg, LEVELS[mode], WORK / model / mode / tool)
+            res = run_tool(tool, python, cfg, LEVELS[mode], WORK / model / mode / tool, floor)
             row = [model, mode, tool]
             times = [f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"]
             if res["output"] is None:
@@ -183,6 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--all-zoo", action="store_true",
                         help="every fetched zoo model (bench/zoo.py), instead of --models: does each mode work on all")
     parser.add_argument("--modes", nargs="+", default=list(LEVELS), choices=list(LEVELS))
+    parser.add_argument("--fp16-min-snr", type=float, metavar="DB",
+                        help="xquant's FP16 with fp16_min_snr_db DB (a float32 prefix until the calibration "
+                             "samples measure DB); xslim has no such setting")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     tools = {"xquant": sys.executable}
@@ -193,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         tools["xslim"] = args.xslim_python
     rows: List[list] = []
     for model in zoo_models() if args.all_zoo else args.models:
-        rows += bench(model, args.modes, tools)
+        rows += bench(model, args.modes, tools, args.fp16_min_snr)
     headers = ["model", "mode", "tool", "loads in onnxruntime", "SNR dB", "cosine", "top-1 agree %", "process s",
                "peak MiB"]
     print(tabulate(rows, headers=headers, tablefmt="github" if args.markdown else "simple"))

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(model_parameters.opset)")
     parser.add_argument("--ignore_op_types", type=name_list, help="comma-separated op types to leave in FP32")
     parser.add_argument("--ignore_op_names", type=name_list, help="comma-separated op names to leave in FP32")
+    parser.add_argument("--fp16_min_snr_db", type=float, metavar="DB", help="FP16: keep the first ops in FP32 "
+                        "until the model measures at least DB against FP32 on the calibration data (needs -c)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     parser.add_argument("--profile", action="store_true",
@@ -60,8 +62,8 @@ def overrides_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
         if args.ignore_op_types or args.ignore_op_names:
             parser.error("--ignore_op_types/--ignore_op_names need --fp16 or --dynq (or -c) without a config: "
                          "simplify-only converts nothing to leave out")
-    for key in ("ignore_op_types", "ignore_op_names"):
-        if getattr(args, key):
+    for key in ("ignore_op_types", "ignore_op_names", "fp16_min_snr_db"):
+        if getattr(args, key) is not None:
             quant[key] = getattr(args, key)
     found = {"quantization_parameters": quant} if quant else {}
     if args.opset is not None:
@@ -86,6 +88,8 @@ def print_mode_summary(result) -> None:
               + (f"; erf GELUs fused into com.microsoft Gelu: {info['gelu_fused']}" if info.get("gelu_fused") else "")
               + (f"; float16 biases corrected against FP32: {info['bias_corrected']} layer(s)"
                  if info.get("bias_corrected") else ""))
+        if info.get("floor"):
+            print(floor_line(info["floor"], info["fp32_ops"]))
     elif result.mode == "dynq":
         made = ", ".join(f"{op} x{n}" for op, n in info["quantized"].items()) or "nothing"
         print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)"
@@ -96,6 +100,19 @@ def print_mode_summary(result) -> None:
         print(tabulate(rows, headers=["output", "SNR dB", "cosine", "max |err|", "samples"]))
     else:
         print("fidelity not measured (no calibration data: give -c with data_list_path to measure it)")
+
+
+def floor_line(floor: dict, kept: dict) -> str:
+    """What fp16_min_snr_db did, naming the float32 prefix by its first and last op."""
+    head = f"FP16 floor {floor['floor_db']:g} dB"
+    if not floor["kept_prefix"]:
+        return f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration sample)"
+    prefix = [name for name, why in kept.items() if why.endswith("(fp16_min_snr_db)")]
+    ends = f"{prefix[0]} .. {prefix[-1]}" if len(prefix) > 1 else ", ".join(prefix)
+    return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "
+            f"{floor['calibration_snr_db']:.2f} dB on the worst calibration sample before the bias correction, "
+            f"{floor['plain_snr_db']:.2f} dB without the prefix ({floor['conversions']} conversions); bias "
+            f"correction {floor['bias_correction']}")
 
 
 def setup_logging(quiet: bool, verbose: bool) -> None:

@@ -30,7 +30,7 @@ SECTIONS = {
     "quantization_parameters": (
         "analysis_enable", "precision_level", "finetune_level", "max_percentile", "custom_setting",
         "truncate_var_names", "ignore_op_types", "ignore_op_names", "bias_dtype", "analysis_batches",
-        "fp16_bias_correction",
+        "fp16_bias_correction", "fp16_min_snr_db",
     ),
     # validated by the harness (xqhil); listed here so the quantizer does not warn about it
     "verify_parameters": None,
@@ -435,7 +435,17 @@ def _quantization(quant: dict) -> schema.QuantizationParameters:
         analysis_batches=batches,
         fp16_bias_correction=(None if quant.get("fp16_bias_correction") is None else
                               _typed(quant["fp16_bias_correction"], bool, f"{where}.fp16_bias_correction")),
+        fp16_min_snr_db=_snr_floor(quant.get("fp16_min_snr_db"), f"{where}.fp16_min_snr_db"),
     )
+
+
+def _snr_floor(value: Any, where: str) -> Optional[float]:
+    """An SNR floor in dB: a number above 0 and at most 150 (float32's own rounding is about 150 dB)."""
+    value = _typed(value, float, where, allow_none=True)
+    if value is not None and not 0 < value <= 150:
+        raise ConfigError(f"{where} must be a number of dB above 0 and at most 150, got {value!r}.",
+                          "60 is the usual bar for an FP16 model.")
+    return value
 
 
 def apply_overrides(raw: dict, overrides: Optional[dict]) -> dict:

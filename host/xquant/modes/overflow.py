@@ -148,7 +148,7 @@ def imprecise_nodes(model: onnx.ModelProto, snr: Dict[str, float],
     return found
 
 
-def _snr_db(ref: List[np.ndarray], test: List[np.ndarray]) -> float:
+def output_snr_db(ref: List[np.ndarray], test: List[np.ndarray]) -> float:
     """The worst SNR (dB) over float outputs, each summed over the samples."""
     worst = float("inf")
     for k in range(len(ref[0]) if ref else 0):
@@ -187,7 +187,7 @@ def sensitive_weights(model: onnx.ModelProto, batches: Iterable[Dict[str, np.nda
         rounded = dict(weights)
         with np.errstate(over="ignore"):
             rounded[weight] = weights[weight].astype(np.float16).astype(np.float32)
-        snr = _snr_db(ref, [session.run(None, batch, rounded) for batch in batches])
+        snr = output_snr_db(ref, [session.run(None, batch, rounded) for batch in batches])
         if snr < limit:
             found[node] = snr
     _say(found, f"have weights whose float16 rounding alone puts the output below {limit:.0f} dB",
