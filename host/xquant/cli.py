@@ -106,7 +106,8 @@ def floor_line(floor: dict, kept: dict) -> str:
     """What fp16_min_snr_db did, naming the float32 prefix by its first and last op."""
     head = f"FP16 floor {floor['floor_db']:g} dB"
     if not floor["kept_prefix"]:
-        return f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration sample)"
+        return (f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration "
+                f"sample); bias correction {floor['bias_correction']}")
     prefix = [name for name, why in kept.items() if why.endswith("(fp16_min_snr_db)")]
     ends = f"{prefix[0]} .. {prefix[-1]}" if len(prefix) > 1 else ", ".join(prefix)
     return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "

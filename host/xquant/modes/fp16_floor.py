@@ -29,6 +29,9 @@ import onnx
 from ..calibration.session import make_session
 
 log = logging.getLogger(__name__)
+# the bias correction is dropped when the worst calibration sample it was not fitted on loses more than this
+# (ppocr_cls: 65.2 -> 62.1 dB, and 83 -> 59 held out); smaller moves go either way held out (ddddocr_rec)
+CORRECTION_SLACK_DB = 1.0
 STEP_SHARE = 0.02  # the bisection stops when the prefix is known to within 2% of the float16 nodes
 
 Convert = Callable[[Sequence[str]], Tuple[onnx.ModelProto, object]]  # extra float32 node names -> (model, info)
@@ -53,13 +56,14 @@ class FloorResult:
     def correction_holds(self, fp32: onnx.ModelProto, before: onnx.ModelProto, after: onnx.ModelProto,
                          unseen: Sequence[Dict[str, np.ndarray]], device: str) -> bool:
         """Whether the bias correction, fitted on the first calibration samples, leaves the worst of the
-        others at least where it was (ppocr_cls: fitted on 8 crops it took the held-out SNR from 83.3 to
-        59.4 dB, its FP32 prefix in place); the outcome goes into the summary."""
+        others within CORRECTION_SLACK_DB of where it was (ppocr_cls: fitted on 8 crops it took the held-out
+        SNR from 83.3 to 59.4 dB, its FP32 prefix in place; ddddocr_rec: its worst unseen crop 61.6 -> 57.8 dB,
+        below a 60 dB floor); the outcome goes into the summary."""
         if not unseen:
             return True
         measure = WorstSample(fp32, unseen, device)
         was, now = measure(before), measure(after)
-        holds = now >= was
+        holds = now >= was - CORRECTION_SLACK_DB
         self.correction = (f"{'kept' if holds else 'dropped'}: worst of {len(unseen)} calibration samples it "
                            f"was not fitted on {_shown(was):.2f} -> {_shown(now):.2f} dB")
         if not holds:
