@@ -460,7 +460,7 @@ def test_int8_only_settings_refused_in_float_modes(tmp_path, key, value):
     assert not (tmp_path / "work" / "seq.q.onnx").exists()
 
 
-def zoo_config(tmp_path: Path, name: str, level: int) -> Path:
+def zoo_config(tmp_path: Path, name: str, level: int, **quant) -> Path:
     """The zoo model's config (16 calibration and 16 held-out samples, fetched into the tests' zoo cache when
     missing: ``make zoo-ci`` fetches these five), redirected into tmp_path at ``level``."""
     try:
@@ -470,7 +470,7 @@ def zoo_config(tmp_path: Path, name: str, level: int) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = json.loads(source.read_text())
     cfg["model_parameters"].update(working_dir=str(tmp_path), output_prefix=f"{name}_{level}")
-    cfg["quantization_parameters"] = {"precision_level": level}
+    cfg["quantization_parameters"] = {"precision_level": level, **quant}
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     return path
@@ -513,10 +513,7 @@ def test_real_embedding_keeps_its_sensitive_first_conv_float32_and_holds_60_db(t
 def test_real_embedding_with_a_floor_above_its_fp16_keeps_a_float32_prefix_and_holds_it_held_out(tmp_path):
     """oww_embedding reads about 63 dB in FP16 held out; asked for 66 dB it keeps its first ops float32, the
     rest float16, and holds 66 dB on the held-out speech too (the floor is measured on calibration clips)."""
-    config = zoo_config(tmp_path, "oww_embedding", 4)
-    cfg = json.loads(config.read_text())
-    cfg["quantization_parameters"]["fp16_min_snr_db"] = 66
-    config.write_text(json.dumps(cfg))
+    config = zoo_config(tmp_path, "oww_embedding", 4, fp16_min_snr_db=66)
     fp16 = run_quantization(str(config))
     floor = fp16.info["floor"]
     assert 0 < floor["kept_prefix"] < floor["of"] and fp16.info["fp16_ops"] > 10
@@ -528,16 +525,12 @@ def test_real_wake_word_model_meets_the_floor_in_float16_though_its_silence_outp
     """oww_alexa_op7 (openWakeWord): on clips without the phrase its score is near zero, so such a sample's
     own SNR is low in any precision; the floor judges each sample's error against the output's mean energy,
     and the plain FP16 conversion meets 60 dB (an own-SNR floor once kept the whole model float32)."""
-    config = zoo_config(tmp_path, "oww_alexa_op7", 4)
-    cfg = json.loads(config.read_text())
-    cfg["quantization_parameters"]["fp16_min_snr_db"] = 60
-    config.write_text(json.dumps(cfg))
+    config = zoo_config(tmp_path, "oww_alexa_op7", 4, fp16_min_snr_db=60)
     fp16 = run_quantization(str(config))
     assert fp16.info["floor"]["kept_prefix"] == 0 and fp16.info["fp16_ops"] >= 3
     assert held_out_snr(config, fp16) >= 60.0
-    [name] = [p["input_name"] for p in cfg["calibration_parameters"]["input_parametres"]]
-    files = Path(cfg["calibration_parameters"]["input_parametres"][0]["data_list_path"]).read_text().split()
-    shape = cfg["calibration_parameters"]["input_parametres"][0]["input_shape"]
+    [item] = json.loads(config.read_text())["calibration_parameters"]["input_parametres"]
+    name, shape, files = item["input_name"], item["input_shape"], Path(item["data_list_path"]).read_text().split()
     runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
             for m in (fp16.fp32_model, fp16.model)]
     with np.errstate(divide="ignore"):  # a sample FP16 reproduces exactly reads inf
@@ -550,10 +543,7 @@ def test_real_classifier_floor_drops_a_bias_correction_that_lowers_unseen_sample
     """ppocr_cls (PaddleOCR's text-direction classifier): with its floor's FP32 prefix, the bias correction
     fitted on 8 calibration crops lowered the other 8 (65.2 -> 62.1 dB at their worst) and the held-out
     SNR from 83 to 59 dB; checked on the crops it was not fitted on, it is dropped."""
-    config = zoo_config(tmp_path, "ppocr_cls", 4)
-    cfg = json.loads(config.read_text())
-    cfg["quantization_parameters"]["fp16_min_snr_db"] = 60
-    config.write_text(json.dumps(cfg))
+    config = zoo_config(tmp_path, "ppocr_cls", 4, fp16_min_snr_db=60)
     fp16 = run_quantization(str(config))
     floor = fp16.info["floor"]
     assert floor["kept_prefix"] > 0 and floor["bias_correction"].startswith("dropped: worst of 8 calibration")
