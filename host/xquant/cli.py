@@ -89,7 +89,7 @@ def print_mode_summary(result) -> None:
               + (f"; float16 biases corrected against FP32: {info['bias_corrected']} layer(s)"
                  if info.get("bias_corrected") else ""))
         if info.get("floor"):
-            print(floor_line(info["floor"], info["fp32_ops"]))
+            print(floor_line(info["floor"]))
     elif result.mode == "dynq":
         made = ", ".join(f"{op} x{n}" for op, n in info["quantized"].items()) or "nothing"
         print(f"dynamically quantized: {made} (of {info['candidates']} candidate ops)"
@@ -102,14 +102,13 @@ def print_mode_summary(result) -> None:
         print("fidelity not measured (no calibration data: give -c with data_list_path to measure it)")
 
 
-def floor_line(floor: dict, kept: dict) -> str:
+def floor_line(floor: dict) -> str:
     """What fp16_min_snr_db did, naming the float32 prefix by its first and last op."""
     head = f"FP16 floor {floor['floor_db']:g} dB"
     if not floor["kept_prefix"]:
         return (f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration "
                 f"sample); bias correction {floor['bias_correction']}")
-    prefix = [name for name, why in kept.items() if why.endswith("(fp16_min_snr_db)")]
-    ends = f"{prefix[0]} .. {prefix[-1]}" if len(prefix) > 1 else ", ".join(prefix)
+    ends = " .. ".join(floor["prefix_ends"])
     return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "
             f"{floor['calibration_snr_db']:.2f} dB on the worst calibration sample before the bias correction, "
             f"{floor['plain_snr_db']:.2f} dB without the prefix ({floor['conversions']} conversions); bias "

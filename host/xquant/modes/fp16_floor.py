@@ -20,7 +20,7 @@ keeps is named in the summary's kept list.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -45,26 +45,28 @@ class FloorResult:
     snr_db: float  # of the returned model on the calibration samples, before the bias correction
     plain_snr_db: float
     conversions: int
+    measure: "WorstSample" = field(repr=False)  # against FP32 on the calibration samples
 
     correction: str = "not checked"  # the bias correction on the calibration samples it was not fitted on
 
     def summary(self) -> Dict[str, object]:
         return {"floor_db": self.floor_db, "kept_prefix": len(self.kept), "of": self.of,
+                "prefix_ends": self.kept[:1] + self.kept[1:][-1:],
                 "calibration_snr_db": _shown(self.snr_db), "plain_snr_db": _shown(self.plain_snr_db),
                 "conversions": self.conversions, "bias_correction": self.correction}
 
-    def correction_holds(self, fp32: onnx.ModelProto, before: onnx.ModelProto, after: onnx.ModelProto,
-                         unseen: Sequence[Dict[str, np.ndarray]], device: str) -> bool:
+    def correction_holds(self, before: onnx.ModelProto, after: onnx.ModelProto, fitted: int) -> bool:
         """Whether the bias correction, fitted on the first calibration samples, leaves the worst of the
         others within CORRECTION_SLACK_DB of where it was (ppocr_cls: fitted on 8 crops it took the held-out
         SNR from 83.3 to 59.4 dB, its FP32 prefix in place; ddddocr_rec: its worst unseen crop 61.6 -> 57.8 dB,
-        below a 60 dB floor); the outcome goes into the summary."""
-        if not unseen:
+        below a 60 dB floor); ``fitted``: how many of the first samples it was fitted on. The outcome goes
+        into the summary."""
+        unseen = self.measure.after(fitted)
+        if not unseen.batches:
             return True
-        measure = WorstSample(fp32, unseen, device)
-        was, now = measure(before), measure(after)
+        was, now = unseen(before), unseen(after)
         holds = now >= was - CORRECTION_SLACK_DB
-        self.correction = (f"{'kept' if holds else 'dropped'}: worst of {len(unseen)} calibration samples it "
+        self.correction = (f"{'kept' if holds else 'dropped'}: worst of {len(unseen.batches)} calibration samples it "
                            f"was not fitted on {_shown(was):.2f} -> {_shown(now):.2f} dB")
         if not holds:
             log.warning("FP16 floor: the float16 bias correction lowers the calibration samples it was not fitted "
@@ -82,13 +84,22 @@ class WorstSample:
     energy per sample, so a sample whose output is near zero (a wake-word model on silence) is judged by its
     error, not by its own tiny signal."""
 
-    def __init__(self, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> None:
-        self.batches, self.device = batches, device
-        self.ref = _outputs(fp32, batches, device, "FP32 model (FP16 floor)")
-        first = self.ref[0] if self.ref else []
+    def __init__(self, ref: List[list], batches: Sequence[Dict[str, np.ndarray]], device: str) -> None:
+        self.ref, self.batches, self.device = ref, batches, device
+        first = ref[0] if ref else []
         self.floats = [k for k, v in enumerate(first) if np.issubdtype(np.asarray(v).dtype, np.floating)]
         self.energy = {k: float(np.mean([np.sum(np.square(r[k], dtype=np.float64)) for r in self.ref]))
                        for k in self.floats}
+
+    @classmethod
+    def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> WorstSample:
+        """Measured against ``fp32``'s outputs on ``batches`` (one FP32 pass)."""
+        session = make_session(fp32, device, "FP32 model (FP16 floor)")
+        return cls([session.run(None, batch) for batch in batches], batches, device)
+
+    def after(self, start: int) -> WorstSample:
+        """The same measure on the samples from ``start`` on (their own mean energy), the FP32 outputs reused."""
+        return WorstSample(self.ref[start:], self.batches[start:], self.device)
 
     def sample(self, ref: list, got: list) -> float:
         worst = float("inf")
@@ -110,20 +121,15 @@ class WorstSample:
         return worst
 
 
-def _outputs(model: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str, what: str) -> list:
-    session = make_session(model, device, what)
-    return [session.run(None, batch) for batch in batches]
-
-
 def keep_prefix(fp32: onnx.ModelProto, convert: Convert, batches: Sequence[Dict[str, np.ndarray]],
                 floor_db: float, device: str) -> Tuple[onnx.ModelProto, object, FloorResult]:
     """(model, info, result): the plain conversion if it meets ``floor_db`` on ``batches``, else the one
     with the shortest float32 prefix of float16 nodes found to meet it."""
-    measure = WorstSample(fp32, batches, device)
+    measure = WorstSample.against(fp32, batches, device)
     model, info = convert(())
     plain = measure(model)
     order: List[str] = list(info.fp16_nodes)
-    result = FloorResult(floor_db, [], len(order), plain, plain, 1)
+    result = FloorResult(floor_db, [], len(order), plain, plain, 1, measure)
     if plain >= floor_db or not order:
         return model, info, result
     low, high, best = 0, len(order), None  # the prefix high is known to meet the floor (all: FP32)

@@ -109,7 +109,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
                                    f"at {quant.fp16_min_snr_db:g} dB (fp16_min_snr_db)")
         return model, info
 
-    floor, samples = None, []
+    floor = None
     if quant.fp16_min_snr_db is not None and batches:
         samples = list(itertools.islice(data.model_batches(fp32, 1), FLOOR_BATCHES))
         model, info, floor = keep_prefix(fused, convert, samples, quant.fp16_min_snr_db, device)
@@ -119,7 +119,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
         plain = model
         model, info.bias_corrected = correct_biases(model, info.fp16_nodes, batches, stats.channel_means(),
                                                     fixed_batch(fp32), device)
-        if floor is not None and not floor.correction_holds(fused, plain, model, samples[len(batches):], device):
+        if floor is not None and not floor.correction_holds(plain, model, len(batches)):
             model, info.bias_corrected = plain, []
     found = {"fp16_ops": len(info.fp16_nodes), "fp32_ops": info.kept, "casts": info.casts,
              "overflow": info.overflow, "imprecise": info.imprecise, "sensitive": info.sensitive,
