@@ -40,10 +40,10 @@ WORK = Path(os.environ.get("XQHIL_BENCH_WORK", "/tmp/xqhil-bench-vendor"))
 
 def zoo_models() -> List[str]:
     """The zoo models fetched here that have a config (an already quantized one has none)."""
-    return sorted({p.parent.name for p in ZOO.glob("*/xquant_c16_e16_*.json")})
+    return sorted({p.parent.name for p in ZOO.glob("*/xquant_c*_e16_*.json")})
 
 
-def base_config(model: str) -> dict:
+def base_config(model: str, calib: int = 32) -> dict:
     """The model's XQuant config with absolute paths (verify_parameters kept: the held-out lists)."""
     if model == "demo":
         path = HERE.parent / "configs" / "demo.json"
@@ -60,7 +60,7 @@ def base_config(model: str) -> dict:
         ver["label_list_path"] = absolute(ver["label_list_path"])
         return cfg
     try:
-        path = fetch.prepare(model, 16, 16, cache=str(ZOO.parent))  # fetched once (16 + 16 samples)
+        path = fetch.prepare(model, calib, 16, cache=str(ZOO.parent))  # made once (calib + 16 held-out samples)
     except fetch.FetchError as exc:
         raise SystemExit(f"bench/vendor.py: zoo model {model} could not be fetched: {exc}") from exc
     return json.loads(Path(path).read_text())
@@ -146,8 +146,21 @@ def run_tool(tool: str, python: str, cfg: dict, level: int, folder: Path, floor:
     return {"code": code, "wall_s": wall, "peak_mib": peak, "output": str(out) if code == 0 and out.exists() else None}
 
 
-def bench(model: str, modes: List[str], tools: Dict[str, str], floor: Optional[float] = None) -> List[list]:
-    cfg = base_config(model)
+def half_share(path: str) -> str:
+    """The share of a model's ops (Casts aside) that read a float16 tensor, in %."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(path))
+    halves = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    halves |= {v.name for v in list(model.graph.value_info) + list(model.graph.input)
+               if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    nodes = [n for n in model.graph.node if n.op_type not in ("Cast", "Constant")]
+    return f"{100.0 * sum(any(i in halves for i in n.input) for n in nodes) / max(1, len(nodes)):.0f}"
+
+
+def bench(model: str, modes: List[str], tools: Dict[str, str], floor: Optional[float] = None,
+          calib: int = 32) -> List[list]:
+    cfg = base_config(model, calib)
     data = eval_data(cfg)
     ref = outputs(cfg["model_parameters"]["onnx_model"], data)
     rows = []
@@ -157,19 +170,20 @@ def bench(model: str, modes: List[str], tools: Dict[str, str], floor: Optional[f
             row = [model, mode, tool]
             times = [f"{res['wall_s']:.1f}", f"{res['peak_mib']:.0f}"]
             if res["output"] is None:
-                rows.append(row + [f"failed (exit {res['code']})", "", "", "", *times])
+                rows.append(row + [f"failed (exit {res['code']})", "", "", "", "", *times])
                 continue
             loads = load_error(res["output"])
             if loads:
-                rows.append(row + [f"no: {loads}", "", "", "", *times])
+                rows.append(row + [f"no: {loads}", "", "", "", "", *times])
                 continue
             try:
                 m = fidelity(ref, outputs(res["output"], data))
             except Exception as exc:  # noqa: BLE001 - an output that runs differently is a finding
-                rows.append(row + ["yes, but " + str(exc).splitlines()[0][:80], "", "", "", *times])
+                rows.append(row + ["yes, but " + str(exc).splitlines()[0][:80], "", "", "", "", *times])
                 continue
             agree = "" if np.isnan(m["agree"]) else f"{m['agree']:.1f}"
-            rows.append(row + ["yes", f"{m['snr_db']:.2f}", f"{m['cosine']:.6f}", agree, *times])
+            share = half_share(res["output"]) if mode == "fp16" else ""
+            rows.append(row + ["yes", f"{m['snr_db']:.2f}", f"{m['cosine']:.6f}", agree, share, *times])
             print(f"  {model:16s} {mode:8s} {tool:6s} SNR {m['snr_db']:7.2f} dB  {res['wall_s']:6.1f} s",
                   file=sys.stderr)
     return rows
@@ -186,8 +200,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="every fetched zoo model (bench/zoo.py), instead of --models: does each mode work on all")
     parser.add_argument("--modes", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     parser.add_argument("--fp16-min-snr", type=float, metavar="DB",
-                        help="xquant's FP16 with fp16_min_snr_db DB (a float32 prefix until the calibration "
-                             "samples measure DB); xslim has no such setting")
+                        help="xquant's FP16 with fp16_min_snr_db DB (default: xquant's own, 60 dB; 0: plain FP16, "
+                             "no float32 prefix); xslim has no such setting")
+    parser.add_argument("--calib", type=int, default=32, metavar="N",
+                        help="calibration samples per zoo model (default 32: the FP16 floor measures up to 32)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     tools = {"xquant": sys.executable}
@@ -198,9 +214,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         tools["xslim"] = args.xslim_python
     rows: List[list] = []
     for model in zoo_models() if args.all_zoo else args.models:
-        rows += bench(model, args.modes, tools, args.fp16_min_snr)
-    headers = ["model", "mode", "tool", "loads in onnxruntime", "SNR dB", "cosine", "top-1 agree %", "process s",
-               "peak MiB"]
+        rows += bench(model, args.modes, tools, args.fp16_min_snr, args.calib)
+    headers = ["model", "mode", "tool", "loads in onnxruntime", "SNR dB", "cosine", "top-1 agree %", "FP16 ops %",
+               "process s", "peak MiB"]
     print(tabulate(rows, headers=headers, tablefmt="github" if args.markdown else "simple"))
     return 0
 

@@ -154,6 +154,34 @@ def _layers_md(layers: dict) -> List[str]:
                     f"SNR: {', '.join(layers['worst_quantization']) or 'n/a'} (200 dB: identical).", ""]
 
 
+def _conversion_md(conv: Optional[dict], q: str) -> List[str]:
+    """What xquant's FP16 or dynamic quantization kept float32, grouped by why (every name in verify.json)."""
+    if not conv:
+        return []
+    lines = [f"## {q} conversion (xquant)", ""]
+    if "fp16_ops" in conv:
+        from xquant.modes.fp16_floor import floor_line
+
+        lines.append(f"- {conv['fp16_ops']} ops FP16, {len(conv['fp32_ops'])} kept FP32, {conv['casts']} casts"
+                     + (f"; float16 biases corrected: {conv['bias_corrected']} layer(s)"
+                        if conv.get("bias_corrected") else ""))
+        lines.append(f"- {floor_line(conv['floor'])}" if conv.get("floor") else
+                     "- no SNR floor held (fp16_min_snr_db 0, or no calibration data)")
+    if "quantized" in conv:
+        made = ", ".join(f"{op} x{n}" for op, n in conv["quantized"].items()) or "nothing"
+        lines.append(f"- dynamically quantized: {made} (of {conv.get('candidates', 'n/a')} candidate ops)")
+    groups: dict = {}
+    for name, reason in (conv.get("fp32_ops") or {}).items():
+        groups.setdefault(reason.split(": ", 1)[-1], []).append(name)
+    for name in conv.get("lost") or {}:
+        groups.setdefault("its INT8 weights alone take the output below 30 dB", []).append(name)
+    if groups:
+        rows = [[why, len(names), ", ".join(f"`{n}`" for n in names[:6]) + (", ..." if len(names) > 6 else "")]
+                for why, names in sorted(groups.items(), key=lambda item: -len(item[1]))]
+        lines += ["", tabulate(rows, headers=["kept FP32 because", "ops", "ops (first 6)"], tablefmt="github")]
+    return lines + [""]
+
+
 def summary_line(report: dict) -> str:
     """The one line ``quantize-and-verify`` prints: verdict, board, accuracy, speedup, report paths."""
     acc, lat, q = report["accuracy"], report["latency"], _label(report)
@@ -175,6 +203,7 @@ def render_markdown(report: dict) -> str:
               + (f" (mode {report['mode']}; the JSON keys named int8 hold this model)" if q != "INT8" else ""),
               f"- data: {report.get('data', {}).get('source', 'n/a')}", ""]
     lines += _integrity_md(report.get("integrity")) + _accuracy_md(report["accuracy"], q)
+    lines += _conversion_md(report.get("conversion"), q)
     lines += _runtime_md(report.get("runtime"), q) + _localization_md(report.get("localization"))
     lines += _fidelity_md(report["fidelity"], q) + _latency_md(report["latency"], q)
     if report.get("notes"):

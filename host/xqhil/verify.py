@@ -69,6 +69,7 @@ class HostSide:
     pc_fp32: list
     pc_int8: list
     names: List[str]
+    conversion: Optional[dict] = None  # FP16 / dynamic quantization: what xquant kept float32 and why
 
 
 def _load(opts: VerifyOptions):
@@ -111,13 +112,15 @@ def _check_qmodel(qmodel: str) -> None:
         raise BadInput(f"--qmodel: {exc.one_line()}") from None
 
 
-def _quantize(opts: VerifyOptions, cfg) -> str:
+def _quantize(opts: VerifyOptions, cfg) -> Tuple[str, Optional[dict]]:
+    """The quantized model's path and, for the float modes, what the conversion kept float32 and why."""
     if opts.qmodel:
-        return os.path.abspath(opts.qmodel)
-    import xquant
+        return os.path.abspath(opts.qmodel), None
+    from xquant.quantize import run_quantization
 
-    xquant.quantize_onnx_model(opts.config)
-    return cfg.model.output_model
+    result = run_quantization(opts.config, summary=False)
+    info = getattr(result, "info", None)
+    return cfg.model.output_model, (json.loads(json.dumps(info, default=str)) if info else None)
 
 
 def _trim(data: VerifyData, batch: int) -> None:
@@ -282,7 +285,7 @@ def host_side(opts: VerifyOptions, stages: Optional[Stages] = None) -> HostSide:
     stages.start("load data")
     data = load_verify_data(cfg, params, labels)
     stages.start("quantize")
-    int8 = _quantize(opts, cfg)
+    int8, conversion = _quantize(opts, cfg)
     fp32 = cfg.model.onnx_model
     batch, fixed = choose_batch(fp32, int8, params.batch_size)
     axes = _layout(fp32, int8, data.names)
@@ -292,7 +295,8 @@ def host_side(opts: VerifyOptions, stages: Optional[Stages] = None) -> HostSide:
     stages.start("run on PC")
     pc_fp32, pc_int8, names, batch = _pc_runs(stages, fp32, int8, data, batch, fixed, threads, axes)
     _check_classes(labels, classes_known, pc_fp32)
-    return HostSide(cfg, params, mode, data, fp32, int8, batch, fixed, axes, threads, pc_fp32, pc_int8, names)
+    return HostSide(cfg, params, mode, data, fp32, int8, batch, fixed, axes, threads, pc_fp32, pc_int8, names,
+                    conversion)
 
 
 def quantize_and_verify(opts: VerifyOptions) -> dict:
@@ -344,7 +348,7 @@ def verify_and_probe(opts: VerifyOptions) -> Tuple[dict, Optional[LatencyProbe]]
             "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"), "duration_s": 0.0,
             "board": opts.board.public(), "device": device, "model": _model_section(opts, fp32, int8),
             "accuracy": accuracy, "fidelity": fidelity, "runtime": runtime, "integrity": integrity, "latency": latency,
-            "localization": localization,
+            "localization": localization, "conversion": host.conversion,
             "data": {"source": data.source, "samples": int(data.arrays[0].shape[0]), "batch_size": batch},
             "harness": {k: round(v, 4) for k, v in run.timings.items()},
             "notes": data.notes + ([] if data.labels is not None else

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ignore_op_types", type=name_list, help="comma-separated op types to leave in FP32")
     parser.add_argument("--ignore_op_names", type=name_list, help="comma-separated op names to leave in FP32")
     parser.add_argument("--fp16_min_snr_db", type=float, metavar="DB", help="FP16: keep the first ops in FP32 "
-                        "until the model measures at least DB against FP32 on the calibration data (needs -c)")
+                        "until the model measures at least DB against FP32 on the calibration data (default 60 "
+                        "with -c and calibration data; 0: plain FP16)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     parser.add_argument("--profile", action="store_true",
@@ -75,6 +76,7 @@ def print_mode_summary(result) -> None:
     from tabulate import tabulate
 
     from .modes import LABELS
+    from .modes.fp16_floor import floor_line
 
     info = result.info
     print(f"{LABELS[result.mode]} model: {result.output_path} ({result.timings.get('total_s', 0):.1f} s)")
@@ -99,20 +101,8 @@ def print_mode_summary(result) -> None:
                 for name, m in result.fidelity.items()]
         print(tabulate(rows, headers=["output", "SNR dB", "cosine", "max |err|", "samples"]))
     else:
-        print("fidelity not measured (no calibration data: give -c with data_list_path to measure it)")
-
-
-def floor_line(floor: dict) -> str:
-    """What fp16_min_snr_db did, naming the float32 prefix by its first and last op."""
-    head = f"FP16 floor {floor['floor_db']:g} dB"
-    if not floor["kept_prefix"]:
-        return (f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration "
-                f"sample); bias correction {floor['bias_correction']}")
-    ends = " .. ".join(floor["prefix_ends"])
-    return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "
-            f"{floor['calibration_snr_db']:.2f} dB on the worst calibration sample before the bias correction, "
-            f"{floor['plain_snr_db']:.2f} dB without the prefix ({floor['conversions']} conversions); bias "
-            f"correction {floor['bias_correction']}")
+        print("fidelity not measured (no calibration data: give -c with data_list_path to measure it"
+              + (", and to hold FP16 at 60 dB)" if result.mode == "fp16" else ")"))
 
 
 def setup_logging(quiet: bool, verbose: bool) -> None:

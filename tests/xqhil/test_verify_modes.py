@@ -30,6 +30,18 @@ def check_mode_report(report: dict, mode: str, out: Path) -> None:
     assert f"## Chip {label} vs PC {label} (CPUExecutionProvider)" in md
     assert f"warn: SNR below {LIMITS[mode][0]} dB; bug: SNR below {LIMITS[mode][1]} dB" in md
     assert f"- {label} speedup over FP32 (p50)" in md and f"| {label.lower()}" not in md.split("## Output")[0]
+    # what xquant kept float32 and why: the seq model's plain FP16 reads under 60 dB on its worst calibration
+    # sample, so the default floor keeps its first ops FP32, each named in verify.json and grouped in verify.md
+    conversion = report["conversion"]
+    assert f"## {label} conversion (xquant)" in md
+    if mode == "fp16":
+        floor, kept = conversion["floor"], conversion["fp32_ops"]
+        assert floor["default"] and floor["kept_prefix"] > 0 and floor["prefix_ends"][0] == "proj_in"
+        assert "in the float32 prefix that keeps the model at 60 dB" in kept["proj_in"] and "lstm" in kept
+        assert "FP16 floor 60 dB (the default): the first" in md and "`proj_in`" in md
+        assert "| in the float32 prefix that keeps the model at 60 dB (fp16_min_snr_db) |" in md
+    else:
+        assert conversion["quantized"] and "- dynamically quantized: " in md
 
 
 @pytest.mark.parametrize("mode", ["fp16", "dynq"])

@@ -55,7 +55,8 @@ def seq_x() -> np.ndarray:
 
 
 def test_fp16_runs_the_model_in_half_with_float32_io_and_60_db(tmp_path, seq_x):
-    result = run_quantization(str(make_seq_project(tmp_path, 4)))
+    result = run_quantization(str(make_seq_project(tmp_path, 4, fp16_min_snr_db=0)))  # 0: no floor, plain FP16
+    assert "floor" not in result.info
     model = result.model
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
@@ -66,6 +67,34 @@ def test_fp16_runs_the_model_in_half_with_float32_io_and_60_db(tmp_path, seq_x):
     assert result.fidelity["logits"]["snr_db"] >= 60.0
     written = onnx.load(tmp_path / "work" / "seq.q.onnx")
     assert snr_db(run(build_seq_model(), seq_x), run(written, seq_x)) >= 60.0
+
+
+def worst_sample_db(ref: np.ndarray, got: np.ndarray) -> float:
+    """The worst sample's error against the output's mean energy per sample (the floor's measure)."""
+    axes = tuple(range(1, ref.ndim))
+    energy = np.mean(np.sum(ref.astype(np.float64) ** 2, axis=axes))
+    return float(10 * np.log10(energy / np.max(np.sum((ref - got).astype(np.float64) ** 2, axis=axes))))
+
+
+def test_fp16_holds_60_db_on_every_calibration_sample_by_default(tmp_path, capsys):
+    """With calibration data and no fp16_min_snr_db, FP16 holds 60 dB: the seq model's plain conversion reads
+    under 60 dB on its worst calibration sample, so its first ops stay float32, named, and the held-out samples
+    are better off than plain FP16's; fp16_min_snr_db 0 (or the flag) is plain FP16."""
+    config = make_seq_project(tmp_path, 4)
+    held = np.stack([np.load(tmp_path / line) for line in (tmp_path / "eval.txt").read_text().split()])
+    ref = run(build_seq_model(), held)
+    result = run_quantization(str(config))
+    floor = result.info["floor"]
+    assert floor["default"] and floor["floor_db"] == 60.0 and floor["plain_snr_db"] < 60.0
+    assert floor["calibration_snr_db"] >= 60.0 and 0 < floor["kept_prefix"] < floor["of"]
+    assert "(fp16_min_snr_db)" in result.info["fp32_ops"][floor["prefix_ends"][0]]
+    assert main(["-c", str(config), "--fp16_min_snr_db", "0", "-o", str(tmp_path / "plain.onnx")]) == 0
+    assert "FP16 floor" not in capsys.readouterr().out
+    plain = onnx.load(tmp_path / "plain.onnx")
+    assert len(half_inputs(plain)) > len(half_inputs(result.model))
+    assert worst_sample_db(ref, run(result.model, held)) >= max(60.0, worst_sample_db(ref, run(plain, held)))
+    assert main(["-c", str(config)]) == 0
+    assert "FP16 floor 60 dB (the default): the first" in capsys.readouterr().out
 
 
 def test_fp16_names_the_ops_that_overflow_and_keeps_them_float32(tmp_path, seq_x):
@@ -236,7 +265,7 @@ def test_fp16_floor_keeps_the_shortest_float32_prefix_that_meets_it(tmp_path, ca
 
 @pytest.mark.parametrize("change,needle", [
     ({"precision_level": 3}, "fp16_min_snr_db applies to precision_level 4"),
-    ({"fp16_min_snr_db": -5}, "must be a number of dB above 0 and at most 150"),
+    ({"fp16_min_snr_db": -5}, "must be a number of dB from 0 (off: plain FP16) to 150"),
     ({"fp16_min_snr_db": "sixty"}, "fp16_min_snr_db must be float"),
 ])
 def test_fp16_floor_bad_settings_are_one_line_exit_2(tmp_path, change, needle):

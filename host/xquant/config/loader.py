@@ -440,11 +440,11 @@ def _quantization(quant: dict) -> schema.QuantizationParameters:
 
 
 def _snr_floor(value: Any, where: str) -> Optional[float]:
-    """An SNR floor in dB: a number above 0 and at most 150 (float32's own rounding is about 150 dB)."""
+    """An SNR floor in dB: 0 (off) or a number above 0 and at most 150 (float32's own rounding is about 150 dB)."""
     value = _typed(value, float, where, allow_none=True)
-    if value is not None and not 0 < value <= 150:
-        raise ConfigError(f"{where} must be a number of dB above 0 and at most 150, got {value!r}.",
-                          "60 is the usual bar for an FP16 model.")
+    if value is not None and not 0 <= value <= 150:
+        raise ConfigError(f"{where} must be a number of dB from 0 (off: plain FP16) to 150, got {value!r}.",
+                          "60 (the default with calibration data) is the usual bar for an FP16 model.")
     return value
 
 

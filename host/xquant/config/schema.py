@@ -100,7 +100,8 @@ class QuantizationParameters:
     bias_dtype: str = "float"
     analysis_batches: int = 8
     fp16_bias_correction: Optional[bool] = None  # precision_level 4 only (None: on): modes/bias_fix.py
-    fp16_min_snr_db: Optional[float] = None  # precision_level 4 only (None: off): modes/fp16_floor.py
+    fp16_min_snr_db: Optional[float] = None  # precision_level 4 only; None: 60 with calibration data, 0: off
+    # (modes/fp16_floor.py)
 
 
 @dataclass(frozen=True)

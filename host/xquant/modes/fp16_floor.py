@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # (ppocr_cls: 65.2 -> 62.1 dB, and 83 -> 59 held out); smaller moves go either way held out (ddddocr_rec)
 CORRECTION_SLACK_DB = 1.0
 STEP_SHARE = 0.02  # the bisection stops when the prefix is known to within 2% of the float16 nodes
+HARD_SAMPLES = 8  # the bisection's steps are judged on the samples the plain conversion did worst on
 
 Convert = Callable[[Sequence[str]], Tuple[onnx.ModelProto, object]]  # extra float32 node names -> (model, info)
 
@@ -46,6 +47,7 @@ class FloorResult:
     plain_snr_db: float
     conversions: int
     measure: "WorstSample" = field(repr=False)  # against FP32 on the calibration samples
+    scores: Dict[int, float] = field(repr=False)  # the returned model's SNR per calibration sample (position)
 
     correction: str = "not checked"  # the bias correction on the calibration samples it was not fitted on
 
@@ -64,13 +66,15 @@ class FloorResult:
         unseen = self.measure.after(fitted)
         if not unseen.batches:
             return True
-        was, now = unseen(before), unseen(after)
+        known = [self.scores[p] for p in unseen.positions if p in self.scores]
+        was = min(known) if len(known) == len(unseen.positions) else unseen(before)
+        now = unseen(after, stop_below=was - CORRECTION_SLACK_DB)
         holds = now >= was - CORRECTION_SLACK_DB
         self.correction = (f"{'kept' if holds else 'dropped'}: worst of {len(unseen.batches)} calibration samples it "
-                           f"was not fitted on {_shown(was):.2f} -> {_shown(now):.2f} dB")
+                           f"was not fitted on {_shown(was):.2f} -> {_shown(now):.2f} dB{'' if holds else ' or less'}")
         if not holds:
             log.warning("FP16 floor: the float16 bias correction lowers the calibration samples it was not fitted "
-                        "on (worst %.1f -> %.1f dB): dropped", was, now)
+                        "on (worst %.1f -> %.1f dB or less): dropped", was, now)
         return holds
 
 
@@ -79,17 +83,34 @@ def _shown(snr: float) -> float:
     return round(min(float(snr), 200.0), 2)
 
 
+def floor_line(floor: dict) -> str:
+    """What fp16_min_snr_db did, naming the float32 prefix by its first and last op."""
+    head = f"FP16 floor {floor['floor_db']:g} dB" + (" (the default)" if floor.get("default") else "")
+    if not floor["kept_prefix"]:
+        return (f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration "
+                f"sample); bias correction {floor['bias_correction']}")
+    ends = " .. ".join(floor["prefix_ends"])
+    return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "
+            f"{floor['calibration_snr_db']:.2f} dB on the worst calibration sample before the bias correction, "
+            f"{floor['plain_snr_db']:.2f} dB without the prefix ({floor['conversions']} conversions); bias "
+            f"correction {floor['bias_correction']}"
+            + ("; fp16_min_snr_db: 0 (--fp16_min_snr_db 0) converts every op instead" if floor.get("default")
+               else ""))
+
+
 class WorstSample:
     """The worst float output's SNR (dB) on its worst sample: that sample's error against the output's mean
     energy per sample, so a sample whose output is near zero (a wake-word model on silence) is judged by its
-    error, not by its own tiny signal."""
+    error, not by its own tiny signal. A subset keeps the whole set's mean energy and each sample's position."""
 
-    def __init__(self, ref: List[list], batches: Sequence[Dict[str, np.ndarray]], device: str) -> None:
+    def __init__(self, ref: List[list], batches: Sequence[Dict[str, np.ndarray]], device: str,
+                 positions: Optional[Sequence[int]] = None, energy: Optional[Dict[int, float]] = None) -> None:
         self.ref, self.batches, self.device = ref, batches, device
+        self.positions = list(range(len(ref)) if positions is None else positions)
         first = ref[0] if ref else []
         self.floats = [k for k, v in enumerate(first) if np.issubdtype(np.asarray(v).dtype, np.floating)]
-        self.energy = {k: float(np.mean([np.sum(np.square(r[k], dtype=np.float64)) for r in self.ref]))
-                       for k in self.floats}
+        self.energy = energy if energy is not None else {
+            k: float(np.mean([np.sum(np.square(r[k], dtype=np.float64)) for r in self.ref])) for k in self.floats}
 
     @classmethod
     def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> WorstSample:
@@ -97,9 +118,15 @@ class WorstSample:
         session = make_session(fp32, device, "FP32 model (FP16 floor)")
         return cls([session.run(None, batch) for batch in batches], batches, device)
 
+    def subset(self, indices: Sequence[int]) -> WorstSample:
+        """The same measure on the samples at ``indices`` (in that order), the FP32 outputs reused."""
+        indices = list(indices)
+        return WorstSample([self.ref[i] for i in indices], [self.batches[i] for i in indices], self.device,
+                           [self.positions[i] for i in indices], self.energy)
+
     def after(self, start: int) -> WorstSample:
-        """The same measure on the samples from ``start`` on (their own mean energy), the FP32 outputs reused."""
-        return WorstSample(self.ref[start:], self.batches[start:], self.device)
+        """The samples from ``start`` on."""
+        return self.subset(range(start, len(self.ref)))
 
     def sample(self, ref: list, got: list) -> float:
         worst = float("inf")
@@ -109,44 +136,56 @@ class WorstSample:
                 worst = min(worst, 10.0 * np.log10(self.energy[k] / max(noise, 1e-300)))
         return worst
 
-    def __call__(self, model: onnx.ModelProto, stop_below: float = -float("inf")) -> float:
-        """The worst sample's SNR; stops at the first sample below ``stop_below`` (a bisection step that
-        fails needs no more)."""
+    def scores(self, model: onnx.ModelProto, stop_below: float = -float("inf")) -> Dict[int, float]:
+        """Each sample's SNR by its position, in this measure's order; stops after the first sample below
+        ``stop_below`` (a bisection step that fails needs no more)."""
         session = make_session(model, self.device, "FP16 model (FP16 floor)")
-        worst = float("inf")
-        for ref, batch in zip(self.ref, self.batches):
-            worst = min(worst, self.sample(ref, session.run(None, batch)))
-            if worst < stop_below:
+        found: Dict[int, float] = {}
+        for position, ref, batch in zip(self.positions, self.ref, self.batches):
+            found[position] = self.sample(ref, session.run(None, batch))
+            if found[position] < stop_below:
                 break
-        return worst
+        return found
+
+    def __call__(self, model: onnx.ModelProto, stop_below: float = -float("inf")) -> float:
+        """The worst sample's SNR (of those measured before one fell below ``stop_below``)."""
+        return min(self.scores(model, stop_below).values(), default=float("inf"))
 
 
 def keep_prefix(fp32: onnx.ModelProto, convert: Convert, batches: Sequence[Dict[str, np.ndarray]],
                 floor_db: float, device: str) -> Tuple[onnx.ModelProto, object, FloorResult]:
     """(model, info, result): the plain conversion if it meets ``floor_db`` on ``batches``, else the one
-    with the shortest float32 prefix of float16 nodes found to meet it."""
+    with the shortest float32 prefix of float16 nodes found to meet it.
+
+    The bisection judges each step on the HARD_SAMPLES samples the plain conversion did worst on (a step that
+    fails usually fails on the first), then the prefix it finds on the others; should one of them fall short
+    there, it joins the judging samples and the bisection goes on above that prefix."""
     measure = WorstSample.against(fp32, batches, device)
     model, info = convert(())
-    plain = measure(model)
+    scores = measure.scores(model)
+    plain = min(scores.values(), default=float("inf"))
     order: List[str] = list(info.fp16_nodes)
-    result = FloorResult(floor_db, [], len(order), plain, plain, 1, measure)
+    result = FloorResult(floor_db, [], len(order), plain, plain, 1, measure, scores)
     if plain >= floor_db or not order:
         return model, info, result
-    low, high, best = 0, len(order), None  # the prefix high is known to meet the floor (all: FP32)
-    while high - low > max(1, int(STEP_SHARE * len(order))):
-        mid = (low + high) // 2
-        trial, trial_info = convert(order[:mid])
-        snr = measure(trial, stop_below=floor_db)
-        result.conversions += 1
-        if snr >= floor_db:
-            high, best = mid, (trial, trial_info, snr)
-        else:
-            low = mid
+    ranked = sorted(range(len(batches)), key=lambda i: scores[i])  # the plain conversion's worst first
+    hard, low, high = ranked[:HARD_SAMPLES], 0, len(order)
+    while True:
+        low, high, best = _bisect(convert, order, measure.subset(hard), floor_db, low, high, result)
+        if best is None:
+            break
+        rest = measure.subset([i for i in ranked if i not in hard]).scores(best[0], stop_below=floor_db)
+        short = [i for i, snr in rest.items() if snr < floor_db]
+        if not short:
+            best = (best[0], best[1], {**best[2], **rest})
+            break
+        hard, low, high = hard + short, high, len(order)  # the sample it missed judges the steps from now on
     if best is None:  # every prefix tried fell short: the one at the bisection's upper end
         trial, trial_info = convert(order[:high])
-        best = (trial, trial_info, measure(trial))
+        best = (trial, trial_info, measure.scores(trial))
         result.conversions += 1
-    model, info, result.snr_db = best
+    model, info, result.scores = best
+    result.snr_db = min(result.scores.values())
     result.kept = order[:high]
     if high == len(order):
         log.warning("FP16 floor %g dB: every float16 op had to stay float32 (the plain conversion measured "
@@ -155,4 +194,26 @@ def keep_prefix(fp32: onnx.ModelProto, convert: Convert, batches: Sequence[Dict[
     log.info("FP16 floor %g dB: %.1f dB on the worst calibration sample without a prefix; the first %d of %d "
              "float16 nodes stay float32 (worst of %d samples %.1f dB, %d conversions)", floor_db, plain,
              len(result.kept), len(order), len(batches), result.snr_db, result.conversions)
+    if 0 < len(order) - high < len(order) / 2:
+        log.warning("FP16 floor %g dB keeps %d of the %d float16 ops float32 (%.0f%%): this model runs at nearly "
+                    "FP32 speed; fp16_min_snr_db 0 converts them all (%.1f dB on the worst calibration sample)",
+                    floor_db, high, len(order), 100.0 * high / len(order), plain)
     return model, info, result
+
+
+def _bisect(convert: Convert, order: List[str], judge: WorstSample, floor_db: float, low: int, high: int,
+            result: FloorResult):
+    """(low, high, best): the prefix ``low`` falls short on ``judge``, ``high`` is taken to meet it (all of
+    ``order``: FP32); best, the (model, info, scores on ``judge``) of the shortest prefix a step found to meet
+    it, or None."""
+    best = None
+    while high - low > max(1, int(STEP_SHARE * len(order))):
+        mid = (low + high) // 2
+        trial, trial_info = convert(order[:mid])
+        scores = judge.scores(trial, stop_below=floor_db)
+        result.conversions += 1
+        if min(scores.values()) >= floor_db:
+            high, best = mid, (trial, trial_info, scores)
+        else:
+            low = mid
+    return low, high, best

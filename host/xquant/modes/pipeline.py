@@ -25,6 +25,9 @@ OVERFLOW_BATCHES = 8  # calibration samples of the float16 range check and bias 
 # calibration samples fp16_min_snr_db is measured on: an FP16 model's SNR moves from sample to sample (ppocr_v6_rec
 # held out: 38-90 dB), so 8 that happened to read 60.1 dB stood for 16 held-out ones at 48.4
 FLOOR_BATCHES = 32
+# the SNR an FP16 model holds on the calibration data unless fp16_min_snr_db says otherwise (0: plain FP16): the
+# issue's bar for "FP16 is lossless"; without calibration data there is nothing to hold it on (plain FP16)
+DEFAULT_FP16_FLOOR_DB = 60.0
 
 
 @dataclass
@@ -48,7 +51,7 @@ def check_combination(cfg: XQuantConfig) -> None:
         if getattr(quant, key) is not None and mode != "fp16":
             raise ConfigError(f"quantization_parameters.{key} applies to precision_level 4 (FP16), "
                               f"not to precision_level {level} ({mode}).", "Remove it, or use precision_level 4.")
-    if quant.fp16_min_snr_db is not None and not _has_data(cfg):
+    if quant.fp16_min_snr_db and not _has_data(cfg):
         raise ConfigError("quantization_parameters.fp16_min_snr_db is measured on the calibration data, but the "
                           "config lists none for some input.", "Give every input a data_list_path in "
                           "calibration_parameters, or remove fp16_min_snr_db.")
@@ -66,6 +69,14 @@ def check_combination(cfg: XQuantConfig) -> None:
     if quant.analysis_enable:
         log.warning("analysis_enable is for INT8 (precision_level 0-2); precision_level %d (%s) writes no analysis "
                     "report", level, mode)
+
+
+def fp16_floor_db(cfg: XQuantConfig) -> Optional[float]:
+    """The floor FP16 holds: fp16_min_snr_db (0: none), else DEFAULT_FP16_FLOOR_DB with calibration data."""
+    value = cfg.quantization.fp16_min_snr_db
+    if value is None:
+        return DEFAULT_FP16_FLOOR_DB if _has_data(cfg) else None
+    return value or None
 
 
 def _has_data(cfg: XQuantConfig) -> bool:
@@ -90,6 +101,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
     from .overflow import imprecise_nodes, overflowing_nodes, sensitive_weights, tensor_stats
 
     quant, device = cfg.quantization, cfg.calibration.calibration_device
+    floor_db = fp16_floor_db(cfg)
     fused = onnx.ModelProto()
     fused.CopyFrom(fp32)
     gelus = fuse_gelu(fused, quant.ignore_op_types, quant.ignore_op_names)
@@ -106,13 +118,13 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
         for name in set(extra) - set(quant.ignore_op_names):
             if name in info.kept:
                 info.kept[name] = (f"{info.kept[name].split(':')[0]}: in the float32 prefix that keeps the model "
-                                   f"at {quant.fp16_min_snr_db:g} dB (fp16_min_snr_db)")
+                                   f"at {floor_db:g} dB (fp16_min_snr_db)")
         return model, info
 
     floor = None
-    if quant.fp16_min_snr_db is not None and batches:
+    if floor_db is not None and batches:
         samples = list(itertools.islice(data.model_batches(fp32, 1), FLOOR_BATCHES))
-        model, info, floor = keep_prefix(fused, convert, samples, quant.fp16_min_snr_db, device)
+        model, info, floor = keep_prefix(fused, convert, samples, floor_db, device)
     else:
         model, info = convert()
     if correct:
@@ -126,7 +138,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
              "overflow_checked_on": len(batches), "gelu_fused": len(gelus),
              "bias_corrected": len(info.bias_corrected)}
     if floor is not None:
-        found["floor"] = floor.summary()
+        found["floor"] = {**floor.summary(), "default": quant.fp16_min_snr_db is None}
     return model, found
 
 
