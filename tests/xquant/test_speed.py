@@ -190,3 +190,28 @@ def test_bias_correction_takes_its_fp32_reference_from_the_calibration_pass(demo
         np.testing.assert_allclose(got[layer.bias], want[layer.bias], rtol=0, atol=1e-3 * max(moved, 1e-6))
     result = quantize.run_quantization(demo_config, summary=False)  # the pipeline hands calibration's means on
     assert [p["pass"] for p in result.finetune["passes"]] == ["bias correction"]
+
+
+def test_parallel_session_runs_each_sample_once_in_order_and_stops_with_its_reader(monkeypatch):
+    """``run_each`` of a parallel session (the FP16 floor's and weight check's runner): the outputs of each
+    sample in the samples' order, the constants fed to every run, and a reader that stops after the first
+    chunk leaves the later samples unrun."""
+    from xquant.calibration import session as S
+
+    monkeypatch.setattr(S, "RUN_WORKERS", 2)
+    monkeypatch.setattr(S.ort, "InferenceSession", _CountingSession)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3])
+    w = onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Mul", ["x", "w"], ["y"])], "g", [x, w], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    sess = S.make_session(model, "cpu", "test model", parallel=True)
+    assert sess.workers == 2 and sess.session.get_session_options().intra_op_num_threads == max(1, S.CORES // 2)
+    batches = [{"x": np.full((1, 3), float(i), np.float32)} for i in range(7)]
+    weight = {"w": np.array([1.0, 2.0, 3.0], np.float32)}
+    _CountingSession.executed = 0
+    outs = list(sess.run_each(batches, weight))
+    assert [float(o[0][0, 2]) for o in outs] == [3.0 * i for i in range(7)] and _CountingSession.executed == 7
+    _CountingSession.executed = 0
+    first = next(iter(sess.run_each(batches, weight)))
+    assert float(first[0][0, 1]) == 0.0 and _CountingSession.executed == 2  # one chunk of 2, not all 7

@@ -115,8 +115,8 @@ class WorstSample:
     @classmethod
     def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> WorstSample:
         """Measured against ``fp32``'s outputs on ``batches`` (one FP32 pass)."""
-        session = make_session(fp32, device, "FP32 model (FP16 floor)")
-        return cls([session.run(None, batch) for batch in batches], batches, device)
+        session = make_session(fp32, device, "FP32 model (FP16 floor)", parallel=True)
+        return cls(list(session.run_each(batches)), batches, device)
 
     def subset(self, indices: Sequence[int]) -> WorstSample:
         """The same measure on the samples at ``indices`` (in that order), the FP32 outputs reused."""
@@ -139,10 +139,10 @@ class WorstSample:
     def scores(self, model: onnx.ModelProto, stop_below: float = -float("inf")) -> Dict[int, float]:
         """Each sample's SNR by its position, in this measure's order; stops after the first sample below
         ``stop_below`` (a bisection step that fails needs no more)."""
-        session = make_session(model, self.device, "FP16 model (FP16 floor)")
+        session = make_session(model, self.device, "FP16 model (FP16 floor)", parallel=True)
         found: Dict[int, float] = {}
-        for position, ref, batch in zip(self.positions, self.ref, self.batches):
-            found[position] = self.sample(ref, session.run(None, batch))
+        for position, ref, got in zip(self.positions, self.ref, session.run_each(self.batches)):
+            found[position] = self.sample(ref, got)
             if found[position] < stop_below:
                 break
         return found

@@ -186,14 +186,14 @@ def sensitive_weights(model: onnx.ModelProto, batches: Iterable[Dict[str, np.nda
     weights = {w: numpy_helper.to_array(inits[w]) for w in moved}
     probe.graph.input.extend(onnx.helper.make_tensor_value_info(w, TensorProto.FLOAT, list(inits[w].dims))
                              for w in weights)
-    session = make_session(probe, device, "FP32 model (float16 weight sensitivity)")
-    ref = [session.run(None, batch, weights) for batch in batches]
+    session = make_session(probe, device, "FP32 model (float16 weight sensitivity)", parallel=True)
+    ref = list(session.run_each(batches, weights))
 
     def snr_of(group: List[tuple]) -> float:  # the weights of every layer in ``group`` rounded at once
         rounded = dict(weights)
         with np.errstate(over="ignore"):
             rounded.update((w, weights[w].astype(np.float16).astype(np.float32)) for _, w in group)
-        return output_snr_db(ref, [session.run(None, batch, rounded) for batch in batches])
+        return output_snr_db(ref, list(session.run_each(batches, rounded)))
 
     found: Dict[str, float] = {}
     groups = [layers]
