@@ -44,6 +44,7 @@ class TensorStats:
     signal: Dict[str, float] = field(default_factory=dict)
     noise: Dict[str, float] = field(default_factory=dict)
     means: Dict[str, List[np.ndarray]] = field(default_factory=dict)  # per batch: [samples, channels] means
+    outputs: List[list] = field(default_factory=list)  # per batch: the graph's outputs (the FP16 floor's reference)
 
     def channel_means(self) -> Dict[str, np.ndarray]:
         """Tensor -> [samples, channels] channel means over the batches, for the tensors asked for."""
@@ -103,8 +104,9 @@ def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]
     names = _float_tensors(model)
     session = make_session(with_outputs(model, names), device, "FP32 model (float16 range check)")
     wanted = [o.name for o in session.get_outputs()]
-    for batch in batches:
-        for name, value in list(batch.items()) + list(zip(wanted, session.run(wanted, batch))):
+    for batch, values in zip(batches, session.run_each(batches)):
+        stats.outputs.append(values[:len(model.graph.output)])
+        for name, value in list(batch.items()) + list(zip(wanted, values)):
             stats.note(name, np.asarray(value))
             if name in means_of and np.ndim(value) >= 2:
                 stats.means.setdefault(name, []).append(channel_means([np.asarray(value)]))

@@ -124,7 +124,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
     floor = None
     if floor_db is not None and batches:
         samples = list(itertools.islice(data.model_batches(fp32, 1), FLOOR_BATCHES))
-        model, info, floor = keep_prefix(fused, convert, samples, floor_db, device)
+        model, info, floor = keep_prefix(fused, convert, samples, floor_db, device, stats.outputs)
     else:
         model, info = convert()
     if correct:
