@@ -57,6 +57,11 @@ class FloorResult:
                 "calibration_snr_db": _shown(self.snr_db), "plain_snr_db": _shown(self.plain_snr_db),
                 "conversions": self.conversions, "bias_correction": self.correction}
 
+    def rescore(self, model: onnx.ModelProto) -> None:
+        """The returned model changed (layers after the prefix kept float32 too): its scores again."""
+        self.scores = self.measure.scores(model)
+        self.snr_db = min(self.scores.values(), default=float("inf"))
+
     def correction_holds(self, before: onnx.ModelProto, after: onnx.ModelProto, fitted: int) -> bool:
         """Whether the bias correction, fitted on the first calibration samples, leaves the worst of the
         others within CORRECTION_SLACK_DB of where it was (ppocr_cls: fitted on 8 crops it took the held-out
@@ -113,15 +118,10 @@ class WorstSample:
             k: float(np.mean([np.sum(np.square(r[k], dtype=np.float64)) for r in self.ref])) for k in self.floats}
 
     @classmethod
-    def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str,
-                known: Sequence[list] = ()) -> WorstSample:
-        """Measured against ``fp32``'s outputs on ``batches`` (one FP32 pass), those of the first ones given
-        in ``known`` (the range check's pass)."""
-        known = list(known)[:len(batches)]
-        if len(known) == len(batches):
-            return cls(known, batches, device)
+    def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> WorstSample:
+        """Measured against ``fp32``'s outputs on ``batches`` (one FP32 pass)."""
         session = make_session(fp32, device, "FP32 model (FP16 floor)", parallel=True)
-        return cls(known + list(session.run_each(batches[len(known):])), batches, device)
+        return cls(list(session.run_each(batches)), batches, device)
 
     def subset(self, indices: Sequence[int]) -> WorstSample:
         """The same measure on the samples at ``indices`` (in that order), the FP32 outputs reused."""
@@ -158,16 +158,14 @@ class WorstSample:
 
 
 def keep_prefix(fp32: onnx.ModelProto, convert: Convert, batches: Sequence[Dict[str, np.ndarray]],
-                floor_db: float, device: str,
-                known: Sequence[list] = ()) -> Tuple[onnx.ModelProto, object, FloorResult]:
+                floor_db: float, device: str) -> Tuple[onnx.ModelProto, object, FloorResult]:
     """(model, info, result): the plain conversion if it meets ``floor_db`` on ``batches``, else the one
-    with the shortest float32 prefix of float16 nodes found to meet it; ``known``: ``fp32``'s outputs on the
-    first of ``batches``, when already computed.
+    with the shortest float32 prefix of float16 nodes found to meet it.
 
     The bisection judges each step on the HARD_SAMPLES samples the plain conversion did worst on (a step that
     fails usually fails on the first), then the prefix it finds on the others; should one of them fall short
     there, it joins the judging samples and the bisection goes on above that prefix."""
-    measure = WorstSample.against(fp32, batches, device, known)
+    measure = WorstSample.against(fp32, batches, device)
     model, info = convert(())
     scores = measure.scores(model)
     plain = min(scores.values(), default=float("inf"))

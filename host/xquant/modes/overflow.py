@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import onnx
@@ -44,7 +44,6 @@ class TensorStats:
     signal: Dict[str, float] = field(default_factory=dict)
     noise: Dict[str, float] = field(default_factory=dict)
     means: Dict[str, List[np.ndarray]] = field(default_factory=dict)  # per batch: [samples, channels] means
-    outputs: List[list] = field(default_factory=list)  # per batch: the graph's outputs (the FP16 floor's reference)
 
     def channel_means(self) -> Dict[str, np.ndarray]:
         """Tensor -> [samples, channels] channel means over the batches, for the tensors asked for."""
@@ -104,9 +103,8 @@ def tensor_stats(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]
     names = _float_tensors(model)
     session = make_session(with_outputs(model, names), device, "FP32 model (float16 range check)")
     wanted = [o.name for o in session.get_outputs()]
-    for batch, values in zip(batches, session.run_each(batches)):
-        stats.outputs.append(values[:len(model.graph.output)])
-        for name, value in list(batch.items()) + list(zip(wanted, values)):
+    for batch in batches:
+        for name, value in list(batch.items()) + list(zip(wanted, session.run(wanted, batch))):
             stats.note(name, np.asarray(value))
             if name in means_of and np.ndim(value) >= 2:
                 stats.means.setdefault(name, []).append(channel_means([np.asarray(value)]))
@@ -166,17 +164,19 @@ def output_snr_db(ref: List[np.ndarray], test: List[np.ndarray]) -> float:
 
 
 def sensitive_weights(model: onnx.ModelProto, batches: Iterable[Dict[str, np.ndarray]], device: str = "cpu",
-                      limit: float = SENSITIVE_SNR_DB) -> Dict[str, float]:
+                      limit: float = SENSITIVE_SNR_DB, only: Optional[Iterable[str]] = None) -> Dict[str, float]:
     """Node name -> the output SNR (dB) with only its float32 weights rounded to float16, for weight layers
     below ``limit``: one session with the weights as inputs, rounded weights fed in. Independent roundings add
     their noise, so a group of layers whose weights rounded together keep the output GROUP_MARGIN_DB above
     ``limit`` is taken to have no layer below it alone, and the other groups are halved until single layers
     are measured (ppocr_v6_det: 7 runs instead of 65, 4.4 -> 0.5 s). Not always so: ppocr_v6_rec reads 67.0
-    dB with every weight rounded and 58.6 with one Conv's alone, which this no longer finds."""
+    dB with every weight rounded and 58.6 with one Conv's alone, which this no longer finds. ``only``: the
+    nodes to test (all weight layers when None)."""
     batches = list(batches)[:SENSITIVE_SAMPLES]
     inits = {t.name: t for t in model.graph.initializer if t.data_type == TensorProto.FLOAT}
     layers = [(n.name, n.input[1]) for n in model.graph.node
-              if n.op_type in WEIGHT_OPS and n.domain in ("", "ai.onnx") and len(n.input) > 1 and n.input[1] in inits]
+              if n.op_type in WEIGHT_OPS and n.domain in ("", "ai.onnx") and len(n.input) > 1 and n.input[1] in inits
+              and (only is None or n.name in only)]
     if not batches or not layers:
         return {}
     moved = {w for _, w in layers}
