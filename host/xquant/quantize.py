@@ -10,7 +10,7 @@ from typing import Dict, Optional, Union
 
 import onnx
 
-from .analysis.fidelity import compare_outputs, run_both
+from .analysis.fidelity import compare_models
 from .calibration.collector import batch_size_for, collect_stats
 from .calibration.ranges import QParams
 from .calibration.session import make_session
@@ -111,7 +111,7 @@ def summary_fidelity(fp32: onnx.ModelProto, qdq: onnx.ModelProto, data: Calibrat
 
 def fidelity_rows(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches: list, device: str) -> Dict[str, dict]:
     """Per output: SNR, cosine, ... of ``qdq`` against ``fp32`` over ``batches``."""
-    rows = compare_outputs(run_both(fp32, qdq, batches, device))
+    rows = compare_models(fp32, qdq, batches, device)
     samples = sum(int(next(iter(b.values())).shape[0]) for b in batches)
     for row in rows.values():  # outputs with the batch off axis 0 (recurrent state) count samples wrongly
         row["samples"] = samples

@@ -421,3 +421,37 @@ def test_a_detectors_decision_head_stays_float(tmp_path, capsys):
     ref, got = run_model(model, hits)[0], run_model(q, hits)[0]
     assert (ref > 0.9).all() and (got > 0.5).all()
     assert snr_db(ref, got) > 30
+
+
+def test_the_summary_comparison_summed_batch_by_batch_equals_the_whole_output_metrics():
+    """``compare_models`` keeps no outputs (sums per batch) and must read what the metrics give on the
+    concatenated outputs: a [N, classes] output (top-1 agreement) and a time-major [T, N, C] one, of a model
+    against a copy whose weights moved, over 4 batches."""
+    from xquant.analysis import metrics
+    from xquant.analysis.fidelity import compare_models
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])
+    outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5]),
+            helper.make_tensor_value_info("seq", TensorProto.FLOAT, [3, "N", 5])]
+
+    def model(weights: np.ndarray) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"]),
+                 helper.make_node("Unsqueeze", ["logits", "zero"], ["one"]),
+                 helper.make_node("Concat", ["one", "one", "one"], ["seq"], axis=0)]
+        graph = helper.make_graph(nodes, "g", [x], outs, [numpy_helper.from_array(weights, "w"),
+                                                         numpy_helper.from_array(np.array([0], np.int64), "zero")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    fp32, moved = model(w), model(w + rng.normal(0, 0.05, w.shape).astype(np.float32))
+    batches = [{"x": rng.standard_normal((8, 6)).astype(np.float32)} for _ in range(4)]
+    rows = compare_models(fp32, moved, batches)
+    ref, test = (np.concatenate([run_model(m, b)[0] for b in batches]) for m in (fp32, moved))
+    logits = rows["logits"]
+    assert abs(logits["snr_db"] - metrics.snr_db(ref, test)) < 1e-9 and 20.0 < logits["snr_db"] < 60.0
+    assert abs(logits["cosine"] - metrics.cosine(ref, test)) < 1e-12
+    assert logits["max_abs"] == metrics.max_abs(ref, test) and logits["samples"] == 32
+    assert logits["top1_agreement"] == metrics.top1_agreement(ref, test)
+    seq = rows["seq"]
+    assert "top1_agreement" not in seq and abs(seq["snr_db"] - logits["snr_db"]) < 1e-9

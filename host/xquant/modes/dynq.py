@@ -183,9 +183,9 @@ def quantize_dynamic(model: onnx.ModelProto, ignore_types: Iterable[str] = (),
 
 
 def _worst_snr(fp32: onnx.ModelProto, model: onnx.ModelProto, batches: list, device: str) -> float:
-    from ..analysis.fidelity import compare_outputs, run_both
+    from ..analysis.fidelity import compare_models
 
-    return min(row["snr_db"] for row in compare_outputs(run_both(fp32, model, batches, device)).values())
+    return min(row["snr_db"] for row in compare_models(fp32, model, batches, device).values())
 
 
 def _measure(fp32: onnx.ModelProto, model: onnx.ModelProto, batches: list, device: str, info: dict) -> float:
