@@ -34,13 +34,9 @@ class _Running:
 
     def row(self) -> dict:
         """SNR, cosine, noise ratio, max |error| as ``metrics`` computes them on the whole outputs."""
-        if self.signal == 0.0:
-            ratio = 0.0 if self.noise == 0.0 else float("inf")
-        else:
-            ratio = self.noise / self.signal
-        norms = np.sqrt(self.signal) * np.sqrt(self.test_sq)
-        cosine = float(self.dot / norms) if norms > 0.0 else (1.0 if self.signal == self.test_sq else 0.0)
-        found = {"snr_db": metrics.ratio_db(ratio), "cosine": cosine, "noise_ratio": ratio,
+        ratio = metrics.ratio_of_sums(self.signal, self.noise)
+        found = {"snr_db": metrics.ratio_db(ratio), "noise_ratio": ratio,
+                 "cosine": metrics.cosine_of_sums(self.dot, self.signal, self.test_sq),
                  "max_abs": self.max_abs, "samples": self.samples}
         if self.classes:
             found["top1_agreement"] = self.agree / self.samples

@@ -7,8 +7,11 @@ import numpy as np
 def noise_ratio(ref: np.ndarray, test: np.ndarray) -> float:
     """XQuant's SNR: noise power / signal power (lower is better; 0.1 is the flag line)."""
     ref64, test64 = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-    signal = float(np.sum(ref64 * ref64))
-    noise = float(np.sum((ref64 - test64) ** 2))
+    return ratio_of_sums(float(np.sum(ref64 * ref64)), float(np.sum((ref64 - test64) ** 2)))
+
+
+def ratio_of_sums(signal: float, noise: float) -> float:
+    """``noise_ratio`` from the summed squares of the reference and of the error."""
     if signal == 0.0:
         return 0.0 if noise == 0.0 else float("inf")
     return noise / signal
@@ -28,10 +31,15 @@ def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
 
 def cosine(ref: np.ndarray, test: np.ndarray) -> float:
     a, b = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return cosine_of_sums(float(np.dot(a, b)), float(np.dot(a, a)), float(np.dot(b, b)))
+
+
+def cosine_of_sums(dot: float, ref_sq: float, test_sq: float) -> float:
+    """``cosine`` from the summed products: reference x test, reference squared, test squared."""
+    na, nb = np.sqrt(ref_sq), np.sqrt(test_sq)
     if na == 0.0 or nb == 0.0:
         return 1.0 if na == nb else 0.0
-    return float(np.dot(a, b) / (na * nb))
+    return float(dot / (na * nb))
 
 
 def mse(ref: np.ndarray, test: np.ndarray) -> float:

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # the bias correction is dropped when the worst calibration sample it was not fitted on loses more than this
 # (ppocr_cls: 65.2 -> 62.1 dB, and 83 -> 59 held out); smaller moves go either way held out (ddddocr_rec)
 CORRECTION_SLACK_DB = 1.0
+# a model this far above its floor without the float16 bias correction is not corrected: the correction's
+# channel means, estimated on 8 samples, then cost unseen inputs more than it gains (orientation: 80 dB on its
+# worst calibration image either way, held out 64.83 dB without it and 60.73 with it)
+CLEAR_OF_FLOOR_DB = 15.0
 # the bisection stops when the prefix is known to within 4% of the float16 nodes (2% took ppocr_v4_rec 15
 # conversions instead of 9 for the same prefix, and kept 1-2% fewer ops FP32 on ppocr_v4_det and layout_cdla)
 STEP_SHARE = 0.04
@@ -63,6 +67,14 @@ class FloorResult:
         """The returned model changed (layers after the prefix kept float32 too): its scores again."""
         self.scores = self.measure.scores(model)
         self.snr_db = min(self.scores.values(), default=float("inf"))
+
+    def wants_correction(self) -> bool:
+        """Whether the bias correction is tried at all: not on a model CLEAR_OF_FLOOR_DB above the floor."""
+        if self.snr_db < self.floor_db + CLEAR_OF_FLOOR_DB:
+            return True
+        self.correction = (f"not applied: {self.snr_db:.2f} dB on the worst calibration sample without it, "
+                           f"{CLEAR_OF_FLOOR_DB:g} dB or more above the floor")
+        return False
 
     def correction_holds(self, before: onnx.ModelProto, after: onnx.ModelProto, fitted: int) -> bool:
         """Whether the bias correction, fitted on the first calibration samples, leaves the worst of the

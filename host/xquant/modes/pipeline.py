@@ -30,10 +30,6 @@ FLOOR_BATCHES = 24
 # the SNR an FP16 model holds on the calibration data unless fp16_min_snr_db says otherwise (0: plain FP16): the
 # issue's bar for "FP16 is lossless"; without calibration data there is nothing to hold it on (plain FP16)
 DEFAULT_FP16_FLOOR_DB = 60.0
-# a model this far above its floor without the float16 bias correction is not corrected: the correction's
-# channel means, estimated on 8 samples, then cost unseen inputs more than it gains (orientation: 80 dB on its
-# worst calibration image either way, held out 64.83 dB without it and 60.73 with it)
-CLEAR_OF_FLOOR_DB = 15.0
 
 
 @dataclass
@@ -141,10 +137,7 @@ def _fp16(fp32: onnx.ModelProto, cfg: XQuantConfig, data: Optional[CalibrationDa
             floor.rescore(model)
     else:
         model, info = convert()
-    if correct and floor is not None and floor.snr_db >= floor.floor_db + CLEAR_OF_FLOOR_DB:
-        correct, floor.correction = False, (f"not applied: {floor.snr_db:.2f} dB on the worst calibration sample "
-                                            f"without it, {CLEAR_OF_FLOOR_DB:g} dB or more above the floor")
-    if correct:
+    if correct and (floor is None or floor.wants_correction()):
         plain = model
         model, info.bias_corrected = correct_biases(model, info.fp16_nodes, batches, stats.channel_means(),
                                                     fixed_batch(fp32), device)
