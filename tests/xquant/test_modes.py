@@ -179,9 +179,10 @@ def test_fp16_rounding_check_in_float32_measures_what_float64_does():
     assert stats.peaks["odd"] == 1e6 and np.isfinite(stats.rounding_snr()["odd"])
 
 
-def dc_cnn_project(folder: Path) -> Path:
+def dc_cnn_project(folder: Path, size: int = 12) -> Path:
     """Conv 'c1' (8 -> 16, bias) -> Relu -> depthwise Conv 'c2' (no bias) -> Conv 'c3' on inputs near 10 with
-    small variation: the float16 weights' rounding error times that large mean dominates the output's error."""
+    small variation: the float16 weights' rounding error times that large mean dominates the output's error.
+    ``size``: the inputs' height and width."""
     rng = np.random.default_rng(11)
     mk, init = onnx.helper.make_node, onnx.numpy_helper.from_array
     inits = [init(rng.normal(0, 0.3, (16, 8, 3, 3)).astype(np.float32), "w1"),
@@ -193,8 +194,8 @@ def dc_cnn_project(folder: Path) -> Path:
              mk("Conv", ["r", "w2"], ["d"], name="c2", group=16, pads=[1, 1, 1, 1]),
              mk("Conv", ["d", "w3", "b3"], ["y"], name="c3")]
     graph = onnx.helper.make_graph(nodes, "dc", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                    ["N", 8, 12, 12])],
-                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 12, 12])],
+                                                                                    ["N", 8, size, size])],
+                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, size, size])],
                                    inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -202,11 +203,12 @@ def dc_cnn_project(folder: Path) -> Path:
     onnx.save(model, folder / "dc.onnx")
     (folder / "data").mkdir(exist_ok=True)
     for i in range(24):
-        np.save(folder / "data" / f"s{i}.npy", (10 + rng.normal(0, 0.05, (8, 12, 12))).astype(np.float32))
+        np.save(folder / "data" / f"s{i}.npy", (10 + rng.normal(0, 0.05, (8, size, size))).astype(np.float32))
     (folder / "calib.txt").write_text("".join(f"data/s{i}.npy\n" for i in range(16)))
     cfg = {"model_parameters": {"onnx_model": "dc.onnx", "output_prefix": "dc", "working_dir": "work"},
            "calibration_parameters": {"calibration_step": 16, "input_parametres": [
-               {"input_name": "x", "input_shape": [1, 8, 12, 12], "file_type": "npy", "data_list_path": "calib.txt"}]},
+               {"input_name": "x", "input_shape": [1, 8, size, size], "file_type": "npy",
+                "data_list_path": "calib.txt"}]},
            "quantization_parameters": {"precision_level": 4, "fp16_bias_correction": True}}
     (folder / "cfg.json").write_text(json.dumps(cfg))
     return folder / "cfg.json"
@@ -262,6 +264,79 @@ def test_fp16_floor_keeps_the_shortest_float32_prefix_that_meets_it(tmp_path, ca
     assert snr_db(ref, run(floored.model, x)) >= 70.0
     assert main(["-c", str(config), "--fp16_min_snr_db", "70"]) == 0  # the flag, and the summary's line
     assert "FP16 floor 70 dB: the first 1 of 4 FP16 ops kept FP32 (c1)" in capsys.readouterr().out
+
+
+def test_fp16_floor_just_short_tries_the_shortest_prefix_first(tmp_path):
+    # the dc model reads 66.5 dB on its worst calibration sample in plain FP16 (no bias correction): 68 dB is
+    # within NEAR_FLOOR_DB of it, so the one-op prefix is tried first and met (plain + 1 conversion); 70 dB is
+    # not, and the bisection finds the same prefix in two steps (its midpoint first)
+    from xquant.modes.fp16_floor import NEAR_FLOOR_DB
+
+    config = dc_cnn_project(tmp_path)
+    cfg = json.loads(config.read_text())
+    cfg["quantization_parameters"]["fp16_bias_correction"] = False
+    found = {}
+    for floor_db in (68, 70):
+        cfg["quantization_parameters"]["fp16_min_snr_db"] = floor_db
+        config.write_text(json.dumps(cfg))
+        found[floor_db] = run_quantization(str(config)).info["floor"]
+    near, far = found[68], found[70]
+    assert near["plain_snr_db"] >= 68 - NEAR_FLOOR_DB and far["plain_snr_db"] < 70 - NEAR_FLOOR_DB
+    assert near["prefix_ends"] == far["prefix_ends"] == ["c1"]
+    assert (near["conversions"], far["conversions"]) == (2, 3)
+
+
+def test_fp16_floor_samples_by_input_size():
+    # large inputs: fewer floor samples, always CHECK_SAMPLES of them left for the bias correction's check
+    from xquant.modes.pipeline import CHECK_SAMPLES, FLOOR_BATCHES, OVERFLOW_BATCHES, floor_samples
+
+    def of(*shape):
+        return floor_samples({"x": np.zeros(shape, np.float32)})
+
+    assert of(1, 3, 48, 320) == of(1, 3, 1, 1) == (FLOOR_BATCHES, OVERFLOW_BATCHES)  # a text-line crop
+    assert of(1, 3, 320, 320) == (12, OVERFLOW_BATCHES)  # a 320-px detector input
+    assert of(1, 3, 800, 608) == of(8, 3, 224, 224) == (2 * CHECK_SAMPLES, CHECK_SAMPLES)  # a page; 8 images
+
+
+def test_fp16_floor_on_large_inputs_fits_the_correction_on_half_and_checks_it_on_the_rest(tmp_path, capsys):
+    # 8 x 240 x 240 inputs: the floor measures 8 of the 16 calibration samples, the range check and the bias
+    # correction take the first 4, and the correction is checked on the other 4; the plain conversion, judged
+    # on all 8, stops at the first sample short of 70 dB, so its SNR is that sample's ("or less")
+    config = dc_cnn_project(tmp_path, size=240)
+    cfg = json.loads(config.read_text())
+    cfg["quantization_parameters"]["fp16_min_snr_db"] = 70
+    config.write_text(json.dumps(cfg))
+    result = run_quantization(str(config))
+    floor = result.info["floor"]
+    assert floor["samples"] == 8 and result.info["overflow_checked_on"] == 4
+    assert floor["plain_or_less"] and floor["plain_snr_db"] < 70 <= floor["calibration_snr_db"]
+    assert floor["bias_correction"].split(":")[1].startswith(" worst of 4 calibration samples it was not fitted on")
+    assert main(["-c", str(config), "-o", str(tmp_path / "out.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "on the worst of 8 calibration samples before the bias correction" in out
+    assert f"{floor['plain_snr_db']:.2f} dB or less without the prefix" in out
+
+
+def test_floor_reference_reuses_the_range_checks_outputs(tmp_path):
+    # the range check's FP32 pass keeps the graph's outputs; the floor's reference takes them for its first
+    # samples and runs FP32 on the others only; a sample that fails a step is judged first from then on
+    from xquant.modes.fp16_floor import WorstSample
+    from xquant.modes.overflow import tensor_stats
+
+    model = onnx.load(dc_cnn_project(tmp_path).parent / "dc.onnx")
+    batches = [{"x": np.load(tmp_path / "data" / f"s{i}.npy")[None]} for i in range(5)]
+    stats = tensor_stats(model, batches[:3], keep_outputs=True)
+    plain = [run(model, b["x"]) for b in batches]
+    assert len(stats.outputs) == 3
+    for kept, want in zip(stats.outputs, plain):
+        np.testing.assert_allclose(kept[0], want, rtol=1e-5, atol=1e-5)
+    marker = [[np.full_like(plain[0], 7.0)]]  # not what FP32 computes: taken as it is
+    measure = WorstSample.against(model, batches, "cpu", known=marker)
+    assert measure.ref[0] is marker[0] and len(measure.ref) == 5
+    for got, want in zip(measure.ref[1:], plain[1:]):
+        np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-5)
+    ahead = measure.first(3)
+    assert ahead.positions == [3, 0, 1, 2, 4] and ahead.ref[0] is measure.ref[3]
 
 
 @pytest.mark.parametrize("change,needle", [

@@ -39,6 +39,9 @@ CLEAR_OF_FLOOR_DB = 15.0
 # the bisection stops when the prefix is known to within 4% of the float16 nodes (2% took ppocr_v4_rec 15
 # conversions instead of 9 for the same prefix, and kept 1-2% fewer ops FP32 on ppocr_v4_det and layout_cdla)
 STEP_SHARE = 0.04
+# a plain conversion this close to the floor tries the shortest prefix first (ddddocr_det: 59.0 dB, and 10 of its
+# 268 nodes meet 60, where the bisection's midpoints met it one after the other: 5 conversions on 8 samples each)
+NEAR_FLOOR_DB = 3.0
 HARD_SAMPLES = 8  # the bisection's steps are judged on the samples the plain conversion did worst on
 
 Convert = Callable[[Sequence[str]], Tuple[onnx.ModelProto, object]]  # extra float32 node names -> (model, info)
@@ -56,11 +59,14 @@ class FloorResult:
     scores: Dict[int, float] = field(repr=False)  # the returned model's SNR per calibration sample (position)
 
     correction: str = "not checked"  # the bias correction on the calibration samples it was not fitted on
+    plain_or_less: bool = False  # plain_snr_db is the first sample found short, not the worst (it stopped there)
 
     def summary(self) -> Dict[str, object]:
-        return {"floor_db": self.floor_db, "kept_prefix": len(self.kept), "of": self.of,
+        return {"floor_db": self.floor_db, "samples": len(self.measure.batches), "kept_prefix": len(self.kept),
+                "of": self.of,
                 "prefix_ends": self.kept[:1] + self.kept[1:][-1:],
                 "calibration_snr_db": _shown(self.snr_db), "plain_snr_db": _shown(self.plain_snr_db),
+                "plain_or_less": self.plain_or_less,
                 "conversions": self.conversions, "bias_correction": self.correction}
 
     def rescore(self, model: onnx.ModelProto) -> None:
@@ -106,13 +112,15 @@ def floor_line(floor: dict) -> str:
     """What fp16_min_snr_db did, naming the float32 prefix by its first and last op."""
     head = f"FP16 floor {floor['floor_db']:g} dB" + (" (the default)" if floor.get("default") else "")
     if not floor["kept_prefix"]:
-        return (f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst calibration "
-                f"sample); bias correction {floor['bias_correction']}")
+        return (f"{head}: met by the plain conversion ({floor['plain_snr_db']:.2f} dB on the worst of "
+                f"{floor['samples']} calibration samples); bias correction {floor['bias_correction']}")
     ends = " .. ".join(floor["prefix_ends"])
+    plain = f"{floor['plain_snr_db']:.2f} dB" + (" or less" if floor.get("plain_or_less") else "")
     return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "
-            f"{floor['calibration_snr_db']:.2f} dB on the worst calibration sample before the bias correction, "
-            f"{floor['plain_snr_db']:.2f} dB without the prefix ({floor['conversions']} conversions); bias "
-            f"correction {floor['bias_correction']}"
+            f"{floor['calibration_snr_db']:.2f} dB on the worst of {floor['samples']} calibration samples before the "
+            "bias correction, "
+            f"{plain} without the prefix ({floor['conversions']} conversions); bias correction "
+            f"{floor['bias_correction']}"
             + ("; fp16_min_snr_db: 0 (--fp16_min_snr_db 0) converts every op instead" if floor.get("default")
                else ""))
 
@@ -132,16 +140,26 @@ class WorstSample:
             k: float(np.mean([np.sum(np.square(r[k], dtype=np.float64)) for r in self.ref])) for k in self.floats}
 
     @classmethod
-    def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str) -> WorstSample:
-        """Measured against ``fp32``'s outputs on ``batches`` (one FP32 pass)."""
-        session = make_session(fp32, device, "FP32 model (FP16 floor)", parallel=True)
-        return cls(list(session.run_each(batches)), batches, device)
+    def against(cls, fp32: onnx.ModelProto, batches: Sequence[Dict[str, np.ndarray]], device: str,
+                known: Sequence[list] = ()) -> WorstSample:
+        """Measured against ``fp32``'s outputs on ``batches`` (one FP32 pass); ``known``: its outputs on the
+        first batches, already run (the float16 range check's pass)."""
+        ref = list(known[:len(batches)])
+        if len(ref) < len(batches):
+            session = make_session(fp32, device, "FP32 model (FP16 floor)", parallel=True)
+            ref += session.run_each(batches[len(ref):])
+        return cls(ref, batches, device)
 
     def subset(self, indices: Sequence[int]) -> WorstSample:
         """The same measure on the samples at ``indices`` (in that order), the FP32 outputs reused."""
         indices = list(indices)
         return WorstSample([self.ref[i] for i in indices], [self.batches[i] for i in indices], self.device,
                            [self.positions[i] for i in indices], self.energy)
+
+    def first(self, position: int) -> WorstSample:
+        """The same samples with the one at ``position`` (a calibration sample's position) judged first."""
+        at = self.positions.index(position)
+        return self.subset([at] + [i for i in range(len(self.positions)) if i != at])
 
     def after(self, start: int) -> WorstSample:
         """The samples from ``start`` on."""
@@ -172,25 +190,31 @@ class WorstSample:
 
 
 def keep_prefix(fp32: onnx.ModelProto, convert: Convert, batches: Sequence[Dict[str, np.ndarray]],
-                floor_db: float, device: str) -> Tuple[onnx.ModelProto, object, FloorResult]:
+                floor_db: float, device: str,
+                known: Sequence[list] = ()) -> Tuple[onnx.ModelProto, object, FloorResult]:
     """(model, info, result): the plain conversion if it meets ``floor_db`` on ``batches``, else the one
-    with the shortest float32 prefix of float16 nodes found to meet it.
+    with the shortest float32 prefix of float16 nodes found to meet it; ``known``: ``fp32``'s outputs on the
+    first batches.
 
     The bisection judges each step on the HARD_SAMPLES samples the plain conversion did worst on (a step that
     fails usually fails on the first), then the prefix it finds on the others; should one of them fall short
-    there, it joins the judging samples and the bisection goes on above that prefix."""
-    measure = WorstSample.against(fp32, batches, device)
+    there, it joins the judging samples and the bisection goes on above that prefix. With no more samples
+    than that, all of them judge, so the plain conversion stops at the first that falls short (layout_cdla's 8
+    at 800x608 px: 8 runs -> 2) and its SNR is that sample's, the worst's at most."""
+    measure = WorstSample.against(fp32, batches, device, known)
     model, info = convert(())
-    scores = measure.scores(model)
+    scores = measure.scores(model, stop_below=-float("inf") if len(batches) > HARD_SAMPLES else floor_db)
     plain = min(scores.values(), default=float("inf"))
     order: List[str] = list(info.fp16_nodes)
-    result = FloorResult(floor_db, [], len(order), plain, plain, 1, measure, scores)
+    result = FloorResult(floor_db, [], len(order), plain, plain, 1, measure, scores,
+                         plain_or_less=len(scores) < len(batches))
     if plain >= floor_db or not order:
         return model, info, result
-    ranked = sorted(range(len(batches)), key=lambda i: scores[i])  # the plain conversion's worst first
+    ranked = sorted(range(len(batches)), key=lambda i: scores.get(i, float("inf")))  # the plain's worst first
     hard, low, high = ranked[:HARD_SAMPLES], 0, len(order)
+    near = plain >= floor_db - NEAR_FLOOR_DB
     while True:
-        low, high, best = _bisect(convert, order, measure.subset(hard), floor_db, low, high, result)
+        low, high, best = _bisect(convert, order, measure.subset(hard), floor_db, low, high, result, near)
         if best is None:
             break
         rest = measure.subset([i for i in ranked if i not in hard]).scores(best[0], stop_below=floor_db)
@@ -206,33 +230,47 @@ def keep_prefix(fp32: onnx.ModelProto, convert: Convert, batches: Sequence[Dict[
     model, info, result.scores = best
     result.snr_db = min(result.scores.values())
     result.kept = order[:high]
+    measured = f"{plain:.1f} dB{' or less' if result.plain_or_less else ''} on the worst calibration sample"
     if high == len(order):
-        log.warning("FP16 floor %g dB: every float16 op had to stay float32 (the plain conversion measured "
-                    "%.1f dB on the worst calibration sample): this model does not hold the floor in float16; "
-                    "the output is an FP32 model", floor_db, plain)
-    log.info("FP16 floor %g dB: %.1f dB on the worst calibration sample without a prefix; the first %d of %d "
-             "float16 nodes stay float32 (worst of %d samples %.1f dB, %d conversions)", floor_db, plain,
-             len(result.kept), len(order), len(batches), result.snr_db, result.conversions)
+        log.warning("FP16 floor %g dB: every float16 op had to stay float32 (the plain conversion measured %s): "
+                    "this model does not hold the floor in float16; the output is an FP32 model", floor_db, measured)
+    log.info("FP16 floor %g dB: %s without a prefix; the first %d of %d float16 nodes stay float32 (worst of %d "
+             "samples %.1f dB, %d conversions)", floor_db, measured, len(result.kept), len(order), len(batches),
+             result.snr_db, result.conversions)
     if 0 < len(order) - high < len(order) / 2:
         log.warning("FP16 floor %g dB keeps %d of the %d float16 ops float32 (%.0f%%): this model runs at nearly "
-                    "FP32 speed; fp16_min_snr_db 0 converts them all (%.1f dB on the worst calibration sample)",
-                    floor_db, high, len(order), 100.0 * high / len(order), plain)
+                    "FP32 speed; fp16_min_snr_db 0 converts them all (%s)", floor_db, high, len(order),
+                    100.0 * high / len(order), measured)
     return model, info, result
 
 
 def _bisect(convert: Convert, order: List[str], judge: WorstSample, floor_db: float, low: int, high: int,
-            result: FloorResult):
+            result: FloorResult, shortest_first: bool = False):
     """(low, high, best): the prefix ``low`` falls short on ``judge``, ``high`` is taken to meet it (all of
     ``order``: FP32); best, the (model, info, scores on ``judge``) of the shortest prefix a step found to meet
-    it, or None."""
-    best = None
-    while high - low > max(1, int(STEP_SHARE * len(order))):
-        mid = (low + high) // 2
-        trial, trial_info = convert(order[:mid])
+    it, or None. ``shortest_first``: the prefix one step above ``low`` is tried before the bisection, which
+    goes on as without it should it fall short. A sample that fails a step judges the next steps first (the
+    plain conversion's worst are not always the prefixes' worst: layout_cdla's failing steps ran 4 samples
+    each, then 1 or 2; the order changes no outcome)."""
+    best, step = None, max(1, int(STEP_SHARE * len(order)))
+
+    def meets(prefix: int) -> bool:
+        nonlocal best, judge
+        trial, trial_info = convert(order[:prefix])
         scores = judge.scores(trial, stop_below=floor_db)
         result.conversions += 1
         if min(scores.values()) >= floor_db:
-            high, best = mid, (trial, trial_info, scores)
+            best = (trial, trial_info, scores)
+            return True
+        judge = judge.first(list(scores)[-1])
+        return False
+
+    if shortest_first and high - low > step and meets(low + step):
+        return low, low + step, best
+    while high - low > step:
+        mid = (low + high) // 2
+        if meets(mid):
+            high = mid
         else:
             low = mid
     return low, high, best
