@@ -63,8 +63,7 @@ class FloorResult:
 
     def summary(self) -> Dict[str, object]:
         return {"floor_db": self.floor_db, "samples": len(self.measure.batches), "kept_prefix": len(self.kept),
-                "of": self.of,
-                "prefix_ends": self.kept[:1] + self.kept[1:][-1:],
+                "of": self.of, "prefix_ends": self.kept[:1] + self.kept[1:][-1:],
                 "calibration_snr_db": _shown(self.snr_db), "plain_snr_db": _shown(self.plain_snr_db),
                 "plain_or_less": self.plain_or_less,
                 "conversions": self.conversions, "bias_correction": self.correction}
@@ -117,10 +116,9 @@ def floor_line(floor: dict) -> str:
     ends = " .. ".join(floor["prefix_ends"])
     plain = f"{floor['plain_snr_db']:.2f} dB" + (" or less" if floor.get("plain_or_less") else "")
     return (f"{head}: the first {floor['kept_prefix']} of {floor['of']} FP16 ops kept FP32 ({ends}): "
-            f"{floor['calibration_snr_db']:.2f} dB on the worst of {floor['samples']} calibration samples before the "
-            "bias correction, "
-            f"{plain} without the prefix ({floor['conversions']} conversions); bias correction "
-            f"{floor['bias_correction']}"
+            f"{floor['calibration_snr_db']:.2f} dB on the worst of {floor['samples']} calibration samples before "
+            f"the bias correction, {plain} without the prefix ({floor['conversions']} conversions); bias "
+            f"correction {floor['bias_correction']}"
             + ("; fp16_min_snr_db: 0 (--fp16_min_snr_db 0) converts every op instead" if floor.get("default")
                else ""))
 
